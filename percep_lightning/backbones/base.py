@@ -1,0 +1,67 @@
+"""Frozen feature extractors and the way losses and metrics hold them.
+
+A pretrained backbone inside a loss must not be trained, must not be handed to the user's optimizer,
+and must not bloat the user's checkpoints. Two pieces do that:
+
+* :class:`FrozenBackbone`: ``requires_grad=False`` on every parameter and ``train()`` that always
+  leaves it in eval mode (BatchNorm statistics and dropout never change).
+* :class:`HoldsFrozen`: a mixin for the loss or metric that owns one. The backbone is kept outside
+  the module tree (not a registered child), so ``parameters()``, ``state_dict()`` and therefore
+  Lightning checkpoints and optimizers never see it, while ``.to(device)``, ``.cuda()``,
+  ``.half()`` and ``.to(memory_format=...)`` still reach it through ``_apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class FrozenBackbone(nn.Module):
+    """Base class of the pretrained trunks: frozen parameters, always in eval mode."""
+
+    def freeze(self) -> FrozenBackbone:
+        """Disable gradients and switch to eval mode; returns ``self``."""
+        self.requires_grad_(False)
+        return super().train(False)
+
+    def train(self, mode: bool = True) -> FrozenBackbone:  # noqa: ARG002 (frozen: mode is ignored)
+        """Stay in eval mode whatever ``mode`` is (the parent's ``.train()`` must not unfreeze it)."""
+        return super().train(False)
+
+
+class HoldsFrozen:
+    """Mixin for an ``nn.Module`` that owns frozen backbones without registering them as children.
+
+    Use :meth:`_hold` in ``__init__`` and :meth:`_held` to get the backbone back. Subclasses that need
+    the backbone to stay in float32 whatever dtype the parent is cast to set ``_frozen_keep_float32``.
+    """
+
+    _frozen_keep_float32: bool = False
+
+    def _hold(self, name: str, backbone: nn.Module) -> None:
+        held = self.__dict__.setdefault("_frozen_modules", {})
+        held[name] = backbone
+
+    def _held(self, name: str) -> nn.Module:
+        return self.__dict__["_frozen_modules"][name]
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> Any:
+        result = super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
+        for backbone in self.__dict__.get("_frozen_modules", {}).values():
+            backbone._apply(fn)
+            if self._frozen_keep_float32:
+                backbone.float()
+        return result
+
+
+def frozen_device(backbone: nn.Module) -> torch.device:
+    """The device of a backbone's first parameter or buffer (CPU when it has none)."""
+    for tensor in backbone.parameters():
+        return tensor.device
+    for tensor in backbone.buffers():
+        return tensor.device
+    return torch.device("cpu")

@@ -1,0 +1,292 @@
+"""The FID Inception network: TensorFlow's 2015-12-05 Inception v3 graph, ported to PyTorch.
+
+This is the network every published FID and Inception Score comes from (pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth``, the same file torch-fidelity and torchmetrics load). It
+differs from torchvision's Inception v3 in four places, all reproduced here: average pools that do not
+count padding, a max pool in the last block, a 1008-way classifier, and TensorFlow 1.x's bilinear
+resize to 299x299 (no half-pixel offset).
+
+One forward pass returns both the 2048-d pool3 features (FID) and the classifier logits without the
+bias (the "logits_unbiased" that Inception Score uses).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
+
+INCEPTION_SIZE = 299
+ResizeMode = Literal["tensorflow", "bilinear"]
+
+
+class InceptionFeatures(NamedTuple):
+    """Outputs of :class:`FIDInceptionV3`.
+
+    Attributes:
+        pool3: ``(N, 2048)`` average-pooled features of the last block (FID).
+        logits_unbiased: ``(N, 1008)`` classifier logits without the bias (Inception Score).
+    """
+
+    pool3: Tensor
+    logits_unbiased: Tensor
+
+
+class _ConvBN(nn.Module):
+    """Convolution without bias, BatchNorm (eps 1e-3, TensorFlow's), ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding=0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+def _avg_pool_same(x: Tensor) -> Tensor:
+    # TensorFlow's average pool divides by the number of real (unpadded) pixels.
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class _MixedA(nn.Module):
+    """35x35 block (Mixed_5b/5c/5d)."""
+
+    def __init__(self, cin: int, pool_features: int) -> None:
+        super().__init__()
+        self.branch1x1 = _ConvBN(cin, 64, 1)
+        self.branch5x5_1 = _ConvBN(cin, 48, 1)
+        self.branch5x5_2 = _ConvBN(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = _ConvBN(cin, 64, 1)
+        self.branch3x3dbl_2 = _ConvBN(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = _ConvBN(96, 96, 3, padding=1)
+        self.branch_pool = _ConvBN(cin, pool_features, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg_pool_same(x)),
+            ],
+            1,
+        )
+
+
+class _ReductionA(nn.Module):
+    """35x35 -> 17x17 reduction (Mixed_6a)."""
+
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.branch3x3 = _ConvBN(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = _ConvBN(cin, 64, 1)
+        self.branch3x3dbl_2 = _ConvBN(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = _ConvBN(96, 96, 3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, kernel_size=3, stride=2),
+            ],
+            1,
+        )
+
+
+class _MixedC(nn.Module):
+    """17x17 block with factorised 7x7 convolutions (Mixed_6b..6e)."""
+
+    def __init__(self, cin: int, c7: int) -> None:
+        super().__init__()
+        row, col = ((1, 7), (0, 3)), ((7, 1), (3, 0))
+        self.branch1x1 = _ConvBN(cin, 192, 1)
+        self.branch7x7_1 = _ConvBN(cin, c7, 1)
+        self.branch7x7_2 = _ConvBN(c7, c7, row[0], padding=row[1])
+        self.branch7x7_3 = _ConvBN(c7, 192, col[0], padding=col[1])
+        self.branch7x7dbl_1 = _ConvBN(cin, c7, 1)
+        self.branch7x7dbl_2 = _ConvBN(c7, c7, col[0], padding=col[1])
+        self.branch7x7dbl_3 = _ConvBN(c7, c7, row[0], padding=row[1])
+        self.branch7x7dbl_4 = _ConvBN(c7, c7, col[0], padding=col[1])
+        self.branch7x7dbl_5 = _ConvBN(c7, 192, row[0], padding=row[1])
+        self.branch_pool = _ConvBN(cin, 192, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        bd = self.branch7x7dbl_1(x)
+        for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+            bd = conv(bd)
+        return torch.cat([self.branch1x1(x), b7, bd, self.branch_pool(_avg_pool_same(x))], 1)
+
+
+class _ReductionB(nn.Module):
+    """17x17 -> 8x8 reduction (Mixed_7a)."""
+
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.branch3x3_1 = _ConvBN(cin, 192, 1)
+        self.branch3x3_2 = _ConvBN(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = _ConvBN(cin, 192, 1)
+        self.branch7x7x3_2 = _ConvBN(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = _ConvBN(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = _ConvBN(192, 192, 3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b7 = self.branch7x7x3_1(x)
+        for conv in (self.branch7x7x3_2, self.branch7x7x3_3, self.branch7x7x3_4):
+            b7 = conv(b7)
+        return torch.cat(
+            [self.branch3x3_2(self.branch3x3_1(x)), b7, F.max_pool2d(x, kernel_size=3, stride=2)], 1
+        )
+
+
+class _MixedE(nn.Module):
+    """8x8 block with split 3x3 branches (Mixed_7b with an average pool, Mixed_7c with a max pool)."""
+
+    def __init__(self, cin: int, max_pool: bool) -> None:
+        super().__init__()
+        self.max_pool = max_pool
+        self.branch1x1 = _ConvBN(cin, 320, 1)
+        self.branch3x3_1 = _ConvBN(cin, 384, 1)
+        self.branch3x3_2a = _ConvBN(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = _ConvBN(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = _ConvBN(cin, 448, 1)
+        self.branch3x3dbl_2 = _ConvBN(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = _ConvBN(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = _ConvBN(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = _ConvBN(cin, 192, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b3 = self.branch3x3_1(x)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        # The ported graph uses a max pool in the very last block, where the paper has an average pool.
+        pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else _avg_pool_same(x)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(bd),
+                self.branch3x3dbl_3b(bd),
+                self.branch_pool(pooled),
+            ],
+            1,
+        )
+
+
+def resize_like_tensorflow1(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
+    """Bilinear resize exactly as TensorFlow 1.x ``tf.image.resize_bilinear`` (align_corners=False).
+
+    The source coordinate of output pixel ``i`` is ``i * in / out`` (no half-pixel offset); the two
+    neighbours ``floor`` and ``min(floor + 1, in - 1)`` are blended linearly. This is the resize under
+    which the FID Inception graph was exported, and the one torch-fidelity reproduces.
+
+    Args:
+        x: ``(N, C, H, W)`` floating-point images.
+        size: the output height and width.
+
+    Returns:
+        ``(N, C, size, size)`` in the dtype of ``x``.
+    """
+    height, width = x.shape[-2:]
+    if (height, width) == (size, size):
+        return x
+
+    def taps(n_in: int) -> tuple[Tensor, Tensor, Tensor]:
+        src = torch.arange(size, dtype=torch.float32, device=x.device) * torch.tensor(
+            n_in / size, dtype=torch.float32
+        )
+        lo = src.long()
+        hi = (lo + 1).clamp_max(n_in - 1)
+        return lo, hi, (src - lo.float()).to(x.dtype)
+
+    ylo, yhi, dy = taps(height)
+    xlo, xhi, dx = taps(width)
+    top, bottom = x.index_select(-2, ylo), x.index_select(-2, yhi)
+    top_l, top_r = top.index_select(-1, xlo), top.index_select(-1, xhi)
+    bot_l, bot_r = bottom.index_select(-1, xlo), bottom.index_select(-1, xhi)
+    upper = top_l + (top_r - top_l) * dx
+    lower = bot_l + (bot_r - bot_l) * dx
+    return upper + (lower - upper) * dy.view(-1, 1)
+
+
+class FIDInceptionV3(FrozenBackbone):
+    """The frozen FID Inception v3, returning pool3 features and unbiased logits in one pass.
+
+    Args:
+        weights: ``"default"`` (``pt_inception-2015-12-05-6726825d.pth``, from the cache or downloaded),
+            a path to a file in that format (pytorch-fid / torch-fidelity), a state dict, or ``None``
+            for random weights.
+        resize: ``"tensorflow"`` (default, torch-fidelity's TF1-compatible bilinear resize, matching
+            published FID) or ``"bilinear"`` (``F.interpolate(..., align_corners=False)``, pytorch-fid's).
+
+    Shape:
+        - Input: ``(N, 3, H, W)`` pixel values in [0, 255], ``uint8`` or floating point.
+        - Output: :class:`InceptionFeatures` of ``(N, 2048)`` and ``(N, 1008)`` float32 tensors.
+
+    Raises:
+        ValueError: for an unknown ``resize`` or a badly shaped input.
+        RuntimeError: if the weights do not have the keys and shapes of the official file.
+    """
+
+    def __init__(self, weights: WeightsArg = "default", resize: ResizeMode = "tensorflow") -> None:
+        super().__init__()
+        if resize not in ("tensorflow", "bilinear"):
+            raise ValueError(f"Expected `resize` to be 'tensorflow' or 'bilinear', but got {resize!r}.")
+        self.resize = resize
+        self.Conv2d_1a_3x3 = _ConvBN(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = _ConvBN(32, 32, 3)
+        self.Conv2d_2b_3x3 = _ConvBN(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = _ConvBN(64, 80, 1)
+        self.Conv2d_4a_3x3 = _ConvBN(80, 192, 3)
+        self.Mixed_5b = _MixedA(192, pool_features=32)
+        self.Mixed_5c = _MixedA(256, pool_features=64)
+        self.Mixed_5d = _MixedA(288, pool_features=64)
+        self.Mixed_6a = _ReductionA(288)
+        self.Mixed_6b = _MixedC(768, c7=128)
+        self.Mixed_6c = _MixedC(768, c7=160)
+        self.Mixed_6d = _MixedC(768, c7=160)
+        self.Mixed_6e = _MixedC(768, c7=192)
+        self.Mixed_7a = _ReductionB(768)
+        self.Mixed_7b = _MixedE(1280, max_pool=False)
+        self.Mixed_7c = _MixedE(2048, max_pool=True)
+        self.fc = nn.Linear(2048, 1008)
+
+        state, source = resolve_state_dict("inception_fid", weights)
+        if state is not None:
+            check_state_dict(self, state, source, "inception_fid")
+            self.load_state_dict(state, strict=True)
+        self.freeze()
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Resize ``[0, 255]`` images to 299x299 and scale them to [-1, 1) as ``(x - 128) / 128``."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"Expected images of shape (N, 3, H, W), but got {tuple(images.shape)}.")
+        x = images.to(torch.float32)
+        if self.resize == "tensorflow":
+            x = resize_like_tensorflow1(x)
+        elif x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+            x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
+        return (x - 128) / 128
+
+    def forward(self, images: Tensor) -> InceptionFeatures:
+        """Return the pool3 features and unbiased logits of ``images`` (values in [0, 255])."""
+        x = self.preprocess(images)
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        for block in (
+            self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
+            self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c,
+        ):  # fmt: skip
+            x = block(x)
+        pool3 = x.mean(dim=(2, 3))
+        logits = pool3 @ self.fc.weight.T
+        return InceptionFeatures(pool3.float(), logits.float())

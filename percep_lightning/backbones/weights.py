@@ -1,0 +1,266 @@
+"""Resolving the ``weights`` argument of every module that owns a pretrained backbone.
+
+Every loss and metric that runs a pretrained network takes the same argument:
+
+* ``"default"``: the official pretrained file, read from the torch hub cache
+  (``$TORCH_HOME/hub/checkpoints``, the directory torchvision itself uses) or downloaded there once,
+  with a progress bar. Offline and not cached, a :class:`WeightsUnavailableError` says which file is
+  expected where, and the two ways out.
+* a path to a local file in exactly the format of the official download (a torchvision model
+  ``state_dict`` such as ``vgg19-dcbb9e9d.pth``, or the pytorch-fid / torch-fidelity Inception file),
+  checked key by key and shape by shape.
+* ``None``: random initialisation, with one warning that the numbers are not comparable to
+  published ones.
+
+Nothing is downloaded at import time; only building a module that needs a file fetches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+WeightsArg = Union[str, os.PathLike, Mapping[str, Tensor], None]
+"""What a ``weights`` argument accepts: ``"default"``, a file path, a state dict, or ``None``."""
+
+_ENV_TIMEOUT = "PERCEP_LIGHTNING_DOWNLOAD_TIMEOUT"
+_DEFAULT_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """One official pretrained file.
+
+    Attributes:
+        name: the short name used by the CLI (``percep-lightning weights download NAME``).
+        filename: the file name of the official download; the cache keeps it unchanged.
+        url: where the official file is published.
+        sha256_prefix: the leading hex digits of the file's SHA-256 (the suffix of ``filename``).
+        description: what the weights are, for ``percep-lightning weights list``.
+    """
+
+    name: str
+    filename: str
+    url: str
+    sha256_prefix: str
+    description: str
+
+    @property
+    def cache_path(self) -> Path:
+        """Where ``"default"`` looks for this file: torchvision's own checkpoint cache."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+
+WEIGHTS: dict[str, WeightsSpec] = {
+    spec.name: spec
+    for spec in (
+        WeightsSpec(
+            "vgg19",
+            "vgg19-dcbb9e9d.pth",
+            "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "dcbb9e9d",
+            "torchvision VGG19 IMAGENET1K_V1 (VGG perceptual/style loss, CFSD)",
+        ),
+        WeightsSpec(
+            "vgg16",
+            "vgg16-397923af.pth",
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "397923af",
+            "torchvision VGG16 IMAGENET1K_V1 (LPIPS net='vgg', VGG perceptual arch='vgg16')",
+        ),
+        WeightsSpec(
+            "alexnet",
+            "alexnet-owt-7be5be79.pth",
+            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            "7be5be79",
+            "torchvision AlexNet IMAGENET1K_V1 (LPIPS net='alex')",
+        ),
+        WeightsSpec(
+            "squeezenet1_1",
+            "squeezenet1_1-b8a52dc0.pth",
+            "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+            "b8a52dc0",
+            "torchvision SqueezeNet 1.1 IMAGENET1K_V1 (LPIPS net='squeeze')",
+        ),
+        WeightsSpec(
+            "inception_fid",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+            "6726825d",
+            "TensorFlow Inception 2015-12-05 ported to PyTorch (FID and Inception Score)",
+        ),
+    )
+}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The official pretrained file is neither cached nor downloadable."""
+
+
+def _download(spec: WeightsSpec, destination: Path, timeout: float) -> None:
+    """Stream ``spec.url`` into ``destination`` atomically, checking the SHA-256 prefix."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm  # a dependency of lightning and torchmetrics
+
+    with urllib.request.urlopen(spec.url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
+        total = int(response.headers.get("Content-Length") or 0) or None
+        digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{spec.filename}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, desc=spec.filename
+            ) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            if not digest.hexdigest().startswith(spec.sha256_prefix):
+                raise RuntimeError(
+                    f"Downloaded {spec.url} but its SHA-256 {digest.hexdigest()[:16]}... does not start with "
+                    f"{spec.sha256_prefix}; the file was discarded."
+                )
+            os.replace(tmp_name, destination)
+        finally:
+            if os.path.exists(tmp_name):
+                os.remove(tmp_name)
+
+
+def fetch(name: str, *, timeout: float | None = None) -> Path:
+    """Return the cached path of the official file ``name``, downloading it first if needed.
+
+    Args:
+        name: a key of :data:`WEIGHTS`.
+        timeout: seconds to wait for the server; defaults to ``$PERCEP_LIGHTNING_DOWNLOAD_TIMEOUT`` or 20.
+
+    Returns:
+        The path of the file in the torch hub checkpoint cache.
+
+    Raises:
+        ValueError: if ``name`` is not a known weights name.
+        WeightsUnavailableError: if the file is not cached and cannot be downloaded.
+    """
+    spec = get_spec(name)
+    path = spec.cache_path
+    if path.is_file():
+        return path
+    if timeout is None:
+        timeout = float(os.environ.get(_ENV_TIMEOUT, _DEFAULT_TIMEOUT_S))
+    try:
+        _download(spec, path, timeout)
+    except (urllib.error.URLError, OSError, TimeoutError, RuntimeError) as err:
+        raise WeightsUnavailableError(
+            f"The pretrained weights '{name}' ({spec.filename}) are not in the cache and could not be "
+            f"downloaded ({err}).\n"
+            f"  expected file: {path}\n"
+            f"  download URL:  {spec.url}\n"
+            "Either fetch them once on a machine with network access with "
+            f"`percep-lightning weights download {name}` (set TORCH_HOME to choose the cache) or copy the "
+            f"file to the path above, or pass the path of a local copy as `weights=...`."
+        ) from err
+    return path
+
+
+def get_spec(name: str) -> WeightsSpec:
+    """Return the :class:`WeightsSpec` called ``name``.
+
+    Raises:
+        ValueError: if ``name`` is unknown; the message lists the known names.
+    """
+    try:
+        return WEIGHTS[name]
+    except KeyError:
+        raise ValueError(f"Unknown weights name {name!r}; expected one of {sorted(WEIGHTS)}.") from None
+
+
+_warned_random: set[str] = set()
+
+
+def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor] | None, str]:
+    """Turn a ``weights`` argument into a state dict for the official network ``name``.
+
+    Args:
+        name: the key of :data:`WEIGHTS` describing the network's official file.
+        weights: ``"default"``, a path, a state dict, or ``None`` (see the module docstring).
+
+    Returns:
+        ``(state_dict, source)``: the loaded tensors on CPU (``None`` for random initialisation) and a
+        human-readable description of where they came from, used in error messages.
+
+    Raises:
+        TypeError: if ``weights`` is of an unsupported type.
+        FileNotFoundError: if a path is given and no file is there.
+        RuntimeError: if the file cannot be read as a state dict.
+        WeightsUnavailableError: if ``"default"`` is neither cached nor downloadable.
+    """
+    get_spec(name)
+    if weights is None:
+        if name not in _warned_random:
+            _warned_random.add(name)
+            warnings.warn(
+                f"{name} backbone built with random weights (weights=None): its losses and metric values are "
+                "not comparable to published numbers.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return None, "random initialisation"
+    if isinstance(weights, Mapping):
+        return dict(weights), "the state dict passed as `weights`"
+    if isinstance(weights, str) and weights == "default":
+        path = fetch(name)
+    elif isinstance(weights, (str, os.PathLike)):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Weights file for {name} not found: {path}")
+    else:
+        raise TypeError(
+            f"Expected `weights` to be 'default', a path, a state dict or None, but got {type(weights).__name__}."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (re-raised with the path)
+        raise RuntimeError(f"Could not read weights file {path} for {name}: {err}") from err
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise RuntimeError(f"Weights file {path} for {name} does not hold a state dict of tensors.")
+    return dict(state), str(path)
+
+
+def check_state_dict(reference: nn.Module, state: Mapping[str, Tensor], source: str, name: str) -> None:
+    """Check that ``state`` has exactly the keys and shapes of ``reference`` (strict loading).
+
+    ``reference`` may live on the meta device: only its keys and shapes are read.
+
+    Raises:
+        RuntimeError: naming ``source`` and listing missing, unexpected and mis-shaped keys.
+    """
+    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    # BatchNorm's batch counter is absent from files converted from TensorFlow; PyTorch fills it in.
+    missing = sorted(k for k in set(expected) - set(got) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if not (missing or unexpected or shapes):
+        return
+    lines = [f"Weights from {source} do not match the official {name} format ({get_spec(name).filename}):"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
+    for key in shapes[:5]:
+        lines.append(f"  shape of {key}: expected {expected[key]}, got {got[key]}")
+    raise RuntimeError("\n".join(lines))
+
+
+def _preview(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (", ..." if len(keys) > limit else "")

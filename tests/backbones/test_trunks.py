@@ -1,0 +1,146 @@
+"""Torchvision trunks: loading official-format files, named outputs, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from percep_lightning.backbones import LAYER_NAMES, TorchvisionFeatures, layer_index
+from percep_lightning.backbones.base import HoldsFrozen
+
+
+def _torchvision_model(arch, path):
+    model = getattr(torchvision.models, arch)(weights=None)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("arch", "layers"),
+    [
+        ("vgg19", ["conv1_1", "relu1_2", "conv3_4", "relu3_1", "relu4_4", "pool4"]),
+        ("vgg16", ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]),
+        ("alexnet", ["relu1", "relu2", "relu3", "relu4", "relu5"]),
+        ("squeezenet1_1", ["relu1", "fire3", "fire5", "fire6", "fire7", "fire8", "fire9"]),
+    ],
+)
+def test_named_outputs_equal_torchvision(arch, layers, torchvision_weights, photos):
+    path = torchvision_weights(arch)
+    ours = TorchvisionFeatures(arch, layers, weights=path)
+    reference = _torchvision_model(arch, path).features
+    x = photos(2, 64)
+    out = ours(x)
+    assert list(out) == layers
+    # Walk torchvision's own trunk (with its in-place ReLUs) and clone every output.
+    expected = {}
+    h = x
+    for i, layer in enumerate(reference):
+        h = layer(h)
+        expected[i] = h.clone()
+    for name in layers:
+        torch.testing.assert_close(out[name], expected[layer_index(arch, name)], rtol=0, atol=0)
+
+
+def test_pre_activation_not_overwritten_by_inplace_relu(torchvision_weights, photos):
+    net = TorchvisionFeatures("vgg19", ["conv3_4", "relu3_4"], weights=torchvision_weights("vgg19"))
+    out = net(photos(1, 32) - 0.5)
+    assert (out["conv3_4"] < 0).any()
+    torch.testing.assert_close(out["relu3_4"], out["conv3_4"].clamp_min(0))
+
+
+def test_truncated_after_deepest_layer():
+    net = TorchvisionFeatures("vgg19", ["relu2_1"], weights=None)
+    assert len(net.layers) == layer_index("vgg19", "relu2_1") + 1
+
+
+def test_vgg19_layer_indices_follow_reference_convention():
+    names = LAYER_NAMES["vgg19"]
+    assert names.index("relu3_1") == 11
+    assert names.index("relu3_4") == 17
+    assert names.index("pool3") == 18
+    assert names.index("relu5_4") == 35
+    assert names.index("pool5") == 36
+    assert len(names) == len(torchvision.models.vgg19().features)
+
+
+def test_unknown_layer_lists_valid_names():
+    with pytest.raises(ValueError, match=r"Unknown layer 'relu9_9' for vgg19; valid names are: conv1_1, relu1_1"):
+        TorchvisionFeatures("vgg19", ["relu9_9"], weights=None)
+    with pytest.raises(ValueError, match=r"Expected `arch` to be one of"):
+        TorchvisionFeatures("resnet50", ["relu1"], weights=None)
+
+
+def test_wrong_keys_name_the_file(torchvision_weights, tmp_path):
+    state = torch.load(torchvision_weights("alexnet"), weights_only=True)
+    state["features.99.weight"] = torch.zeros(1)
+    del state["features.0.bias"]
+    bad = tmp_path / "bad-alexnet.pth"
+    torch.save(state, bad)
+    with pytest.raises(RuntimeError, match=r"bad-alexnet\.pth(.|\n)*missing keys \(1\): features\.0\.bias"):
+        TorchvisionFeatures("alexnet", ["relu1"], weights=bad)
+    with pytest.raises(RuntimeError, match=r"unexpected keys \(1\): features\.99\.weight"):
+        TorchvisionFeatures("alexnet", ["relu1"], weights=bad)
+
+
+def test_wrong_shapes_name_the_file(torchvision_weights, tmp_path):
+    # a VGG16 file handed to a VGG19 trunk
+    with pytest.raises(RuntimeError, match=r"vgg16-random\.pth do not match the official vgg19 format"):
+        TorchvisionFeatures("vgg19", ["relu1_1"], weights=torchvision_weights("vgg16"))
+    state = torch.load(torchvision_weights("alexnet"), weights_only=True)
+    state["features.0.weight"] = torch.zeros(64, 3, 3, 3)
+    bad = tmp_path / "reshaped.pth"
+    torch.save(state, bad)
+    with pytest.raises(RuntimeError, match=r"shape of features\.0\.weight: expected \(64, 3, 11, 11\), got \(64, 3, 3, 3\)"):
+        TorchvisionFeatures("alexnet", ["relu1"], weights=bad)
+
+
+def test_missing_file_and_bad_type(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
+        TorchvisionFeatures("vgg19", ["relu1_1"], weights=tmp_path / "nope.pth")
+    with pytest.raises(TypeError, match=r"Expected `weights` to be 'default', a path, a state dict or None, but got int"):
+        TorchvisionFeatures("vgg19", ["relu1_1"], weights=3)
+    not_weights = tmp_path / "garbage.pth"
+    not_weights.write_bytes(b"not a torch file")
+    with pytest.raises(RuntimeError, match=r"Could not read weights file .*garbage\.pth"):
+        TorchvisionFeatures("vgg19", ["relu1_1"], weights=not_weights)
+
+
+def test_random_weights_warn():
+    from percep_lightning.backbones import weights as w
+
+    w._warned_random.discard("squeezenet1_1")
+    with pytest.warns(UserWarning, match=r"random weights .* not comparable to published numbers"):
+        TorchvisionFeatures("squeezenet1_1", ["relu1"], weights=None)
+
+
+class _Owner(HoldsFrozen, nn.Module):
+    def __init__(self, trunk):
+        super().__init__()
+        self.head = nn.Conv2d(3, 3, 1)
+        self._hold("trunk", trunk)
+
+    def forward(self, x):
+        return self._held("trunk")(self.head(x))["relu1_1"].mean()
+
+
+def test_frozen_eval_hidden_from_parameters_and_checkpoints(torchvision_weights):
+    trunk = TorchvisionFeatures("vgg19", ["relu1_1"], weights=torchvision_weights("vgg19"))
+    owner = _Owner(trunk)
+    owner.train()
+    assert not trunk.training
+    assert all(not p.requires_grad for p in trunk.parameters())
+    assert [n for n, _ in owner.named_parameters()] == ["head.weight", "head.bias"]
+    assert set(owner.state_dict()) == {"head.weight", "head.bias"}
+    owner(torch.rand(1, 3, 8, 8)).backward()
+    assert owner.head.weight.grad is not None
+    assert all(p.grad is None for p in trunk.parameters())
+
+
+def test_to_reaches_held_backbone():
+    owner = _Owner(TorchvisionFeatures("vgg19", ["relu1_1"], weights=None))
+    owner.to(torch.float64)
+    assert next(owner._held("trunk").parameters()).dtype == torch.float64
+    owner.to(memory_format=torch.channels_last)
+    assert owner._held("trunk").layers[0].weight.is_contiguous(memory_format=torch.channels_last)
