@@ -1,0 +1,390 @@
+"""Fréchet distance between Gaussians fitted to features, and the statistics it is computed from.
+
+The Fréchet Inception Distance (Heusel et al. 2017) compares two sets of image features through the
+Gaussians ``N(mu1, sigma1)`` and ``N(mu2, sigma2)`` fitted to them:
+
+.. math::
+    d^2 = \\lVert \\mu_1 - \\mu_2 \\rVert^2 + \\operatorname{tr}\\Sigma_1 + \\operatorname{tr}\\Sigma_2
+          - 2 \\operatorname{tr}\\big((\\Sigma_1 \\Sigma_2)^{1/2}\\big)
+
+Everything here runs in float64 with ``torch.linalg`` only (no scipy). The trace of the matrix square root
+is the sum of the square roots of the eigenvalues of ``sigma1 @ sigma2``; that product is not symmetric,
+but it has the same eigenvalues as the symmetric positive semi-definite matrix ``L^T sigma2 L`` where
+``sigma1 = L L^T`` (a Cholesky factor, or ``sigma1^{1/2}`` when ``sigma1`` is singular), so a symmetric
+eigenvalue solver gives them exactly and several times faster than the general one used by torch-fidelity
+and torchmetrics.
+
+The statistics helpers support streaming: a metric keeps the float64 running sums returned by
+:func:`feature_sums` (they add up across batches and processes), and :func:`feature_statistics` turns them
+into the mean and the unbiased covariance at the end. :func:`save_stats` and :func:`load_stats` read and
+write the pytorch-fid ``.npz`` format (keys ``mu`` and ``sigma``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "feature_statistics",
+    "feature_sums",
+    "frechet_distance",
+    "frechet_distance_from_features",
+    "load_stats",
+    "save_stats",
+]
+
+
+def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> Tensor:
+    """Fréchet distance between the Gaussians ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
+
+    .. math::
+        d^2 = \\lVert \\mu_1 - \\mu_2 \\rVert^2 + \\operatorname{tr}\\Sigma_1 + \\operatorname{tr}\\Sigma_2
+              - 2 \\sum_i \\sqrt{\\lambda_i(\\Sigma_1 \\Sigma_2)}
+
+    The eigenvalues ``lambda_i`` of ``sigma1 @ sigma2`` are those of the symmetric matrix ``L^T sigma2 L``
+    with ``sigma1 = L L^T`` (Cholesky; the eigendecomposition square root ``sigma1^{1/2}`` when ``sigma1``
+    is singular, e.g. fitted on fewer samples than dimensions). Eigenvalues below zero, which can only
+    come from rounding for positive semi-definite inputs, are clamped to zero before the square root, so
+    no complex numbers appear. The exact value is a squared Wasserstein distance and never negative, so
+    a result that rounding pushes slightly below zero is returned as ``0``.
+
+    Args:
+        mu1: mean of the first set of features, ``(D,)``.
+        sigma1: covariance of the first set, ``(D, D)``, symmetric positive semi-definite.
+        mu2: mean of the second set, ``(D,)``.
+        sigma2: covariance of the second set, ``(D, D)``, symmetric positive semi-definite.
+
+    Returns:
+        The distance as a 0-dim float64 tensor, on the inputs' device (on the CPU for MPS inputs, as MPS
+        has no float64).
+
+    Raises:
+        TypeError: if an argument is not a floating-point tensor.
+        ValueError: on wrong or mismatched shapes, inputs on different devices, or NaN/Inf values.
+
+    Shape:
+        - ``mu1``, ``mu2``: ``(D,)``
+        - ``sigma1``, ``sigma2``: ``(D, D)``
+        - Output: ``()``
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.fid import frechet_distance
+        >>> mu, sigma = torch.zeros(3), torch.eye(3)
+        >>> frechet_distance(mu, sigma, mu + 1, 4 * sigma)  # 3 * 1^2 + 3 * (1 - 2)^2
+        tensor(6., dtype=torch.float64)
+    """
+    _check_statistics(mu1, sigma1, "mu1", "sigma1")
+    _check_statistics(mu2, sigma2, "mu2", "sigma2")
+    if mu1.shape != mu2.shape:
+        raise ValueError(
+            f"Expected `mu1` and `mu2` (and `sigma1`, `sigma2`) to have the same feature dimension, but got "
+            f"`mu1` {tuple(mu1.shape)} and `mu2` {tuple(mu2.shape)}."
+        )
+    devices = {t.device for t in (mu1, sigma1, mu2, sigma2)}
+    if len(devices) > 1:
+        raise ValueError(
+            "Expected `mu1`, `sigma1`, `mu2` and `sigma2` to be on one device, but got "
+            f"{mu1.device}, {sigma1.device}, {mu2.device} and {sigma2.device}."
+        )
+    mu1, sigma1, mu2, sigma2 = (_float64(t) for t in (mu1, sigma1, mu2, sigma2))
+
+    diff = mu1 - mu2
+    trace_sqrt = _trace_sqrt_product(sigma1, sigma2)
+    distance = diff.dot(diff) + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt
+    return distance.clamp(min=0)
+
+
+def frechet_distance_from_features(features1: Tensor, features2: Tensor) -> Tensor:
+    """Fréchet distance between Gaussians fitted to two feature sets (mean and unbiased covariance).
+
+    Statistics are computed in float64 from centred features; see :func:`frechet_distance` for the formula.
+
+    Args:
+        features1: the first set, ``(N1, D)`` with ``N1 >= 2``.
+        features2: the second set, ``(N2, D)`` with ``N2 >= 2``.
+
+    Returns:
+        The distance as a 0-dim float64 tensor.
+
+    Raises:
+        TypeError: if an argument is not a floating-point tensor.
+        ValueError: on a rank other than 2, different feature dimensions, fewer than 2 rows, or NaN/Inf.
+
+    Warns:
+        UserWarning: when a set has fewer rows than dimensions (its covariance is rank-deficient and the
+            value is unreliable).
+
+    Shape:
+        - ``features1``: ``(N1, D)``; ``features2``: ``(N2, D)``
+        - Output: ``()``
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.fid import frechet_distance_from_features
+        >>> x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+        >>> d = frechet_distance_from_features(x, x + 1)  # same covariance, means 1 apart per dimension
+        >>> round(d.item(), 6)
+        2.0
+    """
+    stats = []
+    for name, features in (("features1", features1), ("features2", features2)):
+        _check_features(features, name)
+        x = _float64(features)
+        n, dim = x.shape
+        _check_sample_count(n, dim, name)
+        mu = x.mean(dim=0)
+        centred = x - mu
+        stats.append((mu, centred.T @ centred / (n - 1)))
+    if features1.shape[1] != features2.shape[1]:
+        raise ValueError(
+            "Expected `features1` and `features2` to have the same feature dimension, but got shapes "
+            f"{tuple(features1.shape)} and {tuple(features2.shape)}."
+        )
+    (mu1, sigma1), (mu2, sigma2) = stats
+    return frechet_distance(mu1, sigma1, mu2, sigma2)
+
+
+def feature_sums(features: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Float64 running sums of a batch of features, to be added up across batches and processes.
+
+    Args:
+        features: a batch of features, ``(N, D)``.
+
+    Returns:
+        ``(features_sum, outer_sum, n)``: the float64 column sums ``(D,)``, the float64 sum of outer
+        products ``X^T X`` ``(D, D)``, and the row count ``N``.
+
+    Raises:
+        TypeError: if ``features`` is not a floating-point tensor.
+        ValueError: if it is not 2-D or holds NaN/Inf.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.fid import feature_sums
+        >>> s, outer, n = feature_sums(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        >>> s, outer, n
+        (tensor([4., 6.], dtype=torch.float64), tensor([[10., 14.],
+                [14., 20.]], dtype=torch.float64), 2)
+    """
+    _check_features(features, "features")
+    x = _float64(features)
+    return x.sum(dim=0), x.T @ x, x.shape[0]
+
+
+def feature_statistics(features_sum: Tensor, outer_sum: Tensor, n: int | Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased covariance from streaming sums (see :func:`feature_sums`).
+
+    .. math::
+        \\mu = \\frac{1}{n} \\sum_i x_i, \\qquad
+        \\Sigma = \\frac{\\sum_i x_i x_i^T - n \\mu \\mu^T}{n - 1}
+
+    This equals ``numpy.mean(X, axis=0)`` and ``numpy.cov(X, rowvar=False)``. Keep the sums in float64:
+    the subtraction cancels digits when the mean is large compared with the spread.
+
+    Args:
+        features_sum: sum of the feature vectors, ``(D,)``.
+        outer_sum: sum of their outer products, ``(D, D)``.
+        n: number of feature vectors summed (an int or a one-element tensor), at least 2.
+
+    Returns:
+        ``(mu, sigma)`` in float64, shapes ``(D,)`` and ``(D, D)``.
+
+    Raises:
+        TypeError: if a sum is not a floating-point tensor or ``n`` is not an integer.
+        ValueError: if ``n < 2``, on wrong or mismatched shapes, or NaN/Inf sums.
+
+    Warns:
+        UserWarning: when ``n < D`` (the covariance is rank-deficient and the FID is unreliable).
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.fid import feature_statistics, feature_sums
+        >>> mu, sigma = feature_statistics(*feature_sums(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])))
+        >>> mu
+        tensor([3., 2.], dtype=torch.float64)
+        >>> sigma
+        tensor([[ 4., -2.],
+                [-2.,  4.]], dtype=torch.float64)
+    """
+    _check_statistics(features_sum, outer_sum, "features_sum", "outer_sum")
+    n = _as_count(n)
+    dim = features_sum.shape[0]
+    _check_sample_count(n, dim, "n")
+    total = _float64(features_sum)
+    outer = _float64(outer_sum)
+    mu = total / n
+    sigma = (outer - n * torch.outer(mu, mu)) / (n - 1)
+    return mu, sigma
+
+
+def save_stats(path: str | os.PathLike[str], mu: Tensor, sigma: Tensor) -> None:
+    """Write ``mu`` and ``sigma`` to ``path`` in the pytorch-fid ``.npz`` format (keys ``mu``, ``sigma``).
+
+    The file is written atomically: to a temporary file in the same folder, then renamed over ``path``,
+    so a reader never sees a half-written file. The name is used as given (no ``.npz`` is appended).
+
+    Args:
+        path: destination file; its folder must exist.
+        mu: mean, ``(D,)``.
+        sigma: covariance, ``(D, D)``.
+
+    Raises:
+        TypeError: if ``mu`` or ``sigma`` is not a floating-point tensor.
+        ValueError: on wrong or mismatched shapes or NaN/Inf values.
+        FileNotFoundError: if the folder of ``path`` does not exist.
+
+    Example:
+        >>> import os, tempfile, torch
+        >>> from percep_lightning.functional.fid import load_stats, save_stats
+        >>> path = os.path.join(tempfile.mkdtemp(), "stats.npz")
+        >>> save_stats(path, torch.zeros(2), torch.eye(2))
+        >>> load_stats(path)
+        (tensor([0., 0.], dtype=torch.float64), tensor([[1., 0.],
+                [0., 1.]], dtype=torch.float64))
+    """
+    _check_statistics(mu, sigma, "mu", "sigma")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Cannot write FID statistics to {path!r}: folder {folder!r} does not exist.")
+    mu_np = mu.detach().to("cpu", torch.float64).numpy()
+    sigma_np = sigma.detach().to("cpu", torch.float64).numpy()
+    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, mu=mu_np, sigma=sigma_np)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)
+        raise
+
+
+def load_stats(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor]:
+    """Read ``(mu, sigma)`` from a pytorch-fid ``.npz`` file (keys ``mu`` and ``sigma``).
+
+    Args:
+        path: a file written by :func:`save_stats`, pytorch-fid (``--save-stats``) or ``numpy.savez``.
+
+    Returns:
+        ``(mu, sigma)`` as float64 CPU tensors, shapes ``(D,)`` and ``(D, D)``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not an ``.npz`` archive, lacks ``mu`` or ``sigma``, or holds arrays of
+            wrong or mismatched shapes or NaN/Inf values.
+
+    Example:
+        >>> import os, tempfile, numpy, torch
+        >>> from percep_lightning.functional.fid import load_stats
+        >>> path = os.path.join(tempfile.mkdtemp(), "ref.npz")
+        >>> numpy.savez(path, mu=numpy.ones(2), sigma=numpy.eye(2))
+        >>> mu, sigma = load_stats(path)
+        >>> mu.shape, sigma.shape
+        (torch.Size([2]), torch.Size([2, 2]))
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"FID statistics file {path!r} does not exist.")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Expected {path!r} to be an .npz file with arrays 'mu' and 'sigma': {err}") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"Expected {path!r} to be an .npz archive with arrays 'mu' and 'sigma', but got a .npy file."
+        )
+    with archive:
+        missing = [key for key in ("mu", "sigma") if key not in archive.files]
+        if missing:
+            raise ValueError(
+                f"Expected {path!r} to hold arrays 'mu' and 'sigma', but it lacks {missing}; it has {archive.files}."
+            )
+        mu = torch.from_numpy(np.asarray(archive["mu"], dtype=np.float64))
+        sigma = torch.from_numpy(np.asarray(archive["sigma"], dtype=np.float64))
+    _check_statistics(mu, sigma, "mu", "sigma")
+    return mu, sigma
+
+
+def _trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
+    """``tr((sigma1 sigma2)^{1/2})`` via the eigenvalues of a symmetric PSD matrix similar to the product."""
+    factor, info = torch.linalg.cholesky_ex(sigma1)
+    if int(info) != 0:  # singular (e.g. fewer samples than dimensions): use the PSD square root instead
+        eigenvalues, eigenvectors = torch.linalg.eigh(sigma1)
+        factor = (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T
+    product = factor.T @ sigma2 @ factor
+    product = (product + product.T) / 2
+    return torch.linalg.eigvalsh(product).clamp(min=0).sqrt().sum()
+
+
+def _float64(x: Tensor) -> Tensor:
+    """``x`` as float64, moved to the CPU from devices without float64 (MPS)."""
+    if x.device.type == "mps":
+        x = x.cpu()
+    return x.to(torch.float64)
+
+
+def _check_features(features: Tensor, name: str) -> None:
+    _check_float_tensor(features, name)
+    if features.ndim != 2:
+        raise ValueError(f"Expected `{name}` to be 2-D (N, D), but got shape {tuple(features.shape)}.")
+    _check_finite(features, name)
+
+
+def _check_statistics(mu: Tensor, sigma: Tensor, mu_name: str, sigma_name: str) -> None:
+    _check_float_tensor(mu, mu_name)
+    _check_float_tensor(sigma, sigma_name)
+    if mu.ndim != 1:
+        raise ValueError(f"Expected `{mu_name}` to be 1-D (D,), but got shape {tuple(mu.shape)}.")
+    dim = mu.shape[0]
+    if sigma.shape != (dim, dim):
+        raise ValueError(
+            f"Expected `{sigma_name}` to have shape (D, D) = {(dim, dim)} to match `{mu_name}` "
+            f"{tuple(mu.shape)}, but got {tuple(sigma.shape)}."
+        )
+    _check_finite(mu, mu_name)
+    _check_finite(sigma, sigma_name)
+
+
+def _check_float_tensor(x: object, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"Expected `{name}` to be a floating-point tensor, but got dtype {x.dtype}.")
+
+
+def _check_finite(x: Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
+
+
+def _as_count(n: int | Tensor) -> int:
+    if isinstance(n, Tensor):
+        if n.numel() != 1 or n.is_floating_point() or n.is_complex() or n.dtype == torch.bool:
+            raise TypeError(f"Expected `n` to be an integer or a one-element integer tensor, but got {n!r}.")
+        return int(n.item())
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"Expected `n` to be an integer, but got {type(n).__name__} {n!r}.")
+    return int(n)
+
+
+def _check_sample_count(n: int, dim: int, name: str) -> None:
+    if n < 2:
+        raise ValueError(f"FID needs at least 2 images to estimate a covariance, but got {n} (`{name}`).")
+    if n < dim:
+        warnings.warn(
+            f"FID statistics from {n} samples of {dim}-dimensional features (`{name}`): the covariance is "
+            f"rank-deficient (n < D) and the FID value is unreliable; use at least {dim} images.",
+            UserWarning,
+            stacklevel=3,
+        )
