@@ -1,0 +1,163 @@
+"""Per-pixel losses (L1, L2, Charbonnier) and the peak signal-to-noise ratio.
+
+Every function returns one value per image (the mean over channels and pixels) before the
+``reduction`` over the batch, so ``reduction="mean"`` equals the mean over all elements and
+``reduction="none"`` gives a ``(N,)`` tensor. The arithmetic runs in float32 (float64 for float64
+inputs) with autocast disabled.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from percep_lightning.functional._checks import (
+    check_choice,
+    check_pair,
+    check_positive,
+    check_reduction,
+    reduce,
+)
+
+__all__ = ["PIXEL_LOSS_KINDS", "pixel_loss", "psnr"]
+
+PIXEL_LOSS_KINDS: tuple[str, ...] = ("l1", "l2", "charbonnier")
+"""The values accepted by the ``kind`` argument of :func:`pixel_loss`."""
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+def _compute_dtype(preds: Tensor, target: Tensor) -> torch.dtype:
+    return torch.promote_types(torch.promote_types(preds.dtype, target.dtype), torch.float32)
+
+
+def pixel_loss(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    kind: Literal["l1", "l2", "charbonnier"] = "l1",
+    eps: float = 1e-3,
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    """Mean per-pixel distance between two batches of images.
+
+    .. math::
+        \\ell_1 = |x - y|, \\qquad \\ell_2 = (x - y)^2, \\qquad
+        \\ell_\\text{charbonnier} = \\sqrt{(x - y)^2 + \\varepsilon^2}
+
+    averaged over channels and pixels of each image. The Charbonnier loss is a differentiable L1 with
+    the convention of LapSRN and EDVR (``eps`` is added squared, so it is in pixel units and
+    ``pixel_loss(x, x, kind="charbonnier") == eps``). BasicSR's ``CharbonnierLoss(eps=1e-12)`` adds its
+    ``eps`` unsquared: ``eps=1e-6`` here reproduces it. The gradient is finite everywhere, including at
+    ``preds == target`` (where the L1 gradient is 0).
+
+    Args:
+        preds: the predicted images.
+        target: the reference images.
+        kind: ``"l1"`` (mean absolute error), ``"l2"`` (mean squared error) or ``"charbonnier"``.
+        eps: the Charbonnier smoothing constant, in pixel units; ignored by the other kinds.
+        reduction: ``"mean"`` or ``"sum"`` of the per-image values, or ``"none"`` for one value per image.
+        validate_args: check the input tensors (type, shape, finite values); ``False`` skips these checks.
+
+    Returns:
+        The loss, float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: if ``preds`` or ``target`` is not a floating-point tensor.
+        ValueError: on different shapes, a rank other than 4, NaN/Inf values, an unknown ``kind`` or
+            ``reduction``, or ``eps <= 0``.
+
+    Shape:
+        - ``preds``, ``target``: ``(N, C, H, W)``
+        - Output: ``()``, or ``(N,)`` with ``reduction="none"``
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.pixel import pixel_loss
+        >>> target = torch.zeros(2, 3, 4, 4)
+        >>> pixel_loss(target + 0.5, target)
+        tensor(0.5000)
+        >>> pixel_loss(target + 0.5, target, kind="l2", reduction="none")
+        tensor([0.2500, 0.2500])
+        >>> pixel_loss(target, target, kind="charbonnier", eps=1e-3)
+        tensor(0.0010)
+    """
+    check_choice(kind, "kind", PIXEL_LOSS_KINDS)
+    check_positive(eps, "eps")
+    check_reduction(reduction)
+    if validate_args:
+        check_pair(preds, target)
+    dtype = _compute_dtype(preds, target)
+    with torch.autocast(device_type=preds.device.type, enabled=False):
+        diff = preds.to(dtype) - target.to(dtype)
+        if kind == "l1":
+            values = diff.abs()
+        elif kind == "l2":
+            values = diff.square()
+        else:
+            values = diff.square().add_(eps**2).sqrt_()
+        return reduce(values.flatten(1).mean(dim=1), reduction)
+
+
+def psnr(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    data_range: float = 1.0,
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    """Peak signal-to-noise ratio in decibels, per image.
+
+    .. math::
+        \\operatorname{PSNR}(x, y) = 10 \\log_{10} \\frac{L^2}{\\operatorname{MSE}(x, y)}
+
+    with the mean squared error taken over the channels and pixels of each image (as scikit-image's
+    ``peak_signal_noise_ratio`` on one image), then reduced over the batch. Identical images have an
+    infinite PSNR, so ``reduction="mean"`` over a batch containing one is ``inf``; the gradient there is
+    0 (never NaN).
+
+    Args:
+        preds: the predicted images.
+        target: the reference images.
+        data_range: the value range ``L`` of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255],
+            ``2.0`` for [-1, 1]).
+        reduction: ``"mean"`` or ``"sum"`` of the per-image values, or ``"none"`` for one value per image.
+        validate_args: check the input tensors (type, shape, finite values); ``False`` skips these checks.
+
+    Returns:
+        The PSNR in dB (higher is better), float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: if ``preds`` or ``target`` is not a floating-point tensor.
+        ValueError: on different shapes, a rank other than 4, NaN/Inf values, ``data_range <= 0`` or an
+            unknown ``reduction``.
+
+    Shape:
+        - ``preds``, ``target``: ``(N, C, H, W)``
+        - Output: ``()``, or ``(N,)`` with ``reduction="none"``
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.pixel import psnr
+        >>> target = torch.zeros(2, 3, 4, 4)
+        >>> psnr(target + 0.1, target)
+        tensor(20.)
+        >>> psnr(target, target, reduction="none")
+        tensor([inf, inf])
+    """
+    check_positive(data_range, "data_range")
+    check_reduction(reduction)
+    if validate_args:
+        check_pair(preds, target)
+    dtype = _compute_dtype(preds, target)
+    with torch.autocast(device_type=preds.device.type, enabled=False):
+        mse = (preds.to(dtype) - target.to(dtype)).square().flatten(1).mean(dim=1)
+        positive = mse > 0
+        # log of a placeholder where mse == 0, so that the gradient there is 0 instead of NaN
+        values = 10.0 * torch.log10(data_range**2 / torch.where(positive, mse, torch.ones_like(mse)))
+        values = torch.where(positive, values, torch.full_like(values, float("inf")))
+        return reduce(values, reduction)

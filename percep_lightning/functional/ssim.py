@@ -1,0 +1,542 @@
+"""Structural similarity (SSIM, Wang et al. 2004) and its multi-scale version (MS-SSIM, Wang et al. 2003).
+
+The conventions are those of pytorch-msssim, which published SSIM-trained models report:
+
+* a separable Gaussian window (11 taps, sigma 1.5 by default) normalised to sum 1;
+* "valid" filtering (no padding), so the SSIM map is ``kernel_size - 1`` pixels smaller than the image
+  along each side;
+* the map averaged over space, then over channels, giving one value per image;
+* MS-SSIM: 2x2 average pooling between scales (odd sides padded, as ``F.avg_pool2d(..., padding=s % 2)``
+  does), the contrast-structure term at every scale but the last and the full SSIM at the last, negative
+  terms clamped to 0 before the fractional power, and the product of ``term ** weight``.
+
+The values equal ``pytorch_msssim.ssim`` / ``ms_ssim`` and scikit-image's
+``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` up to float
+rounding.
+
+Speed: the five local statistics (``x``, ``y``, ``x*x``, ``y*y``, ``x*y``) go through one depthwise
+separable convolution in the channels-last layout (several times faster on the CPU than the default
+layout), and the gradient is computed in closed form by a custom autograd function that filters only
+the three or four maps it needs, instead of back-propagating through a dozen element-wise operations.
+Double backward (``create_graph=True``) recomputes the forward with ordinary differentiable operations.
+Everything runs in float32 (float64 for float64 inputs) with autocast disabled: half-precision local
+variances lose too many digits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from percep_lightning.functional._checks import check_pair, check_positive, check_reduction, reduce
+
+__all__ = ["MS_SSIM_WEIGHTS", "gaussian_window", "ms_ssim", "ssim"]
+
+MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+"""The five scale weights of Wang et al. (2003), finest scale first."""
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+def gaussian_window(
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+) -> Tensor:
+    """The normalised 1-D Gaussian window that SSIM filters with, along each image axis in turn.
+
+    .. math::
+        g_i = \\frac{\\exp(-c_i^2 / 2\\sigma^2)}{\\sum_j \\exp(-c_j^2 / 2\\sigma^2)}, \\quad
+        c_i = i - \\lfloor k / 2 \\rfloor, \\quad i = 0, \\dots, k - 1
+
+    Args:
+        kernel_size: the number of taps ``k``, odd and positive.
+        sigma: the standard deviation in pixels, positive.
+        dtype: the floating-point dtype of the result.
+        device: the device of the result.
+
+    Returns:
+        The window, computed in float64 and cast to ``dtype``.
+
+    Raises:
+        ValueError: if ``kernel_size`` is not an odd positive integer or ``sigma`` is not positive.
+
+    Shape:
+        - Output: ``(kernel_size,)``
+
+    Example:
+        >>> from percep_lightning.functional.ssim import gaussian_window
+        >>> window = gaussian_window(11, 1.5)
+        >>> window.shape, round(float(window.sum()), 6)
+        (torch.Size([11]), 1.0)
+    """
+    check_window_args(kernel_size, sigma)
+    coords = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
+    window = torch.exp(-(coords**2) / (2.0 * sigma**2))
+    return (window / window.sum()).to(device=device, dtype=dtype)
+
+
+def check_window_args(kernel_size: int, sigma: float) -> None:
+    """Raise a ValueError unless ``kernel_size`` is an odd positive integer and ``sigma > 0``."""
+    if (
+        isinstance(kernel_size, bool)
+        or not isinstance(kernel_size, int)
+        or kernel_size < 1
+        or kernel_size % 2 == 0
+    ):
+        raise ValueError(f"Expected `kernel_size` to be an odd positive integer, but got {kernel_size!r}.")
+    check_positive(sigma, "sigma")
+
+
+def check_ms_ssim_weights(weights: Sequence[float]) -> tuple[float, ...]:
+    """Validate MS-SSIM scale weights and return them as a tuple of floats.
+
+    Raises:
+        ValueError: unless ``weights`` is a non-empty sequence of positive numbers.
+    """
+    try:
+        values = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected `weights` to be a sequence of positive numbers, but got {weights!r}."
+        ) from None
+    if not values or not all(w > 0 for w in values):
+        raise ValueError(
+            f"Expected `weights` to be a non-empty sequence of positive numbers, but got {weights!r}."
+        )
+    return values
+
+
+def _check_constants(data_range: float, k1: float, k2: float) -> None:
+    check_positive(data_range, "data_range")
+    check_positive(k1, "k1")
+    check_positive(k2, "k2")
+
+
+def _compute_dtype(preds: Tensor, target: Tensor) -> torch.dtype:
+    """float64 if either input is float64, else float32 (half and bfloat16 are computed in float32)."""
+    return torch.promote_types(torch.promote_types(preds.dtype, target.dtype), torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Filtering. A depthwise convolution in channels-last layout vectorises over channels and is several times
+# faster on the CPU than in the default layout; the result is returned in the default layout, where the
+# element-wise maths on its channel slices runs over contiguous rows.
+
+
+def _filter_valid(x: Tensor, window: Tensor) -> Tensor:
+    """Separable "valid" Gaussian filtering of every channel: ``(N, C, H, W) -> (N, C, H-k+1, W-k+1)``."""
+    return _separable_conv(x, window.to(dtype=x.dtype), padding=0)
+
+
+def _filter_adjoint(x: Tensor, window: Tensor) -> Tensor:
+    """The adjoint of :func:`_filter_valid` ("full" correlation with the flipped window), for gradients."""
+    return _separable_conv(x, window.to(dtype=x.dtype).flip(0), padding=window.numel() - 1)
+
+
+def _separable_conv(x: Tensor, w: Tensor, padding: int) -> Tensor:
+    """Correlate every channel of ``x`` with ``w`` along the width, then along the height."""
+    batch, channels, height, width = x.shape
+    k = w.numel()
+    if x.dtype == torch.float64:
+        # no oneDNN kernel for float64: one single-channel convolution over all maps beats a grouped one,
+        # which the CPU backend runs group by group
+        out = F.conv2d(
+            x.reshape(batch * channels, 1, height, width), w.view(1, 1, 1, k), padding=(0, padding)
+        )
+        out = F.conv2d(out, w.view(1, 1, k, 1), padding=(padding, 0))
+        return out.view(batch, channels, *out.shape[-2:])
+    weight = w.view(1, 1, 1, k).expand(channels, 1, 1, k).contiguous()
+    out = F.conv2d(
+        x.contiguous(memory_format=torch.channels_last), weight, groups=channels, padding=(0, padding)
+    )
+    out = F.conv2d(out, weight.view(channels, 1, k, 1), groups=channels, padding=(padding, 0))
+    return out.contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SSIM and contrast-structure per channel.
+
+
+def _ssim_maps(preds: Tensor, target: Tensor, window: Tensor, c1: float, c2: float) -> tuple[Tensor, ...]:
+    """The local statistics and the SSIM factors, without autograd bookkeeping.
+
+    Returns ``(mu1, mu2, luminance, cs, b1, b2)`` where ``luminance = a1 / b1`` and ``cs = a2 / b2`` with
+    ``a1 = 2 mu1 mu2 + c1``, ``b1 = mu1^2 + mu2^2 + c1``, ``a2 = 2 sigma12 + c2``,
+    ``b2 = sigma1^2 + sigma2^2 + c2``; all maps are ``(N, C, H', W')``.
+    """
+    channels = preds.shape[1]
+    stats = _filter_valid(
+        torch.cat((preds, target, preds * preds, target * target, preds * target), dim=1), window
+    )
+    mu1, mu2, e11, e22, e12 = stats.split(channels, dim=1)
+    mu12 = mu1 * mu2
+    mu_sq = torch.addcmul(mu1 * mu1, mu2, mu2)  # mu1^2 + mu2^2
+    b1 = mu_sq + c1
+    luminance = torch.add(mu12, c1 / 2).mul_(2).div_(b1)  # (2 mu1 mu2 + c1) / b1
+    b2 = (e11 + e22).sub_(mu_sq).add_(c2)
+    cs = (e12 - mu12).mul_(2).add_(c2).div_(b2)
+    return mu1, mu2, luminance, cs, b1, b2
+
+
+class _SSIMFunction(torch.autograd.Function):
+    """Per-channel SSIM and contrast-structure means, ``(N, C)`` each, with a closed-form gradient.
+
+    With ``w_s`` and ``w_c`` the incoming gradients divided by the map size, ``L`` the luminance map,
+    ``S = L * CS`` and ``G^T`` the adjoint filter, the gradients of the filtered statistics are
+    ``q = (w_s L + w_c) / b2``, ``d e12 = 2 q``, ``d e11 = d e22 = -CS q``,
+    ``d mu1 = 2 w_s CS (mu2 - L mu1) / b1 + 2 q (CS mu1 - mu2)`` (and symmetrically ``d mu2``), and
+    ``d preds = G^T d mu1 + 2 preds G^T d e11 + target G^T d e12``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, preds: Tensor, target: Tensor, window: Tensor, c1: float, c2: float
+    ) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        mu1, mu2, luminance, cs, b1, b2 = _ssim_maps(preds, target, window, c1, c2)
+        ssim_per_channel = (luminance * cs).mean(dim=(-2, -1))
+        cs_per_channel = cs.mean(dim=(-2, -1))
+        ctx.save_for_backward(preds, target, window, mu1, mu2, luminance, cs, b1, b2)
+        ctx.constants = (c1, c2)
+        ctx.set_materialize_grads(False)
+        return ssim_per_channel, cs_per_channel
+
+    @staticmethod
+    def backward(ctx, grad_ssim: Tensor | None, grad_cs: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        preds, target, window, mu1, mu2, luminance, cs, b1, b2 = ctx.saved_tensors
+        need_preds, need_target = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if (grad_ssim is None and grad_cs is None) or not (need_preds or need_target):
+            return None, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain implementation instead
+            return _double_backward(ctx, grad_ssim, grad_cs)
+
+        size = mu1.shape[-2] * mu1.shape[-1]
+        w_ssim = None if grad_ssim is None else (grad_ssim / size)[..., None, None]
+        w_cs = None if grad_cs is None else (grad_cs / size)[..., None, None]
+        # q = (w_s L + w_c) / b2
+        if w_ssim is None:
+            q = w_cs / b2
+        else:
+            q = luminance * w_ssim
+            if w_cs is not None:
+                q.add_(w_cs)
+            q.div_(b2)
+        # gradient maps of the filtered statistics, stacked for one adjoint filtering pass
+        channels = preds.shape[1]
+        n_maps = 3 + int(need_target)
+        grads = mu1.new_empty((mu1.shape[0], n_maps * channels, *mu1.shape[-2:]))
+        g_mu1, g_e, g_e12 = (
+            grads[:, :channels],
+            grads[:, channels : 2 * channels],
+            grads[:, 2 * channels : 3 * channels],
+        )
+        torch.mul(q, 2.0, out=g_e12)
+        torch.mul(cs, q, out=g_e).neg_()
+        qcs = cs * q
+        torch.mul(qcs, mu1, out=g_mu1).sub_(q * mu2)  # q (CS mu1 - mu2)
+        if need_target:
+            g_mu2 = grads[:, 3 * channels :]
+            torch.mul(qcs, mu2, out=g_mu2).sub_(q * mu1)
+        if w_ssim is not None:
+            t1 = (cs * w_ssim).div_(b1)  # w_s CS / b1
+            g_mu1.addcmul_(t1, torch.addcmul(mu2, luminance, mu1, value=-1.0))
+            if need_target:
+                g_mu2.addcmul_(t1, torch.addcmul(mu1, luminance, mu2, value=-1.0))
+        g_mu1.mul_(2.0)
+        if need_target:
+            g_mu2.mul_(2.0)
+
+        back = _filter_adjoint(grads, window).split(channels, dim=1)
+        grad_preds = grad_target = None
+        if need_preds:  # G^T d mu1 + 2 preds G^T d e11 + target G^T d e12
+            grad_preds = torch.addcmul(back[0], preds, back[1], value=2.0).addcmul_(target, back[2])
+        if need_target:
+            grad_target = torch.addcmul(back[3], target, back[1], value=2.0).addcmul_(preds, back[2])
+        return grad_preds, grad_target, None, None, None
+
+
+def _ssim_and_cs_reference(
+    preds: Tensor, target: Tensor, window: Tensor, c1: float, c2: float
+) -> tuple[Tensor, Tensor]:
+    """The same values as :class:`_SSIMFunction`, through ordinary differentiable operations."""
+    channels = preds.shape[1]
+    stats = _filter_valid(
+        torch.cat((preds, target, preds * preds, target * target, preds * target), dim=1), window
+    )
+    mu1, mu2, e11, e22, e12 = stats.split(channels, dim=1)
+    mu11, mu22, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    cs = (2 * (e12 - mu12) + c2) / (e11 - mu11 + e22 - mu22 + c2)
+    luminance = (2 * mu12 + c1) / (mu11 + mu22 + c1)
+    return (luminance * cs).mean(dim=(-2, -1)), cs.mean(dim=(-2, -1))
+
+
+def _double_backward(ctx, grad_ssim: Tensor | None, grad_cs: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Backward with ``create_graph=True``: differentiate the plain implementation, keeping the graph."""
+    preds, target, window = ctx.saved_tensors[:3]
+    wrt = [t for t, need in zip((preds, target), ctx.needs_input_grad[:2], strict=True) if need]
+    with torch.enable_grad():
+        outputs = _ssim_and_cs_reference(preds, target, window, *ctx.constants)
+        pairs = [
+            (out, grad) for out, grad in zip(outputs, (grad_ssim, grad_cs), strict=True) if grad is not None
+        ]
+        grads = iter(
+            torch.autograd.grad(
+                [o for o, _ in pairs], wrt, [g for _, g in pairs], create_graph=True, allow_unused=True
+            )
+        )
+    grad_preds = next(grads) if ctx.needs_input_grad[0] else None
+    grad_target = next(grads) if ctx.needs_input_grad[1] else None
+    return grad_preds, grad_target, None, None, None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public functions.
+
+
+def ssim(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    data_range: float = 1.0,
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    """Structural similarity index (Wang et al. 2004), per image, with pytorch-msssim's conventions.
+
+    .. math::
+        \\operatorname{SSIM}(x, y) = \\frac{(2\\mu_x\\mu_y + C_1)(2\\sigma_{xy} + C_2)}
+            {(\\mu_x^2 + \\mu_y^2 + C_1)(\\sigma_x^2 + \\sigma_y^2 + C_2)}, \\quad
+        C_1 = (k_1 L)^2, \\; C_2 = (k_2 L)^2
+
+    with local means, variances and covariance taken under a separable Gaussian window ("valid"
+    filtering, no padding). The SSIM map is averaged over space, then over channels. Higher is more
+    similar; ``ssim(x, x) == 1``. Computed in float32 (float64 for float64 inputs) with autocast disabled.
+
+    Args:
+        preds: the predicted images.
+        target: the reference images.
+        data_range: the value range ``L`` of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255],
+            ``2.0`` for [-1, 1]).
+        kernel_size: the number of Gaussian taps, odd.
+        sigma: the Gaussian standard deviation in pixels.
+        k1: the luminance stabilising constant.
+        k2: the contrast stabilising constant.
+        reduction: ``"mean"`` or ``"sum"`` over images, or ``"none"`` for one value per image.
+        validate_args: check the input tensors (type, shape, finite values); ``False`` skips these checks
+            (and the device synchronisation the finiteness check costs). Scalar arguments and the image
+            size are always checked.
+
+    Returns:
+        The SSIM, float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: if ``preds`` or ``target`` is not a floating-point tensor.
+        ValueError: on different shapes, a rank other than 4, NaN/Inf values, an image side smaller
+            than ``kernel_size``, ``data_range``, ``sigma``, ``k1`` or ``k2`` not positive, an even or
+            non-positive ``kernel_size``, or an unknown ``reduction``.
+
+    Shape:
+        - ``preds``, ``target``: ``(N, C, H, W)`` with ``H, W >= kernel_size``
+        - Output: ``()``, or ``(N,)`` with ``reduction="none"``
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.ssim import ssim
+        >>> target = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        >>> ssim(target, target)
+        tensor(1.)
+        >>> ssim(0.9 * target, target, reduction="none").shape
+        torch.Size([2])
+    """
+    window = gaussian_window(kernel_size, sigma)
+    return _ssim_with_window(
+        preds,
+        target,
+        window=window,
+        data_range=data_range,
+        k1=k1,
+        k2=k2,
+        reduction=reduction,
+        validate_args=validate_args,
+    )
+
+
+def ms_ssim(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    data_range: float = 1.0,
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    weights: Sequence[float] = MS_SSIM_WEIGHTS,
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    """Multi-scale structural similarity (Wang et al. 2003), per image, with pytorch-msssim's conventions.
+
+    .. math::
+        \\operatorname{MS-SSIM}(x, y) = \\Big(\\prod_{j=1}^{M-1} \\max(\\operatorname{cs}_j, 0)^{w_j}\\Big)
+            \\max(\\operatorname{SSIM}_M, 0)^{w_M}
+
+    per channel, then averaged over channels. ``cs_j`` is the mean contrast-structure term (SSIM without
+    its luminance factor) at scale ``j``, ``SSIM_M`` the full SSIM at the coarsest scale ``M =
+    len(weights)``; each scale halves the image with 2x2 average pooling (odd sides padded by one, as in
+    pytorch-msssim). Negative terms are clamped to 0 so the fractional powers stay real (pytorch-msssim
+    does the same); the gradient of a clamped term is 0. Computed in float32 (float64 for float64
+    inputs) with autocast disabled.
+
+    Args:
+        preds: the predicted images.
+        target: the reference images.
+        data_range: the value range ``L`` of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255],
+            ``2.0`` for [-1, 1]).
+        kernel_size: the number of Gaussian taps, odd.
+        sigma: the Gaussian standard deviation in pixels.
+        k1: the luminance stabilising constant.
+        k2: the contrast stabilising constant.
+        weights: one positive exponent per scale, finest first; fewer weights mean fewer scales and
+            smaller admissible images.
+        reduction: ``"mean"`` or ``"sum"`` over images, or ``"none"`` for one value per image.
+        validate_args: check the input tensors (type, shape, finite values); ``False`` skips these checks.
+            Scalar arguments and the image size are always checked.
+
+    Returns:
+        The MS-SSIM, float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: if ``preds`` or ``target`` is not a floating-point tensor.
+        ValueError: on different shapes, a rank other than 4, NaN/Inf values, images whose smaller side
+            does not exceed ``(kernel_size - 1) * 2 ** (len(weights) - 1)`` (160 by default),
+            ``data_range``, ``sigma``, ``k1`` or ``k2`` not positive, an even or non-positive
+            ``kernel_size``, empty or non-positive ``weights``, or an unknown ``reduction``.
+
+    Shape:
+        - ``preds``, ``target``: ``(N, C, H, W)`` with ``min(H, W) > (kernel_size - 1) * 2 ** (len(weights) - 1)``
+        - Output: ``()``, or ``(N,)`` with ``reduction="none"``
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.ssim import ms_ssim
+        >>> target = torch.rand(2, 3, 176, 176, generator=torch.Generator().manual_seed(0))
+        >>> ms_ssim(target, target)
+        tensor(1.)
+        >>> ms_ssim(0.9 * target, target, weights=(0.5, 0.5), reduction="none").shape
+        torch.Size([2])
+    """
+    window = gaussian_window(kernel_size, sigma)
+    weights_tensor = torch.tensor(check_ms_ssim_weights(weights), dtype=torch.float64)
+    return _ms_ssim_with_window(
+        preds,
+        target,
+        window=window,
+        weights=weights_tensor,
+        data_range=data_range,
+        k1=k1,
+        k2=k2,
+        reduction=reduction,
+        validate_args=validate_args,
+    )
+
+
+def _ssim_with_window(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    window: Tensor,
+    data_range: float,
+    k1: float,
+    k2: float,
+    reduction: Reduction,
+    validate_args: bool,
+) -> Tensor:
+    """:func:`ssim` with a precomputed :func:`gaussian_window` (modules cache it as a buffer)."""
+    _check_call(preds, target, data_range, k1, k2, reduction, validate_args)
+    _check_min_size(preds, window.numel(), scales=1)
+    dtype = _compute_dtype(preds, target)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    with torch.autocast(device_type=preds.device.type, enabled=False):
+        window = window.to(device=preds.device, dtype=dtype)
+        ssim_per_channel, _ = _SSIMFunction.apply(preds.to(dtype), target.to(dtype), window, c1, c2)
+        return reduce(ssim_per_channel.mean(dim=1), reduction)
+
+
+def _ms_ssim_with_window(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    window: Tensor,
+    weights: Tensor,
+    data_range: float,
+    k1: float,
+    k2: float,
+    reduction: Reduction,
+    validate_args: bool,
+) -> Tensor:
+    """:func:`ms_ssim` with a precomputed window and weights tensor (modules cache them as buffers)."""
+    _check_call(preds, target, data_range, k1, k2, reduction, validate_args)
+    levels = weights.numel()
+    _check_min_size(preds, window.numel(), scales=levels)
+    dtype = _compute_dtype(preds, target)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    with torch.autocast(device_type=preds.device.type, enabled=False):
+        window = window.to(device=preds.device, dtype=dtype)
+        x, y = preds.to(dtype), target.to(dtype)
+        terms = []
+        for level in range(levels):
+            ssim_per_channel, cs_per_channel = _SSIMFunction.apply(x, y, window, c1, c2)
+            if level == levels - 1:
+                terms.append(ssim_per_channel)
+            else:
+                terms.append(cs_per_channel)
+                padding = (x.shape[-2] % 2, x.shape[-1] % 2)
+                x = F.avg_pool2d(x, kernel_size=2, padding=padding)
+                y = F.avg_pool2d(y, kernel_size=2, padding=padding)
+        exponents = weights.to(device=preds.device, dtype=dtype).view(-1, 1, 1)
+        values = torch.relu(torch.stack(terms)).pow(exponents).prod(dim=0)  # (N, C)
+        return reduce(values.mean(dim=1), reduction)
+
+
+def _check_call(
+    preds: Tensor,
+    target: Tensor,
+    data_range: float,
+    k1: float,
+    k2: float,
+    reduction: str,
+    validate_args: bool,
+) -> None:
+    _check_constants(data_range, k1, k2)
+    check_reduction(reduction)
+    if validate_args:
+        check_pair(preds, target)
+
+
+def _check_min_size(preds: Tensor, kernel_size: int, *, scales: int) -> None:
+    """Raise a ValueError unless the images are large enough for ``scales`` scales of ``kernel_size`` taps."""
+    height, width = preds.shape[-2:]
+    if scales == 1:
+        if min(height, width) < kernel_size:
+            raise ValueError(
+                f"Expected `preds` and `target` to be at least kernel_size={kernel_size} pixels along each side, "
+                f"but got spatial size ({height}, {width})."
+            )
+        return
+    minimum = (kernel_size - 1) * 2 ** (scales - 1)
+    if min(height, width) <= minimum:
+        raise ValueError(
+            f"MS-SSIM with kernel_size={kernel_size} and {scales} scales needs the smaller image side to exceed "
+            f"(kernel_size - 1) * 2 ** (scales - 1) = {minimum} pixels, but got spatial size ({height}, {width}); "
+            "use larger images, fewer `weights` or a smaller `kernel_size`."
+        )
