@@ -1,0 +1,202 @@
+"""Shared pieces of the metrics: image validation and uint8 quantisation, the exact-float32 backbone forward,
+and float64 states that stay float64 (and off MPS).
+
+Every metric accepts the same images: ``uint8`` in [0, 255] or floating point in [0, 1], shape
+``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grey images are repeated to three channels).
+
+Quantisation. The FID Inception network was exported for 8-bit images, and torch-fidelity only accepts
+``uint8``. Float images are therefore quantised before the network sees them. Two conventions exist:
+
+* ``"round"`` (default): ``floor(255 * x + 0.5)``, i.e. round half up. This is what writing the image to a
+  PNG does (``torchvision.utils.save_image``, PIL), so it gives the number torch-fidelity reports on the
+  saved image files.
+* ``"truncate"``: ``(255 * x).to(torch.uint8)``, i.e. round towards zero. This is torchmetrics'
+  ``normalize=True``; choose it to reproduce torchmetrics on float input. It darkens images by half a grey
+  level on average.
+
+``uint8`` input is never re-quantised, so on ``uint8`` images both conventions and every reference agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
+
+Quantize = Literal["round", "truncate"]
+QUANTIZE_MODES: tuple[str, ...] = ("round", "truncate")
+
+
+def check_images(images: object, name: str) -> Tensor:
+    """Validate a batch of images and return it with three channels.
+
+    Args:
+        images: ``uint8`` in [0, 255] or floating point in [0, 1], shape ``(N, 3, H, W)`` or ``(N, 1, H, W)``.
+        name: the argument name used in error messages.
+
+    Returns:
+        The images with three channels (a grey channel is repeated), same dtype.
+
+    Raises:
+        TypeError: if ``images`` is not a tensor, or is neither ``uint8`` nor floating point.
+        ValueError: on a rank other than 4, a channel count other than 1 or 3, an empty spatial size,
+            NaN/Inf values, or float values outside [0, 1].
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(images).__name__}.")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(
+            f"Expected `{name}` to be uint8 in [0, 255] or floating point in [0, 1], but got dtype {images.dtype}."
+        )
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[-1] == 0 or images.shape[-2] == 0:
+        raise ValueError(
+            f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(images.shape)}."
+        )
+    if images.is_floating_point() and images.numel() > 0:
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 1:
+            hint = " (uint8-range values stored as float: divide by 255)" if high > 2 else ""
+            raise ValueError(
+                f"Expected float `{name}` to be in [0, 1], but got values in [{low:.4g}, {high:.4g}]{hint}; "
+                "clamp network outputs with `.clamp(0, 1)`, or pass uint8 images in [0, 255]."
+            )
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    return images
+
+
+def to_uint8(images: object, name: str, quantize: Quantize = "round") -> Tensor:
+    """Validate images (see :func:`check_images`) and quantise float ones to ``uint8``.
+
+    Args:
+        images: ``uint8`` in [0, 255] or floating point in [0, 1], ``(N, 3 or 1, H, W)``.
+        name: the argument name used in error messages.
+        quantize: ``"round"`` (``floor(255 x + 0.5)``, PNG files) or ``"truncate"`` (``(255 x).byte()``,
+            torchmetrics' ``normalize=True``); ignored for ``uint8`` input.
+
+    Returns:
+        ``(N, 3, H, W)`` ``uint8`` images.
+
+    Raises:
+        TypeError, ValueError: as :func:`check_images`.
+    """
+    images = check_images(images, name)
+    if images.dtype == torch.uint8:
+        return images
+    scaled = images.detach().to(torch.float32) * 255
+    if quantize == "round":
+        scaled = torch.floor(scaled + 0.5)
+    return scaled.clamp_(0, 255).to(torch.uint8)
+
+
+def to_float(images: object, name: str) -> Tensor:
+    """Validate images (see :func:`check_images`) and return them as float32 in [0, 1]."""
+    images = check_images(images, name)
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32) / 255
+    return images.detach().to(torch.float32)
+
+
+def check_quantize(quantize: str) -> None:
+    """Raise a ValueError unless ``quantize`` is ``"round"`` or ``"truncate"``."""
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"Expected `quantize` to be one of {QUANTIZE_MODES}, but got {quantize!r}.")
+
+
+@contextlib.contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """Run a metric backbone in plain float32, whatever the surrounding training code enabled.
+
+    Inside the block: ``torch.inference_mode()``, autocast disabled for ``device``, and TF32 / reduced
+    precision disabled for matmuls and convolutions (cuBLAS, cuDNN, oneDNN), so features do not depend on
+    the precision plugin or on the batch size. The previous flags are restored on exit.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        if device.type in ("cuda", "cpu", "xpu", "mps"):
+            stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
+        stack.enter_context(_no_tf32())
+        yield
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    backends = torch.backends
+    # torch >= 2.9 has per-operator ``fp32_precision``; mixing it with the legacy ``allow_tf32`` flags raises,
+    # so only the API in use is touched.
+    ops = [
+        getattr(getattr(backends, backend, None), op, None)
+        for backend, op in (("cuda", "matmul"), ("cudnn", "conv"), ("mkldnn", "matmul"), ("mkldnn", "conv"))
+    ]
+    ops = [op for op in ops if op is not None and hasattr(op, "fp32_precision")]
+    if ops:
+        saved = [op.fp32_precision for op in ops]
+        try:
+            for op in ops:
+                op.fp32_precision = "ieee"
+            yield
+        finally:
+            for op, value in zip(ops, saved, strict=True):
+                op.fp32_precision = value
+        return
+    saved_legacy = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
+    try:
+        backends.cuda.matmul.allow_tf32 = False
+        backends.cudnn.allow_tf32 = False
+        yield
+    finally:
+        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved_legacy
+
+
+class KeepFloat64States:
+    """Mixin for a ``Metric`` whose float64 states must stay float64 and off devices without float64.
+
+    ``.to(dtype)`` / ``set_dtype`` leave the float64 sums in float64 (they move device only), and on MPS,
+    which has no float64, they stay on the CPU while the backbone and the other states move; updates move
+    their contributions to the sums' device.
+    """
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        probe = fn(torch.zeros((), device=self.device))  # type: ignore[attr-defined]
+        keep = [
+            name
+            for name, default in self._defaults.items()  # type: ignore[attr-defined]
+            if isinstance(default, Tensor) and default.dtype == torch.float64
+        ]
+        to_mps = probe.device.type == "mps"
+        if not keep or not (to_mps or probe.dtype != torch.float32):
+            return super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
+        kwargs["exclude_state"] = tuple(keep)
+        result = super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
+        if not to_mps:
+            for name in keep:
+                setattr(self, name, getattr(self, name).to(probe.device))
+                self._defaults[name] = self._defaults[name].to(probe.device)  # type: ignore[attr-defined]
+        return result
+
+
+def inception_forward(
+    backbone: FIDInceptionV3, images: object, name: str, quantize: Quantize = "round"
+) -> InceptionFeatures:
+    """Validate and quantise ``images``, then run the FID Inception once for pool3 features and logits.
+
+    Args:
+        backbone: the frozen :class:`~percep_lightning.backbones.FIDInceptionV3`.
+        images: ``uint8`` in [0, 255] or float in [0, 1], ``(N, 3 or 1, H, W)``.
+        name: the argument name used in error messages.
+        quantize: how float images become ``uint8`` (see the module docstring).
+
+    Returns:
+        :class:`~percep_lightning.backbones.InceptionFeatures` of float32 ``(N, 2048)`` and ``(N, 1008)``.
+    """
+    pixels = to_uint8(images, name, quantize)
+    device = next(backbone.parameters()).device
+    with exact_float32(device):
+        return backbone(pixels.to(device))

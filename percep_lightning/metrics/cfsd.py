@@ -1,0 +1,144 @@
+"""CFSD (Content Feature Structural Distance, StyleID) as a torchmetrics ``Metric``: a sum and a count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from percep_lightning.backbones.base import HoldsFrozen
+from percep_lightning.backbones.torchvision_trunks import TorchvisionFeatures
+from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd
+from percep_lightning.metrics._images import KeepFloat64States, exact_float32, to_float
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LAYER = "relu3_1"
+
+
+class CFSD(KeepFloat64States, HoldsFrozen, Metric):
+    r"""Content Feature Structural Distance between stylized images and their content images (StyleID).
+
+    .. math::
+        \mathrm{CFSD} = \frac{1}{N} \sum_{n=1}^{N} \sum_{i=1}^{hw} \mathrm{KL}\big(P^{(n)}_i \,\Vert\, Q^{(n)}_i\big)
+
+    where, for pair :math:`n`, :math:`P_i` and :math:`Q_i` are the row-wise softmaxes of the patch
+    similarity matrices :math:`F F^\top` of the content and the stylized image, :math:`F` being the
+    ``(h w, c)`` VGG19 relu3_1 features of the ImageNet-normalised image divided by ``c``. This follows
+    StyleID's evaluation code exactly (``evaluation/image_metrics.py``), including the sum over all rows;
+    see :func:`percep_lightning.functional.cfsd.cfsd`, which computes it ``chunk_size`` rows at a time so
+    memory stays bounded at 512x512 and above.
+
+    The state is a float64 sum of the per-pair values and a pair count, both reduced with ``sum`` across
+    processes. Images are used at their native resolution (no resize); pairs must match in size, batches
+    may differ.
+
+    Args:
+        weights: the VGG19 weights: ``"default"`` (torchvision's ``vgg19-dcbb9e9d.pth``), a path to a file
+            in that format, a state dict, or ``None`` (random, for tests). Ignored when ``backbone`` is given.
+        chunk_size: rows of the similarity matrices computed at once (memory ``O(chunk_size * h * w)``).
+        backbone: an existing ``TorchvisionFeatures("vgg19", [..., "relu3_1", ...])`` to share.
+        kwargs: torchmetrics ``Metric`` options.
+
+    Raises:
+        ValueError: if ``chunk_size`` is not a positive integer, or ``backbone`` lacks VGG19 relu3_1.
+
+    Shape:
+        - ``preds``, ``content``: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
+        - Output: ``()``, float64.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.metrics import CFSD
+        >>> metric = CFSD(weights=None)  # doctest: +SKIP
+        >>> content = torch.rand(2, 3, 32, 32)  # doctest: +SKIP
+        >>> metric.update(content, content)  # doctest: +SKIP
+        >>> metric.compute()  # doctest: +SKIP
+        tensor(0., dtype=torch.float64)
+    """
+
+    higher_is_better = False
+    is_differentiable = False
+    full_state_update = False
+    plot_lower_bound = 0.0
+    _frozen_keep_float32 = True
+
+    cfsd_sum: Tensor
+    num_pairs: Tensor
+
+    def __init__(
+        self,
+        weights: WeightsArg = "default",
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        backbone: TorchvisionFeatures | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}.")
+        if backbone is None:
+            backbone = TorchvisionFeatures("vgg19", [LAYER], weights=weights)
+        elif not (
+            isinstance(backbone, TorchvisionFeatures)
+            and backbone.arch == "vgg19"
+            and LAYER in backbone.layer_names
+        ):
+            raise ValueError(f"Expected `backbone` to be a TorchvisionFeatures of vgg19 returning {LAYER!r}.")
+        self._hold("vgg", backbone)
+        self.chunk_size = chunk_size
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.add_state("cfsd_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_pairs", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    @property
+    def backbone(self) -> TorchvisionFeatures:
+        """The frozen VGG19 trunk."""
+        return self._held("vgg")  # type: ignore[return-value]
+
+    def update(self, preds: Tensor, content: Tensor) -> None:
+        """Add pairs of stylized (generated) images and their content images.
+
+        Args:
+            preds: the stylized images, ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
+            content: the content images, same shape.
+
+        Raises:
+            TypeError: for a wrong dtype.
+            ValueError: for different or wrong shapes, NaN/Inf, or float values outside [0, 1].
+        """
+        preds_f = to_float(preds, "preds")
+        content_f = to_float(content, "content")
+        if preds_f.shape != content_f.shape:
+            raise ValueError(
+                f"Expected `preds` and `content` to have the same shape, but got {tuple(preds.shape)} and "
+                f"{tuple(content.shape)}."
+            )
+        if preds_f.shape[0] == 0:
+            return
+        backbone = self.backbone
+        device = self.mean.device
+        with exact_float32(device):
+            pair = torch.cat([preds_f, content_f]).to(device)
+            features = backbone((pair - self.mean) / self.std)[LAYER].float()
+            n = preds_f.shape[0]
+            values = cfsd(features[:n], features[n:], chunk_size=self.chunk_size, reduction="none")
+        self.cfsd_sum = self.cfsd_sum + values.to(self.cfsd_sum.device, torch.float64).sum()
+        self.num_pairs = self.num_pairs + n
+
+    def compute(self) -> Tensor:
+        """The mean CFSD over all pairs.
+
+        Raises:
+            ValueError: if no pairs were added.
+        """
+        n = int(self.num_pairs)
+        if n == 0:
+            raise ValueError(
+                "CFSD needs at least 1 image pair, but got 0; add pairs with `update(preds, content)`."
+            )
+        return self.cfsd_sum / n
