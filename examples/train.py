@@ -1,0 +1,255 @@
+"""x2 super-resolution of real photographs, trained with a perceptual loss and validated with FID, IS, CFSD.
+
+Run from the repository root (CPU, offline, a few minutes)::
+
+    python examples/train.py
+    python examples/train.py loss=restoration trainer.max_epochs=3
+    python examples/train.py -m loss.weights.perceptual=0.01,0.1
+
+Everything is configured in ``conf/`` (see ``conf/config.yaml``). All files of a run (CSV and
+TensorBoard logs, checkpoints, the validation grids, ``metrics.png``) go to Hydra's output directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+if str(EXAMPLES_DIR) not in sys.path:  # the configs name the example's classes as sr_module.X, sr_data.X
+    sys.path.insert(0, str(EXAMPLES_DIR))
+
+# Official weight files each configurable class loads when one of its weights fields is "default".
+_LPIPS_TRUNKS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
+_IMAGE_METRICS_DEFAULT = ("fid", "is", "cfsd")
+
+
+def _needed_weights(node: DictConfig, field: str) -> set[str]:
+    """Names in ``percep_lightning.backbones.WEIGHTS`` that ``node.<field>="default"`` would load."""
+    target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+    if target == "ImageMetricsCallback":
+        metrics = set(node.get("metrics") or _IMAGE_METRICS_DEFAULT)
+        if field == "vgg_weights":
+            return {"vgg19"} if "cfsd" in metrics else set()
+        return {"inception_fid"} if metrics & {"fid", "is"} else set()
+    if target == "LPIPSLoss":
+        return {_LPIPS_TRUNKS.get(str(node.get("net", "alex")), "alexnet")}
+    if target == "VGGPerceptualLoss":
+        return {str(node.get("arch", "vgg19"))}
+    if target == "CFSDLoss":
+        return {"vgg19"}
+    return set()
+
+
+def _is_weights_field(node: DictConfig, key: str, value: Any) -> bool:
+    named = key == "weights" or key.endswith("_weights")
+    return "_target_" in node and named and (value is None or isinstance(value, str))
+
+
+def backbone_fields(cfg: DictConfig) -> Iterator[tuple[DictConfig, str]]:
+    """Every ``(node, field)`` of ``cfg.loss`` and ``cfg.callbacks`` that selects pretrained weights.
+
+    That is a field ``weights`` or ``*_weights`` holding a string or null, in a node with a ``_target_``.
+    ``CompositeLoss`` also has a ``weights`` field, but it is the mapping of term weights: left alone.
+    """
+
+    def walk(node: Any) -> Iterator[tuple[DictConfig, str]]:
+        if isinstance(node, DictConfig):
+            for key in node:
+                if OmegaConf.is_missing(node, key):
+                    continue
+                value = node[key]
+                if OmegaConf.is_config(value):
+                    yield from walk(value)
+                elif _is_weights_field(node, str(key), value):
+                    yield node, str(key)
+        elif isinstance(node, ListConfig):
+            for item in node:
+                yield from walk(item)
+
+    for group in ("loss", "callbacks"):
+        if cfg.get(group) is not None:
+            yield from walk(cfg[group])
+
+
+def resolve_pretrained(cfg: DictConfig) -> bool:
+    """Apply the ``pretrained`` switch to every backbone weights field of the loss and callback configs.
+
+    * ``true``: the official weights (``"default"``) wherever a field is null; building fails if they
+      are neither cached nor downloadable. Local paths given explicitly are kept.
+    * ``false``: every backbone is randomly initialised (null), after one warning.
+    * ``auto``: like ``true`` when every official file needed is cached or downloadable; otherwise
+      the ``"default"`` fields become null and ONE prominent warning is printed. Explicit paths are kept.
+
+    Returns:
+        Whether every backbone ends up with pretrained weights.
+
+    Raises:
+        ValueError: if ``cfg.pretrained`` is none of ``auto``, ``true``, ``false``.
+    """
+    from percep_lightning.backbones import WeightsUnavailableError, fetch
+
+    mode = cfg.get("pretrained", "auto")
+    if mode not in ("auto", True, False):
+        raise ValueError(f"Expected `pretrained` to be one of auto, true, false, but got {mode!r}.")
+    fields = list(backbone_fields(cfg))
+    if mode is True:
+        for node, field in fields:
+            if node[field] is None and _needed_weights(node, field):
+                node[field] = "default"
+        return True
+    if mode is False:
+        for node, field in fields:
+            node[field] = None
+        if fields:
+            _warn_random_backbones("pretrained=false")
+        return False
+    defaults = [(node, field) for node, field in fields if node[field] == "default"]
+    needed = sorted(set().union(*(_needed_weights(node, field) for node, field in defaults)))
+    missing = []
+    for name in needed:
+        try:
+            fetch(name)
+        except WeightsUnavailableError:
+            missing.append(name)
+    if not missing:
+        return all(node[field] is not None for node, field in fields)
+    for node, field in defaults:
+        node[field] = None
+    _warn_random_backbones(
+        "pretrained=auto, and the official weights are not cached and cannot be downloaded", missing
+    )
+    return False
+
+
+def _warn_random_backbones(reason: str, missing: list[str] | None = None) -> None:
+    """Print ONE prominent warning, and silence the per-backbone warnings of the library."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from percep_lightning.backbones import WEIGHTS
+
+    warnings.filterwarnings("ignore", message=r".*built with random weights.*")
+    if rank_zero_only.rank != 0:
+        return
+    bar = "!" * 100
+    lines = [bar, f"WARNING: RANDOMLY INITIALISED BACKBONES ({reason})."]
+    lines.append(
+        "The loss still trains the network, but FID, IS, CFSD and the perceptual loss values are NOT\n"
+        "comparable to published numbers (random networks give near-constant FID/IS/CFSD); val/psnr and\n"
+        "val/ssim need no pretrained weights."
+    )
+    if missing:
+        lines.append(
+            "Missing official weights: " + ", ".join(missing) + ". Fetch them once with network access:"
+        )
+        lines.append(f"    percep-lightning weights download {' '.join(missing)}")
+        lines.append(
+            f"or copy the files into {WEIGHTS[missing[0]].cache_path.parent} (set TORCH_HOME to move it)."
+        )
+        lines.append("Set pretrained=false to say that random backbones are intended.")
+    lines.append(bar)
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate one object (a node with ``_target_``) or each entry of a mapping of them."""
+    from hydra.utils import instantiate
+
+    if node is None:
+        return []
+    if "_target_" in node:
+        return [instantiate(node)]
+    return [instantiate(entry) for entry in node.values() if entry is not None and "_target_" in entry]
+
+
+def _instantiate_loggers(node: DictConfig | None) -> list[Any]:
+    """Instantiate the loggers, skipping one whose package is not installed (TensorBoard is optional)."""
+    from hydra.utils import instantiate
+
+    if node is None:
+        return []
+    entries = (
+        [node] if "_target_" in node else [e for e in node.values() if e is not None and "_target_" in e]
+    )
+    loggers = []
+    for entry in entries:
+        try:
+            loggers.append(instantiate(entry))
+        except Exception as err:  # noqa: BLE001 (Hydra wraps the ModuleNotFoundError of a missing package)
+            if not isinstance(err, ModuleNotFoundError) and not isinstance(
+                err.__cause__, ModuleNotFoundError
+            ):
+                raise
+            print(f"Logger {entry._target_} skipped: {err.__cause__ or err}", file=sys.stderr)
+    return loggers
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and validate as configured by ``cfg``, then print the summary table and write the plot.
+
+    ``cfg.output_dir`` is where every file goes (``${hydra:runtime.output_dir}`` under ``@hydra.main``;
+    tests set it explicitly).
+
+    Returns:
+        ``{"history", "trainer", "model", "plot"}``: the per-epoch metrics read back from the CSV log,
+        the Trainer, the LightningModule and the path of ``metrics.png`` (``None`` without a CSV logger).
+    """
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.loggers import CSVLogger
+    from sr_report import format_table, plot_history, read_history
+
+    # The network output is deliberately not clamped before the loss (clamping kills the gradient of
+    # overshooting pixels); early in training it overshoots [0, 1] at sharp edges by a few tenths.
+    warnings.filterwarnings("ignore", message=r".*far outside the declared input_range.*")
+    L.seed_everything(cfg.seed, workers=True)
+    pretrained = resolve_pretrained(cfg)
+    output_dir = Path(cfg.output_dir)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, loss=instantiate(cfg.loss))
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_loggers(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(model, datamodule=datamodule)
+
+    result: dict[str, Any] = {"history": {}, "trainer": trainer, "model": model, "plot": None}
+    csv_logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+    if not trainer.is_global_zero:
+        return result
+    if csv_logger is None:
+        print("No CSVLogger configured: no summary table or plot.", file=sys.stderr)
+        return result
+    epochs, steps = read_history(Path(csv_logger.log_dir) / "metrics.csv")
+    note = None if pretrained else "random backbones: FID, IS, CFSD not comparable to published values"
+    plot = plot_history(epochs, steps, output_dir / "metrics.png", note=note)
+    title = "Validation metrics and training loss parts per epoch" + (f" ({note})" if note else "")
+    print("\n" + format_table(epochs, title=title) + "\n")
+    print(f"Outputs in {output_dir}:\n  plot:  {plot}")
+    grids = sorted((output_dir / "grids").glob("*.png"))
+    if grids:
+        print(f"  grids: {grids[0].parent} (last: {grids[-1].name})")
+    checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
+        trainer.checkpoint_callback, "best_model_path", ""
+    )
+    if checkpoint:
+        print(f"  checkpoint: {checkpoint}")
+    print(f"  logs:  {csv_logger.log_dir}")
+    result.update(history=epochs, plot=plot)
+    return result
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """The Hydra entry point; see ``conf/config.yaml``."""
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
