@@ -259,10 +259,20 @@ class FIDInceptionV3(FrozenBackbone):
         self.fc = nn.Linear(2048, 1008)
 
         state, source = resolve_state_dict("inception_fid", weights)
-        if state is not None:
+        if state is None:
+            self._variance_preserving_init()
+        else:
             check_state_dict(self, state, source, "inception_fid")
             self.load_state_dict(state, strict=True)
         self.freeze()
+
+    def _variance_preserving_init(self) -> None:
+        # PyTorch's default convolution init shrinks activations at every layer; through 94 layers the
+        # pool3 features of a random network collapse to ~1e-9 and FID/IS of random weights stop moving.
+        # He-normal (fan_in, ReLU) keeps their scale, so offline smoke runs still give varying numbers.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Resize ``[0, 255]`` images to 299x299 and scale them to [-1, 1) as ``(x - 128) / 128``."""

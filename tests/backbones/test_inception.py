@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
@@ -64,3 +66,16 @@ def test_bad_input_and_options(inception):
 def test_wrong_file_named(tmp_path, torchvision_weights):
     with pytest.raises(RuntimeError, match=r"vgg16-random\.pth do not match the official inception_fid format"):
         FIDInceptionV3(weights=torchvision_weights("vgg16"))
+
+
+def test_random_weights_do_not_collapse(photos):
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = FIDInceptionV3(weights=None)
+    with torch.inference_mode():
+        out = net(photos(3, 64, dtype=torch.uint8))
+    # Different photographs give clearly different features (FID/IS of random weights still move).
+    spread = out.pool3.std(dim=0).mean() / out.pool3.abs().mean()
+    assert spread > 1e-2, spread
+
