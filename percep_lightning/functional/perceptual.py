@@ -1,0 +1,321 @@
+"""Feature-space distances of the VGG perceptual and style losses (Johnson et al. 2016, BasicSR convention).
+
+A perceptual loss compares the feature maps of a frozen network on ``preds`` and ``target``; a style
+loss compares their Gram matrices. Both are a weighted sum over layers of one of BasicSR's criteria:
+
+* ``"l1"``: mean absolute difference (``torch.nn.L1Loss``);
+* ``"l2"``: mean squared difference (``torch.nn.MSELoss``);
+* ``"fro"``: Frobenius norm of the difference (``torch.norm(x - y, p="fro")``).
+
+With ``reduction="mean"`` every value equals BasicSR's ``PerceptualLoss`` on the same features. The
+per-image values of ``reduction="none"`` have shape ``(N,)``; their mean is the ``"mean"`` value for
+``"l1"`` and ``"l2"``. BasicSR's ``"fro"`` takes ONE norm over the whole batch, so for ``"fro"``
+``"mean"`` is that batch norm (the root of the sum of the squared per-image norms, which grows with the
+batch size as BasicSR's does), not the mean of the per-image norms; ``"sum"`` adds the per-image norms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from percep_lightning.functional._checks import check_choice, check_reduction
+
+__all__ = [
+    "CRITERIA",
+    "feature_distance",
+    "gram_matrix",
+    "layer_distances",
+    "perceptual_distance",
+    "style_distance",
+]
+
+Criterion = Literal["l1", "l2", "fro"]
+CRITERIA: tuple[str, ...] = ("l1", "l2", "fro")
+"""The per-layer criteria: mean absolute, mean squared, Frobenius norm."""
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """The Gram matrix of each feature map, normalised by its size.
+
+    .. math::
+        G = \\frac{F F^\\top}{c\\,h\\,w}, \\quad F \\in \\mathbb{R}^{c \\times hw}
+
+    Computed in float32 (float64 for float64 input) with autocast disabled: in half precision the sums
+    of ``h * w`` products overflow.
+
+    Args:
+        features: ``(N, C, H, W)`` feature maps.
+
+    Returns:
+        ``(N, C, C)`` Gram matrices, float32 or float64.
+
+    Raises:
+        ValueError: if ``features`` is not 4-D.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.perceptual import gram_matrix
+        >>> gram_matrix(torch.ones(2, 3, 4, 4)).shape
+        torch.Size([2, 3, 3])
+        >>> float(gram_matrix(torch.ones(1, 2, 2, 2))[0, 0, 0])
+        0.5
+    """
+    if features.ndim != 4:
+        raise ValueError(
+            f"Expected `features` to be 4-D (N, C, H, W), but got shape {tuple(features.shape)}."
+        )
+    n, c, h, w = features.shape
+    with torch.autocast(features.device.type, enabled=False):
+        x = features.to(_compute_dtype(features))
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            flat = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view in channels-last layout
+            gram = torch.bmm(flat.transpose(1, 2), flat)
+        else:
+            flat = x.reshape(n, c, h * w)
+            gram = torch.bmm(flat, flat.transpose(1, 2))
+        return gram / (c * h * w)
+
+
+def feature_distance(
+    preds: Tensor,
+    target: Tensor,
+    criterion: Criterion = "l1",
+    reduction: Literal["mean", "sum", "none"] = "mean",
+) -> Tensor:
+    """One layer's criterion between two batches of features (or Gram matrices).
+
+    Args:
+        preds: ``(N, ...)`` features of the predictions.
+        target: the features of the targets, same shape.
+        criterion: ``"l1"`` (mean absolute difference), ``"l2"`` (mean squared difference) or ``"fro"``
+            (Frobenius norm of the difference).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` over the batch; see the module docstring for
+            ``"fro"``, whose ``"mean"`` is BasicSR's single norm over the whole batch.
+
+    Returns:
+        A scalar, or ``(N,)`` per-image values for ``reduction="none"``, in the dtype of the inputs.
+
+    Raises:
+        ValueError: for an unknown ``criterion`` or ``reduction``, or inputs of different shapes.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.perceptual import feature_distance
+        >>> x, y = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+        >>> feature_distance(x, y, "l1"), feature_distance(x, y, "fro", reduction="none")
+        (tensor(1.), tensor([2., 2.]))
+    """
+    check_choice(criterion, "criterion", CRITERIA)
+    check_reduction(reduction)
+    if preds.shape != target.shape:
+        raise ValueError(
+            "Expected feature maps of the same shape, but got "
+            f"{tuple(preds.shape)} and {tuple(target.shape)}."
+        )
+    return _distance(preds, target, criterion, reduction)
+
+
+def _distance(preds: Tensor, target: Tensor, criterion: str, reduction: str) -> Tensor:
+    """:func:`feature_distance` without the argument checks (the loss modules check once in ``__init__``)."""
+    if criterion == "fro" and reduction == "mean":
+        return _Distance.apply(preds, target, criterion, False)  # BasicSR: one norm over the whole batch
+    per_image = _Distance.apply(preds, target, criterion, True)
+    if reduction == "mean":
+        return per_image.mean()
+    return per_image.sum() if reduction == "sum" else per_image
+
+
+class _Distance(torch.autograd.Function):
+    """Mean absolute / mean squared difference or Frobenius norm per image (or over the batch).
+
+    Autograd through ``(x - y).abs().mean()`` chains four full-size temporaries; on channels-last VGG
+    features this function is ~3x faster (one difference saved, reductions that keep the layout, and a
+    one-line backward), which is ~8% of a VGG19 perceptual loss step at 256x256 on the CPU.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx, preds: Tensor, target: Tensor, criterion: str, per_image: bool
+    ) -> Tensor:
+        diff = preds - target
+        dims = tuple(range(1, diff.ndim)) if per_image else None
+        count = diff[0].numel() if per_image else diff.numel()
+        if criterion == "l1":
+            value = torch.linalg.vector_norm(diff, 1, dim=dims) / count
+        elif criterion == "l2":
+            value = (diff.square().sum(dims) if per_image else diff.square().sum()) / count
+        else:
+            value = torch.linalg.vector_norm(diff, 2, dim=dims)
+        ctx.criterion, ctx.per_image, ctx.count = criterion, per_image, count
+        ctx.save_for_backward(diff, value if criterion == "fro" else None)
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        diff, value = ctx.saved_tensors
+        if ctx.criterion == "fro":  # d|x| = x / |x|, and 0 where |x| = 0 (as torch.linalg.vector_norm)
+            scale = torch.where(value > 0, grad / value, torch.zeros_like(value))
+        else:
+            scale = grad * (2.0 / ctx.count if ctx.criterion == "l2" else 1.0 / ctx.count)
+        if ctx.per_image:
+            scale = scale.view(-1, *([1] * (diff.ndim - 1)))
+        grad_preds = torch.sign(diff).mul_(scale) if ctx.criterion == "l1" else diff * scale
+        need_preds, need_target = ctx.needs_input_grad[:2]
+        grad_target = -grad_preds if need_target else None
+        return (grad_preds if need_preds else None), grad_target, None, None
+
+
+def perceptual_distance(
+    preds_features: Mapping[str, Tensor],
+    target_features: Mapping[str, Tensor],
+    layer_weights: Mapping[str, float],
+    *,
+    criterion: Criterion = "l1",
+    reduction: Literal["mean", "sum", "none"] = "mean",
+) -> Tensor:
+    """Weighted sum over layers of the criterion between feature maps (the perceptual term).
+
+    .. math::
+        \\mathcal{L} = \\sum_l w_l \\, \\mathrm{crit}\\big(\\phi_l(\\hat y), \\phi_l(y)\\big)
+
+    Half-precision features (from a backbone run under autocast) are compared in float32.
+
+    Args:
+        preds_features: ``{layer: (N, C, H, W)}`` features of the predictions.
+        target_features: the same layers for the targets (detach them: the target is a constant).
+        layer_weights: ``{layer: weight}``; every layer named here must be in both feature dicts.
+        criterion: ``"l1"``, ``"l2"`` or ``"fro"`` (see :func:`feature_distance`).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-image ``(N,)`` values).
+
+    Returns:
+        A scalar, or ``(N,)`` for ``reduction="none"``.
+
+    Raises:
+        ValueError: for an unknown ``criterion`` or ``reduction``, a layer missing from the features, or
+            feature maps of different shapes.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.perceptual import perceptual_distance
+        >>> p = {"a": torch.zeros(1, 2, 4, 4), "b": torch.zeros(1, 4, 2, 2)}
+        >>> t = {"a": torch.ones(1, 2, 4, 4), "b": torch.full((1, 4, 2, 2), 2.0)}
+        >>> perceptual_distance(p, t, {"a": 0.5, "b": 1.0})
+        tensor(2.5000)
+    """
+    return _weighted_sum(preds_features, target_features, layer_weights, criterion, reduction, gram=False)
+
+
+def style_distance(
+    preds_features: Mapping[str, Tensor],
+    target_features: Mapping[str, Tensor],
+    layer_weights: Mapping[str, float],
+    *,
+    criterion: Criterion = "l1",
+    reduction: Literal["mean", "sum", "none"] = "mean",
+) -> Tensor:
+    """Weighted sum over layers of the criterion between Gram matrices (the style term).
+
+    .. math::
+        \\mathcal{L} = \\sum_l w_l \\, \\mathrm{crit}\\big(G(\\phi_l(\\hat y)), G(\\phi_l(y))\\big)
+
+    The Gram matrices (:func:`gram_matrix`) and the criterion are computed in float32 (float64 for
+    float64 features) whatever the features' dtype.
+
+    Args:
+        preds_features: ``{layer: (N, C, H, W)}`` features of the predictions.
+        target_features: the same layers for the targets (detach them: the target is a constant).
+        layer_weights: ``{layer: weight}``; every layer named here must be in both feature dicts.
+        criterion: ``"l1"``, ``"l2"`` or ``"fro"`` (see :func:`feature_distance`).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-image ``(N,)`` values).
+
+    Returns:
+        A float32 (or float64) scalar, or ``(N,)`` for ``reduction="none"``.
+
+    Raises:
+        ValueError: for an unknown ``criterion`` or ``reduction``, a layer missing from the features, or
+            feature maps of different shapes.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.perceptual import style_distance
+        >>> p, t = {"a": torch.zeros(1, 2, 4, 4)}, {"a": torch.ones(1, 2, 4, 4)}
+        >>> style_distance(p, t, {"a": 1.0}, criterion="l2")  # every Gram entry: 0 vs 16 / (2 * 16)
+        tensor(0.2500)
+    """
+    return _weighted_sum(preds_features, target_features, layer_weights, criterion, reduction, gram=True)
+
+
+def layer_distances(
+    preds_features: Mapping[str, Tensor],
+    target_features: Mapping[str, Tensor],
+    layers: Iterable[str],
+    *,
+    criterion: Criterion = "l1",
+    reduction: Literal["mean", "sum", "none"] = "mean",
+    gram: bool = False,
+) -> dict[str, Tensor]:
+    """The unweighted criterion of each layer, between features (or their Gram matrices, ``gram=True``).
+
+    The terms of :func:`perceptual_distance` (``gram=False``) and :func:`style_distance` (``gram=True``)
+    before weighting; half-precision features are compared in float32.
+
+    Returns:
+        ``{layer: value}`` in the order of ``layers``: scalars, or ``(N,)`` with ``reduction="none"``.
+
+    Raises:
+        ValueError: for an unknown ``criterion`` or ``reduction``, a layer missing from the features, or
+            feature maps of different shapes.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.perceptual import layer_distances
+        >>> p, t = {"a": torch.zeros(1, 2, 4, 4)}, {"a": torch.ones(1, 2, 4, 4)}
+        >>> layer_distances(p, t, ["a"], criterion="l2")
+        {'a': tensor(1.)}
+    """
+    check_choice(criterion, "criterion", CRITERIA)
+    check_reduction(reduction)
+    values = {}
+    for name in layers:
+        for side, feats in (("preds_features", preds_features), ("target_features", target_features)):
+            if name not in feats:
+                raise ValueError(f"Layer {name!r} is missing from `{side}` (has {list(feats)}).")
+        p, t = preds_features[name], target_features[name]
+        if p.shape != t.shape:
+            raise ValueError(
+                f"Expected the {name!r} features to have the same shape, but got {tuple(p.shape)} and "
+                f"{tuple(t.shape)}."
+            )
+        if gram:
+            p, t = gram_matrix(p), gram_matrix(t)
+        with torch.autocast(p.device.type, enabled=False):
+            dtype = _compute_dtype(p)
+            values[name] = _distance(p.to(dtype), t.to(dtype), criterion, reduction)
+    return values
+
+
+def _weighted_sum(
+    preds_features: Mapping[str, Tensor],
+    target_features: Mapping[str, Tensor],
+    layer_weights: Mapping[str, float],
+    criterion: str,
+    reduction: str,
+    gram: bool,
+) -> Tensor:
+    if not layer_weights:
+        raise ValueError("Expected `layer_weights` to name at least one layer, but got none.")
+    values = layer_distances(
+        preds_features, target_features, layer_weights, criterion=criterion, reduction=reduction, gram=gram
+    )
+    return sum(values[name] * weight for name, weight in layer_weights.items())  # type: ignore[return-value]
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float64 for float64 input, float32 otherwise (half and bfloat16 are computed in float32)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32

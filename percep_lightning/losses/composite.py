@@ -1,0 +1,189 @@
+"""A weighted sum of named losses, configurable from Hydra and logged part by part."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["CompositeLoss"]
+
+
+class CompositeLoss(nn.Module):
+    """The weighted sum of named loss terms, with each term's value kept for logging.
+
+    .. math::
+        \\mathcal{L} = \\sum_k \\lambda_k \\, \\mathcal{L}_k(\\hat y, y_k)
+
+    Terms whose weight is 0 are skipped (never called), so a preset can switch a term off from the
+    command line (``loss.weights.perceptual=0``) at no cost. After each forward, :attr:`parts` holds the
+    detached, unweighted value of every computed term and :attr:`total` the detached weighted sum;
+    :meth:`log_parts` logs them from a ``LightningModule``.
+
+    The terms are registered submodules (an ``nn.ModuleDict``), so ``.to(device)`` moves them; the
+    pretrained backbones inside them stay out of ``parameters()`` and ``state_dict()``.
+
+    Every term compares ``preds`` with ``target``, unless ``targets`` routes it to another keyword
+    argument of :meth:`forward`: with ``targets={"style": "style"}``, ``loss(preds, content, style=s)``
+    compares the ``"style"`` term with ``s`` (the style images of style transfer).
+
+    Args:
+        terms: ``{name: loss module}``, each called as ``term(preds, target)``. A Hydra ``DictConfig`` of
+            instantiated modules is accepted.
+        weights: ``{name: weight}``; a term without an entry gets weight 1.0. Names that are not terms
+            raise an error listing the terms.
+        targets: ``{name: keyword}``: the terms that take their target from a keyword argument of
+            :meth:`forward` instead of ``target``.
+
+    Attributes:
+        weights: the ``{name: weight}`` in use (a plain dict: changing a value between steps changes the
+            next forward).
+        parts: ``{name: detached unweighted value}`` from the last forward (terms of weight 0 absent).
+        total: the detached weighted total of the last forward.
+
+    Raises:
+        TypeError: if a term is not an ``nn.Module`` or a weight is not a number.
+        ValueError: if there are no terms, a name is not a valid module name, ``weights`` or ``targets``
+            name something that is not a term, or a weight is not finite.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from percep_lightning.losses.composite import CompositeLoss
+        >>> loss = CompositeLoss({"l1": nn.L1Loss(), "l2": nn.MSELoss()}, weights={"l2": 0.5})
+        >>> loss(torch.zeros(2, 3), torch.full((2, 3), 2.0))
+        tensor(4.)
+        >>> {name: float(value) for name, value in loss.parts.items()}
+        {'l1': 2.0, 'l2': 4.0}
+    """
+
+    def __init__(
+        self,
+        terms: Mapping[str, nn.Module],
+        weights: Mapping[str, float] | None = None,
+        targets: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(terms, Mapping) or not terms:
+            raise ValueError(
+                f"Expected `terms` to be a non-empty mapping {{name: loss module}}, but got {terms!r}."
+            )
+        modules = {}
+        for name, term in terms.items():
+            name = str(name)
+            if not name or "." in name:
+                raise ValueError(f"Expected term names without '.', but got {name!r}.")
+            if not isinstance(term, nn.Module):
+                raise TypeError(f"Expected term {name!r} to be an nn.Module, but got {type(term).__name__}.")
+            modules[name] = term
+        self.terms = nn.ModuleDict(modules)
+        self.weights: dict[str, float] = {name: 1.0 for name in modules}
+        self.weights.update(self._checked_weights(weights or {}))
+        self.targets: dict[str, str] = self._checked_targets(targets or {})
+        self.parts: dict[str, Tensor] = {}
+        self.total: Tensor | None = None
+
+    def _unknown(self, what: str, names: Mapping[str, Any]) -> None:
+        unknown = sorted(str(n) for n in names if str(n) not in self.terms)
+        if unknown:
+            raise ValueError(
+                f"`{what}` names {unknown}, which are not terms of this loss; the terms are: "
+                f"{', '.join(self.terms)}."
+            )
+
+    def _checked_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        if not isinstance(weights, Mapping):
+            raise TypeError(
+                f"Expected `weights` to be a mapping {{name: weight}}, but got {type(weights).__name__}."
+            )
+        self._unknown("weights", weights)
+        checked = {}
+        for name, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise TypeError(f"Expected the weight of {name!r} to be a number, but got {weight!r}.")
+            if not math.isfinite(weight):
+                raise ValueError(f"Expected the weight of {name!r} to be finite, but got {weight}.")
+            checked[str(name)] = float(weight)
+        return checked
+
+    def _checked_targets(self, targets: Mapping[str, str]) -> dict[str, str]:
+        if not isinstance(targets, Mapping):
+            raise TypeError(
+                f"Expected `targets` to be a mapping {{name: keyword}}, but got {type(targets).__name__}."
+            )
+        self._unknown("targets", targets)
+        checked = {}
+        for name, keyword in targets.items():
+            if not isinstance(keyword, str) or not keyword.isidentifier() or keyword in ("preds", "target"):
+                raise ValueError(
+                    f"Expected the target of {name!r} to be a keyword name other than 'preds' and 'target', "
+                    f"but got {keyword!r}."
+                )
+            checked[str(name)] = keyword
+        return checked
+
+    def forward(self, preds: Tensor, target: Tensor, **other_targets: Tensor) -> Tensor:
+        """The weighted sum of the terms of non-zero weight.
+
+        Args:
+            preds: the predictions, passed to every term.
+            target: the target of every term not routed elsewhere by ``targets``.
+            **other_targets: the targets named in ``targets``.
+
+        Raises:
+            ValueError: if a routed target is missing, or a keyword is given that no term uses, or every
+                weight is 0.
+        """
+        unused = sorted(set(other_targets) - set(self.targets.values()))
+        if unused:
+            raise ValueError(
+                f"Got the target keyword(s) {unused}, which no term uses; routed keywords: "
+                f"{sorted(set(self.targets.values())) or 'none'} (see `targets`)."
+            )
+        parts: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for name, term in self.terms.items():
+            weight = self.weights[name]
+            if weight == 0:
+                continue
+            keyword = self.targets.get(name)
+            if keyword is not None and keyword not in other_targets:
+                raise ValueError(
+                    f"Term {name!r} compares with the keyword argument `{keyword}`, but the call did not "
+                    f"pass it: call the loss as loss(preds, target, {keyword}=...)."
+                )
+            value = term(preds, other_targets[keyword] if keyword is not None else target)
+            parts[name] = value.detach()
+            total = value * weight if total is None else total + value * weight
+        if total is None:
+            raise ValueError(f"Every term has weight 0, nothing to compute: {self.weights}.")
+        self.parts = parts
+        self.total = total.detach()
+        return total
+
+    def log_parts(self, module: Any, prefix: str = "loss", **log_kwargs: Any) -> None:
+        """Log ``<prefix>/<term>`` for every computed term and ``<prefix>/total`` from the last forward.
+
+        Args:
+            module: the ``LightningModule`` (anything with its ``log(name, value, **kwargs)`` method).
+            prefix: the start of the logged names.
+            **log_kwargs: passed to ``module.log`` (``on_step``, ``on_epoch``, ``batch_size``,
+                ``sync_dist``, ...).
+
+        Raises:
+            RuntimeError: if called before the first forward.
+
+        Non-scalar values (terms with ``reduction="none"``) are logged as their mean.
+        """
+        if self.total is None:
+            raise RuntimeError("`log_parts` needs the values of a forward pass; call the loss first.")
+        for name, value in {**self.parts, "total": self.total}.items():
+            module.log(
+                f"{prefix}/{name}", value.mean() if value.numel() != 1 else value.reshape(()), **log_kwargs
+            )
+
+    def extra_repr(self) -> str:
+        routed = f", targets={self.targets}" if self.targets else ""
+        return f"weights={self.weights}{routed}"

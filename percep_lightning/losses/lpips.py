@@ -1,0 +1,142 @@
+"""LPIPS as a training loss: the ``lpips`` package's v0.1 metric on a frozen torchvision trunk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from percep_lightning.backbones import TorchvisionFeatures, WeightsArg, lpips_linear_weights
+from percep_lightning.backbones.base import HoldsFrozen
+from percep_lightning.functional._checks import check_choice, check_input_range, check_reduction
+from percep_lightning.functional.lpips import lpips_distance
+from percep_lightning.losses.perceptual import channels_last, check_images, to_trunk_dtype
+
+__all__ = ["LPIPS_NETS", "LPIPSLoss"]
+
+LPIPS_NETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "alex": ("alexnet", ("relu1", "relu2", "relu3", "relu4", "relu5")),
+    "vgg": ("vgg16", ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")),
+    "squeeze": ("squeezenet1_1", ("relu1", "fire3", "fire5", "fire6", "fire7", "fire8", "fire9")),
+}
+"""LPIPS ``net`` -> (torchvision architecture, the outputs of the ``lpips`` package's slices)."""
+
+# lpips' ScalingLayer, applied to [-1, 1] input (ImageNet mean/std expressed on that scale).
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+
+
+class LPIPSLoss(HoldsFrozen, nn.Module):
+    """Learned Perceptual Image Patch Similarity (Zhang et al. 2018) as a differentiable loss.
+
+    Equal to ``lpips.LPIPS(net=net, version="0.1")(preds, target, normalize=True)`` for [0, 1] input
+    (up to float rounding): the images are mapped to [-1, 1], shifted and scaled by LPIPS' scaling
+    layer, passed through the frozen trunk (AlexNet, VGG16 or SqueezeNet 1.1, cut at the package's
+    slices), and each layer's unit-normalised feature difference is squared, weighted by the calibrated
+    v0.1 "lin" weights that ship with this package, averaged over space (or upsampled to the image size,
+    ``spatial=True``) and summed over layers. See :mod:`percep_lightning.functional.lpips`.
+
+    The target goes through the trunk under ``torch.no_grad()`` in its own pass: it is a constant and
+    builds no graph even if it requires grad. The trunk runs in channels-last layout (faster on the CPU
+    and on GPUs; the values are unchanged).
+
+    Args:
+        net: ``"alex"`` (default, the package's recommended metric), ``"vgg"`` or ``"squeeze"``.
+        input_range: the ``(low, high)`` pixel range of the inputs: ``(0, 1)`` (the package's
+            ``normalize=True``), ``(-1, 1)`` (its default), ``(0, 255)``, ...
+        spatial: return the per-pixel distance map instead of its mean.
+        weights: the torchvision ``state_dict`` of the trunk: ``"default"`` (IMAGENET1K_V1, cached or
+            downloaded once), a file path, a state dict, or ``None`` (random, with a warning). The lin
+            weights always come from the package data.
+        reduction: ``"mean"`` or ``"sum"`` over every value of the output, or ``"none"``: ``(N, 1, 1, 1)``
+            per image as the ``lpips`` package (``(N, 1, H, W)`` with ``spatial=True``).
+
+    Raises:
+        ValueError: for an unknown ``net`` or ``reduction`` or a bad ``input_range``.
+        RuntimeError: if ``weights`` does not hold the official keys and shapes of the trunk.
+
+    Shape:
+        - preds, target: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grayscale, repeated to 3 channels).
+        - Output: scalar, ``(N, 1, 1, 1)`` or ``(N, 1, H, W)`` (see ``reduction``); float32 (float64 for
+          a float64 module).
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.losses.lpips import LPIPSLoss
+        >>> loss = LPIPSLoss("alex", weights=None, reduction="none")
+        >>> x = torch.rand(2, 3, 64, 64)
+        >>> loss(x, x).flatten()
+        tensor([0., 0.])
+        >>> loss(x, x.flip(-1)).shape
+        torch.Size([2, 1, 1, 1])
+    """
+
+    def __init__(
+        self,
+        net: Literal["alex", "vgg", "squeeze"] = "alex",
+        *,
+        input_range: Sequence[float] = (0.0, 1.0),
+        spatial: bool = False,
+        weights: WeightsArg = "default",
+        reduction: Literal["mean", "sum", "none"] = "mean",
+    ) -> None:
+        super().__init__()
+        check_choice(net, "net", tuple(LPIPS_NETS))
+        check_reduction(reduction)
+        self.net = net
+        self.input_range = check_input_range(input_range)
+        self.spatial = bool(spatial)
+        self.reduction = reduction
+        arch, layers = LPIPS_NETS[net]
+        self._layers = layers
+        self._hold("trunk", channels_last(TorchvisionFeatures(arch, layers, weights=weights)))
+        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
+        for i, weight in enumerate(lpips_linear_weights(net)):
+            self.register_buffer(f"lin{i}", weight, persistent=False)
+
+    @property
+    def lin_weights(self) -> list[Tensor]:
+        """The calibrated v0.1 lin weights, one ``(1, C_l, 1, 1)`` tensor per layer."""
+        return [getattr(self, f"lin{i}") for i in range(len(self._layers))]
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        """The LPIPS distance between ``preds`` and ``target``, reduced as ``reduction`` says."""
+        check_images(preds, target, self.input_range)
+        trunk = self._held("trunk")
+        with torch.no_grad():
+            target_features = trunk(self._scale(target, trunk))
+        preds_features = trunk(self._scale(preds, trunk))
+        distance = lpips_distance(
+            [preds_features[name] for name in self._layers],
+            [target_features[name] for name in self._layers],
+            self.lin_weights,
+            spatial=self.spatial,
+            output_size=tuple(preds.shape[-2:]),
+        )
+        if self.reduction == "mean":
+            return distance.mean()
+        if self.reduction == "sum":
+            return distance.sum()
+        return distance
+
+    def _scale(self, images: Tensor, trunk: nn.Module) -> Tensor:
+        """Map ``input_range`` to [-1, 1] (as the package's ``normalize=True``), then the scaling layer."""
+        x = to_trunk_dtype(images, trunk)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        low, high = self.input_range
+        if (low, high) == (0.0, 1.0):
+            x = 2 * x - 1
+        elif (low, high) != (-1.0, 1.0):
+            x = 2 * (x - low) / (high - low) - 1
+        x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def extra_repr(self) -> str:
+        return (
+            f"net={self.net!r}, input_range={self.input_range}, spatial={self.spatial}, "
+            f"reduction={self.reduction!r}"
+        )

@@ -1,0 +1,293 @@
+"""VGG perceptual and style loss (Johnson et al. 2016), with BasicSR's conventions and defaults."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from percep_lightning.backbones import TorchvisionFeatures, WeightsArg, layer_index
+from percep_lightning.backbones.base import HoldsFrozen
+from percep_lightning.functional._checks import check_choice, check_input_range, check_reduction
+from percep_lightning.functional.perceptual import CRITERIA, Criterion, layer_distances
+
+__all__ = ["DEFAULT_LAYER_WEIGHTS", "VGGPerceptualLoss"]
+
+DEFAULT_LAYER_WEIGHTS: dict[str, float] = {
+    "conv1_2": 0.1,
+    "conv2_2": 0.1,
+    "conv3_4": 1.0,
+    "conv4_4": 1.0,
+    "conv5_4": 1.0,
+}
+"""Real-ESRGAN's perceptual layers (BasicSR ``train_realesrgan_x4plus.yml``): features before the ReLU."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_ARCHS = ("vgg19", "vgg16")
+
+
+class VGGPerceptualLoss(HoldsFrozen, nn.Module):
+    """Perceptual (feature) loss plus an optional style (Gram) loss on a frozen torchvision VGG.
+
+    .. math::
+        \\mathcal{L} = \\lambda_p \\sum_l w_l\\, \\mathrm{crit}(\\phi_l(\\hat y), \\phi_l(y))
+        + \\lambda_s \\sum_l v_l\\, \\mathrm{crit}(G(\\phi_l(\\hat y)), G(\\phi_l(y)))
+
+    where :math:`\\phi_l` are VGG feature maps of the ImageNet-normalised images, :math:`G` the Gram
+    matrix :math:`F F^\\top / (c h w)` (computed in float32) and ``crit`` is ``"l1"`` (mean absolute),
+    ``"l2"`` (mean squared) or ``"fro"`` (Frobenius norm), exactly as BasicSR's ``PerceptualLoss``, which
+    returns the two terms separately (their weighted sum is returned here; the terms are in :attr:`parts`).
+
+    Layer names follow the block_conv convention of :data:`~percep_lightning.backbones.LAYER_NAMES`:
+    ``"conv3_4"`` is before its ReLU, ``"relu3_4"`` after. The default is Real-ESRGAN's
+    (:data:`DEFAULT_LAYER_WEIGHTS`, pre-activation features as ESRGAN recommends); BasicSR's ESRGAN
+    configs use ``{"conv5_4": 1.0}``. Layers of weight 0 are not computed and the trunk stops after the
+    deepest layer in use. The target goes through the network under ``torch.no_grad()`` (it is a
+    constant: it builds no graph even if it requires grad); each of ``preds`` and ``target`` is one pass.
+
+    Args:
+        layer_weights: ``{layer: weight}`` of the perceptual term; ``None`` for :data:`DEFAULT_LAYER_WEIGHTS`.
+        criterion: ``"l1"``, ``"l2"`` or ``"fro"``.
+        perceptual_weight: :math:`\\lambda_p`; 0 skips the perceptual term.
+        style_weight: :math:`\\lambda_s`; 0 (the default) skips the style term.
+        style_layer_weights: ``{layer: weight}`` of the style term; ``None`` uses ``layer_weights``.
+        input_range: the ``(low, high)`` pixel range of the inputs, mapped to [0, 1] before the ImageNet
+            mean/std normalisation (``(-1, 1)`` for tanh outputs).
+        arch: ``"vgg19"`` (default) or ``"vgg16"``.
+        weights: the torchvision ``state_dict`` of the network: ``"default"`` (IMAGENET1K_V1, cached or
+            downloaded once), a file path, a state dict, or ``None`` (random, with a warning).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per image, ``(N,)``). For ``criterion="fro"``,
+            ``"mean"`` is BasicSR's single norm over the whole batch, see
+            :mod:`percep_lightning.functional.perceptual`.
+
+    Attributes:
+        parts: after each forward, the detached unweighted values: ``"perceptual"`` and ``"style"`` (the
+            layer-weighted sums before :math:`\\lambda_p`, :math:`\\lambda_s`) and ``"perceptual/<layer>"``,
+            ``"style/<layer>"`` (one layer's criterion), for the terms in use.
+
+    Raises:
+        ValueError: for an unknown layer (the message lists the valid names), ``criterion``, ``arch`` or
+            ``reduction``, negative or non-finite weights, no layer to compute, or a bad ``input_range``.
+        RuntimeError: if ``weights`` does not hold the official VGG keys and shapes.
+
+    Shape:
+        - preds, target: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grayscale, repeated to 3 channels).
+        - Output: scalar, or ``(N,)`` with ``reduction="none"``; float32 (float64 for a float64 module).
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.losses.perceptual import VGGPerceptualLoss
+        >>> loss = VGGPerceptualLoss({"relu2_2": 1.0}, style_weight=1.0, weights=None)
+        >>> loss(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)).shape
+        torch.Size([])
+        >>> sorted(loss.parts)
+        ['perceptual', 'perceptual/relu2_2', 'style', 'style/relu2_2']
+    """
+
+    def __init__(
+        self,
+        layer_weights: Mapping[str, float] | None = None,
+        *,
+        criterion: Criterion = "l1",
+        perceptual_weight: float = 1.0,
+        style_weight: float = 0.0,
+        style_layer_weights: Mapping[str, float] | None = None,
+        input_range: Sequence[float] = (0.0, 1.0),
+        arch: Literal["vgg19", "vgg16"] = "vgg19",
+        weights: WeightsArg = "default",
+        reduction: Literal["mean", "sum", "none"] = "mean",
+    ) -> None:
+        super().__init__()
+        check_choice(criterion, "criterion", CRITERIA)
+        check_choice(arch, "arch", _ARCHS)
+        check_reduction(reduction)
+        self.criterion = criterion
+        self.arch = arch
+        self.reduction = reduction
+        self.input_range = check_input_range(input_range)
+        self.perceptual_weight = _check_weight(perceptual_weight, "perceptual_weight")
+        self.style_weight = _check_weight(style_weight, "style_weight")
+        layer_weights = DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights
+        self.layer_weights = _check_layer_weights(layer_weights, "layer_weights", arch)
+        self.style_layer_weights = (
+            dict(self.layer_weights)
+            if style_layer_weights is None
+            else _check_layer_weights(style_layer_weights, "style_layer_weights", arch)
+        )
+        # Only what contributes is computed: zero-weight terms and layers are dropped here.
+        self._perceptual_layers = _active(self.layer_weights) if self.perceptual_weight else {}
+        self._style_layers = _active(self.style_layer_weights) if self.style_weight else {}
+        used = sorted({*self._perceptual_layers, *self._style_layers}, key=lambda n: layer_index(arch, n))
+        if not used:
+            raise ValueError(
+                "Expected at least one layer with a non-zero weight in a term with a non-zero weight, but "
+                f"got perceptual_weight={perceptual_weight}, layer_weights={dict(self.layer_weights)}, "
+                f"style_weight={style_weight}, style_layer_weights={dict(self.style_layer_weights)}."
+            )
+        self._hold("vgg", channels_last(TorchvisionFeatures(arch, used, weights=weights)))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.parts: dict[str, Tensor] = {}
+
+    def forward(self, preds: Tensor, target: Tensor) -> Tensor:
+        """The weighted sum of the perceptual and style terms; see the class docstring."""
+        check_images(preds, target, self.input_range)
+        trunk = self._held("vgg")
+        with torch.no_grad():
+            target_features = trunk(imagenet_normalize(target, self.input_range, self.mean, self.std, trunk))
+        preds_features = trunk(imagenet_normalize(preds, self.input_range, self.mean, self.std, trunk))
+
+        parts: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for term, layers, weight in (
+            ("perceptual", self._perceptual_layers, self.perceptual_weight),
+            ("style", self._style_layers, self.style_weight),
+        ):
+            if not layers:
+                continue
+            per_layer = layer_distances(
+                preds_features,
+                target_features,
+                layers,
+                criterion=self.criterion,
+                reduction=self.reduction,
+                gram=term == "style",
+            )
+            value = sum(per_layer[name] * w for name, w in layers.items())
+            parts[term] = value.detach()
+            parts.update({f"{term}/{name}": v.detach() for name, v in per_layer.items()})
+            total = value * weight if total is None else total + value * weight
+        self.parts = parts
+        return total
+
+    def extra_repr(self) -> str:
+        return (
+            f"arch={self.arch!r}, criterion={self.criterion!r}, layer_weights={self.layer_weights}, "
+            f"perceptual_weight={self.perceptual_weight}, style_weight={self.style_weight}, "
+            f"style_layer_weights={self.style_layer_weights}, input_range={self.input_range}, "
+            f"reduction={self.reduction!r}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input handling shared by the backbone losses (VGG perceptual, LPIPS, CFSD).
+
+
+def check_images(
+    preds: Tensor, target: Tensor, input_range: tuple[float, float], *, tolerance: float = 0.1
+) -> None:
+    """Check a pair of image batches and warn once if either is far outside ``input_range``.
+
+    The same checks and messages as :func:`~percep_lightning.functional._checks.check_pair`, but the
+    finiteness test and the range test share one ``aminmax`` pass per tensor and one device sync.
+    "Far outside" means beyond either end by more than ``tolerance`` times the range's width.
+
+    Raises:
+        TypeError: if either is not a floating-point tensor.
+        ValueError: on different shapes, a rank other than 4, a channel count other than 1 or 3, or
+            NaN/Inf values.
+    """
+    _check_shapes(preds, target)
+    with torch.no_grad():
+        bounds = torch.stack([*torch.aminmax(preds.detach()), *torch.aminmax(target.detach())]).tolist()
+    for name, (lo, hi) in (("preds", bounds[:2]), ("target", bounds[2:])):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
+    low, high = input_range
+    slack = tolerance * (high - low)
+    outside = [
+        f"`{name}` in [{lo:.3g}, {hi:.3g}]"
+        for name, lo, hi in (("preds", *bounds[:2]), ("target", *bounds[2:]))
+        if lo < low - slack or hi > high + slack
+    ]
+    if outside:
+        warnings.warn(
+            f"Values far outside the declared input_range {input_range}: {' and '.join(outside)}. Pass the "
+            "right `input_range` (e.g. (-1, 1) or (0, 255)), or the loss compares the wrong pixel scale.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def _check_shapes(preds: Tensor, target: Tensor) -> None:
+    """The checks of ``check_pair(preds, target, channels=(1, 3))`` but its finiteness pass, same messages."""
+    for name, x in (("preds", preds), ("target", target)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
+        if not x.is_floating_point():
+            raise TypeError(f"Expected `{name}` to be a floating-point tensor, but got dtype {x.dtype}.")
+    if preds.shape != target.shape:
+        raise ValueError(
+            f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
+            f"{tuple(target.shape)}."
+        )
+    if preds.ndim != 4:
+        raise ValueError(
+            f"Expected `preds` and `target` to be 4-D (N, C, H, W), but got shape {tuple(preds.shape)}."
+        )
+    if preds.shape[1] not in (1, 3):
+        raise ValueError(
+            f"Expected `preds` and `target` to have 1 or 3 channels, but got {preds.shape[1]} (shape "
+            f"{tuple(preds.shape)})."
+        )
+    if preds.numel() == 0:
+        raise ValueError(f"Expected non-empty `preds` and `target`, but got shape {tuple(preds.shape)}.")
+
+
+def to_trunk_dtype(x: Tensor, trunk: nn.Module) -> Tensor:
+    """``x`` as the dtype of the trunk's parameters (autocast, if on, then casts the convolutions)."""
+    dtype = next(trunk.parameters()).dtype
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def imagenet_normalize(
+    images: Tensor, input_range: tuple[float, float], mean: Tensor, std: Tensor, trunk: nn.Module
+) -> Tensor:
+    """Map ``input_range`` to [0, 1], repeat grayscale to RGB, then ``(x - mean) / std``, channels-last."""
+    x = to_trunk_dtype(images, trunk)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    low, high = input_range
+    if (low, high) != (0.0, 1.0):
+        x = (x - low) / (high - low)
+    return ((x - mean.to(x.dtype)) / std.to(x.dtype)).contiguous(memory_format=torch.channels_last)
+
+
+def channels_last(trunk: nn.Module) -> nn.Module:
+    """Put a trunk's convolution weights in channels-last layout (inputs are converted in the forward).
+
+    With oneDNN on the CPU (and cuDNN on GPUs) convolutions, max pooling and the channel reductions of the
+    losses are faster in this layout: about 15-25% less time for a VGG or AlexNet forward and backward
+    on the CPU, and 40% for SqueezeNet, than in the default layout. The values are unchanged.
+    """
+    return trunk.to(memory_format=torch.channels_last)
+
+
+def _check_weight(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Expected `{name}` to be a number, but got {type(value).__name__}.")
+    value = float(value)
+    if not (value >= 0 and value != float("inf")):
+        raise ValueError(f"Expected `{name}` to be a finite number >= 0, but got {value}.")
+    return value
+
+
+def _check_layer_weights(layer_weights: Mapping[str, float], name: str, arch: str) -> dict[str, float]:
+    if not isinstance(layer_weights, Mapping):
+        raise TypeError(
+            f"Expected `{name}` to be a mapping {{layer: weight}}, but got {type(layer_weights).__name__}."
+        )
+    checked = {}
+    for layer, weight in layer_weights.items():
+        layer_index(arch, str(layer))  # unknown names raise, listing the valid ones
+        checked[str(layer)] = _check_weight(weight, f"{name}[{layer!r}]")
+    return checked
+
+
+def _active(layer_weights: dict[str, float]) -> dict[str, float]:
+    return {name: w for name, w in layer_weights.items() if w != 0}

@@ -1,0 +1,95 @@
+"""The LPIPS distance from feature lists: the package's formula, its gradient, its edge cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from percep_lightning.functional.lpips import lpips_distance, lpips_layer_map
+
+
+def _package_formula(xs, ys, ws, spatial=False, size=None):
+    """lpips 0.1.4 after the trunk: normalize_tensor, squared difference, lin conv, mean or upsample."""
+    total = 0
+    for x, y, w in zip(xs, ys, ws, strict=True):
+        nx = x / (torch.sqrt(torch.sum(x**2, dim=1, keepdim=True)) + 1e-10)
+        ny = y / (torch.sqrt(torch.sum(y**2, dim=1, keepdim=True)) + 1e-10)
+        d = F.conv2d((nx - ny) ** 2, w)
+        total = total + (
+            F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+            if spatial
+            else d.mean([2, 3], keepdim=True)
+        )
+    return total
+
+
+def _features(dtype=torch.float32, n=2, channels_last=False):
+    torch.manual_seed(0)
+    xs = [torch.rand(n, 4, 6, 6, dtype=dtype), torch.rand(n, 5, 3, 3, dtype=dtype)]
+    ys = [torch.rand_like(x) for x in xs]
+    ws = [torch.rand(1, x.shape[1], 1, 1, dtype=dtype) for x in xs]
+    if channels_last:
+        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+        ys = [y.contiguous(memory_format=torch.channels_last) for y in ys]
+    return xs, ys, ws
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("spatial", [False, True])
+def test_equals_package_formula(spatial, channels_last):
+    xs, ys, ws = _features(channels_last=channels_last)
+    out = lpips_distance(xs, ys, ws, spatial=spatial, output_size=(12, 12))
+    torch.testing.assert_close(out, _package_formula(xs, ys, ws, spatial, (12, 12)), rtol=1e-6, atol=1e-7)
+    assert out.shape == ((2, 1, 12, 12) if spatial else (2, 1, 1, 1))
+
+
+def test_zero_and_finite_gradient_at_equal_features_with_zero_vectors():
+    xs, _, ws = _features()
+    xs[0][:, :, 0, 0] = 0  # a position where every channel is 0: the package's gradient is NaN there
+    xs = [x.requires_grad_(True) for x in xs]
+    out = lpips_distance(xs, [x.detach().clone() for x in xs], ws)
+    assert (out == 0).all()
+    out.sum().backward()
+    for x in xs:
+        assert torch.isfinite(x.grad).all() and (x.grad == 0).all()
+
+
+def test_gradcheck_float64_all_inputs():
+    xs, ys, ws = _features(torch.float64, n=1)
+    x, y, w = xs[0].requires_grad_(True), ys[0].requires_grad_(True), ws[0].requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b, c: lpips_layer_map(a, b, c), (x, y, w))
+    assert torch.autograd.gradcheck(lambda a: lpips_distance([a], [ys[0]], [ws[0]]), (x,))
+    assert torch.autograd.gradcheck(
+        lambda a: lpips_distance([a], [ys[0]], [ws[0]], spatial=True, output_size=(7, 9)), (x,)
+    )
+
+
+def test_float32_under_autocast():
+    xs, ys, ws = _features()
+    xs, ys = [x.bfloat16() for x in xs], [y.bfloat16() for y in ys]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lpips_distance(xs, ys, ws)
+    assert out.dtype == torch.float32
+    expected = lpips_distance([x.float() for x in xs], [y.float() for y in ys], ws)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=0)
+
+
+def test_errors():
+    xs, ys, ws = _features()
+    with pytest.raises(
+        ValueError, match=r"Expected as many `preds_features`, `target_features` and `lin_weights`"
+    ):
+        lpips_distance(xs, ys[:1], ws)
+    with pytest.raises(
+        ValueError, match=r"Expected `output_size` \(the image's \(H, W\)\) with `spatial=True`"
+    ):
+        lpips_distance(xs, ys, ws, spatial=True)
+    with pytest.raises(
+        ValueError, match=r"Expected 4-D feature maps of the same shape, but got \(2, 4, 6, 6\) and"
+    ):
+        lpips_layer_map(xs[0], ys[1], ws[0])
+    with pytest.raises(
+        ValueError, match=r"Expected one lin weight per channel \(4\), but got a weight of shape"
+    ):
+        lpips_layer_map(xs[0], ys[0], ws[1])

@@ -1,0 +1,153 @@
+"""CFSDLoss equals StyleID's PatchSimi (jiwoogit/StyleID, evaluation/image_metrics.py) on the same VGG19."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from percep_lightning.losses.cfsd import CFSDLoss
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def _patch_simi(vgg_features, stylized, content, dtype=torch.float32):
+    """StyleID's PatchSimi.forward for one pair: VGG19 features[:12] output, full (hw)^2 matrices.
+
+    ``dtype`` is the dtype of the similarity and KL computation on the float32 features.
+    """
+
+    def similarity(image, log):
+        feats = vgg_features((image - MEAN) / STD).to(dtype)
+        b, c, h, w = feats.shape
+        f = torch.transpose(feats, 1, 3).reshape(b, h * w, c).div(c)
+        m = torch.bmm(f, f.transpose(1, 2))
+        return (F.log_softmax(m, dim=-1) if log else F.softmax(m, dim=-1)).reshape(b, -1)
+
+    return F.kl_div(similarity(stylized, True), similarity(content, False), reduction="batchmean")
+
+
+@pytest.fixture(scope="module")
+def vgg19_path(torchvision_weights, tmp_path_factory):
+    """The random VGG19 file with the five convolutions up to relu3_1 scaled by 2.
+
+    Randomly initialised, relu3_1 features are ~30x smaller than pretrained ones, the similarity
+    matrices ~1e-4 and the softmax rows uniform to 1e-4: CFSD is then ~1e-8, below what the float32
+    reference resolves. Scaled, the matrices reach ~0.1 as with pretrained weights.
+    """
+    state = torch.load(torchvision_weights("vgg19"), weights_only=True)
+    for index in (0, 2, 5, 7, 10):
+        state[f"features.{index}.weight"] = state[f"features.{index}.weight"] * 2
+    path = tmp_path_factory.mktemp("cfsd_weights") / "vgg19-random-scaled.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture
+def reference_features(vgg19_path):
+    with torch.device("meta"):
+        model = torchvision.models.vgg19(weights=None)
+    model.load_state_dict(torch.load(vgg19_path, weights_only=True), assign=True)
+    return model.features[:12].eval()
+
+
+@pytest.fixture
+def pair(photos):
+    content = photos(2, 32)
+    stylized = (content.flip(-1) * 0.7 + 0.3 * photos(3, 32)[1:]).clamp(0, 1)  # a different image per pair
+    return stylized, content
+
+
+def test_equals_styleid_patch_simi(vgg19_path, reference_features, pair):
+    stylized, content = pair
+    with torch.no_grad():
+        expected, expected64 = (
+            torch.stack(
+                [
+                    _patch_simi(reference_features, stylized[i : i + 1], content[i : i + 1], dtype)
+                    for i in range(2)
+                ]
+            )
+            for dtype in (torch.float32, torch.float64)
+        )
+    assert (expected > 1e-3).all()  # a real distance, not rounding noise
+    loss = CFSDLoss(weights=vgg19_path, reduction="none")
+    got = loss(stylized, content)
+    # The reference's arithmetic evaluated exactly (float64 on the same float32 features): 1e-5 relative
+    # (measured 4e-7). Its float32 evaluation is itself 2e-4 off the exact value (the difference of two
+    # log-sum-exps of ~log(h * w) in float32), hence the looser bound against it.
+    torch.testing.assert_close(got, expected64.float(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=0)
+    # the dataset value: mean over pairs (the reference runs batch size 1)
+    mean = CFSDLoss(weights=vgg19_path)(stylized, content)
+    torch.testing.assert_close(mean, expected64.mean().float(), rtol=1e-5, atol=0)
+
+
+def test_chunked_equals_unchunked_with_gradient(vgg19_path, pair):
+    stylized, content = pair
+    grads, values = [], []
+    for chunk_size in (7, 64, 10_000):  # 8x8 relu3_1 maps: 64 rows
+        x = stylized.clone().requires_grad_(True)
+        value = CFSDLoss(weights=vgg19_path, chunk_size=chunk_size)(x, content)
+        value.backward()
+        values.append(value.detach())
+        grads.append(x.grad)
+    for v, g in zip(values[1:], grads[1:], strict=True):
+        torch.testing.assert_close(v, values[0], rtol=1e-5, atol=0)
+        torch.testing.assert_close(g, grads[0], rtol=1e-4, atol=1e-9)
+
+
+def test_zero_at_equal_inputs_with_finite_gradient(vgg19_path, pair):
+    content = pair[1]
+    x = content.clone().requires_grad_(True)
+    value = CFSDLoss(weights=vgg19_path)(x, content.clone())
+    assert value == 0
+    value.backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_content_builds_no_graph_backbone_frozen_not_saved(vgg19_path, pair):
+    loss = CFSDLoss(weights=vgg19_path).train()
+    trunk = loss._held("vgg")
+    assert not trunk.training and not any(p.requires_grad for p in trunk.parameters())
+    assert len(trunk.layers) == 12  # features[:12], up to relu3_1
+    assert list(loss.state_dict()) == [] and list(loss.parameters()) == []
+    stylized, content = (x.clone().requires_grad_(True) for x in pair)
+    loss(stylized, content).backward()
+    assert content.grad is None and stylized.grad is not None
+    assert all(p.grad is None for p in trunk.parameters())
+
+
+def test_autocast_runs_the_trunk_in_float32(vgg19_path, pair):
+    loss = CFSDLoss(weights=vgg19_path)
+    stylized, content = pair
+    x32, x16 = stylized.clone().requires_grad_(True), stylized.clone().requires_grad_(True)
+    v32 = loss(x32, content)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v16 = loss(x16, content)
+    v32.backward()
+    v16.backward()
+    assert v16.dtype == torch.float32
+    torch.testing.assert_close(v16, v32, rtol=1e-6, atol=0)
+    torch.testing.assert_close(x16.grad, x32.grad, rtol=1e-5, atol=1e-9)
+
+
+def test_errors(vgg19_path):
+    with pytest.raises(ValueError, match=r"Expected `chunk_size` to be a positive integer, but got 0"):
+        CFSDLoss(chunk_size=0, weights=None)
+    with pytest.raises(ValueError, match=r"Expected `reduction` to be one of"):
+        CFSDLoss(reduction="batchmean", weights=None)
+    with pytest.raises(ValueError, match=r"Expected `input_range` to be two numbers"):
+        CFSDLoss(input_range="0-1", weights=None)
+    loss = CFSDLoss(weights=vgg19_path)
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"Expected `preds` and `target` to have the same shape"):
+        loss(x, torch.rand(1, 3, 16, 32))
+    with pytest.raises(ValueError, match=r"Expected `preds` and `target` to have 1 or 3 channels, but got 2"):
+        loss(x[:, :2], x[:, :2])
+    with pytest.raises(ValueError, match=r"Expected `preds` to be finite"):
+        loss(x.log() * 0 - x / 0, x)
+    with pytest.warns(UserWarning, match=r"far outside the declared input_range \(0.0, 1.0\): `target` in"):
+        loss(x, x * 255)

@@ -1,0 +1,259 @@
+"""VGGPerceptualLoss: equal to a direct torchvision computation (BasicSR's PerceptualLoss convention)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from percep_lightning.backbones import layer_index
+from percep_lightning.functional.perceptual import gram_matrix
+from percep_lightning.losses.perceptual import DEFAULT_LAYER_WEIGHTS, VGGPerceptualLoss
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+_MODELS: dict = {}
+
+
+def _torchvision_model(arch, path):
+    """torchvision's own model with the file's weights (built on the meta device: no slow random init)."""
+    if (arch, path) not in _MODELS:
+        with torch.device("meta"):
+            model = getattr(torchvision.models, arch)(weights=None)
+        model.load_state_dict(torch.load(path, weights_only=True), assign=True)
+        _MODELS[arch, path] = model.eval()
+    return _MODELS[arch, path]
+
+
+def _torchvision_features(arch, path, x, layers):
+    """Walk torchvision's own trunk on ImageNet-normalised [0, 1] images, cloning the wanted outputs."""
+    model = _torchvision_model(arch, path)
+    h, out = (x - MEAN) / STD, {}
+    wanted = {layer_index(arch, name): name for name in layers}
+    for i, layer in enumerate(model.features.eval()[: max(wanted) + 1]):
+        h = layer(h)
+        if i in wanted:
+            out[wanted[i]] = h.clone()
+    return out
+
+
+_CRITERIA = {
+    "l1": F.l1_loss,
+    "l2": F.mse_loss,
+    "fro": lambda x, y: torch.norm(x - y, p="fro"),
+}
+
+
+def _reference(arch, path, preds, target, layer_weights, criterion, style_weight=0.0, perceptual_weight=1.0):
+    crit = _CRITERIA[criterion]
+    fp = _torchvision_features(arch, path, preds, layer_weights)
+    with torch.no_grad():
+        ft = _torchvision_features(arch, path, target, layer_weights)
+    total = perceptual_weight * sum(w * crit(fp[k], ft[k]) for k, w in layer_weights.items())
+    if style_weight:
+        total = total + style_weight * sum(
+            w * crit(gram_matrix(fp[k]), gram_matrix(ft[k])) for k, w in layer_weights.items()
+        )
+    return total
+
+
+@pytest.fixture
+def images(photos):
+    preds = photos(2, 32)
+    target = (preds + 0.1 * torch.randn(preds.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    return preds, target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", ["l1", "l2", "fro"])
+def test_equals_torchvision_computation(criterion, torchvision_weights, images):
+    path = torchvision_weights("vgg19")
+    preds, target = images
+    loss = VGGPerceptualLoss(criterion=criterion, style_weight=2.0, weights=path)  # default layers
+    total = loss(preds, target)
+    perceptual = _reference("vgg19", path, preds, target, DEFAULT_LAYER_WEIGHTS, criterion)
+    style = _reference(
+        "vgg19", path, preds, target, DEFAULT_LAYER_WEIGHTS, criterion, 1.0, perceptual_weight=0
+    )
+    torch.testing.assert_close(total, perceptual + 2.0 * style, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss.parts["perceptual"], perceptual, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss.parts["style"], style, rtol=1e-6, atol=1e-6)
+    # style off (the default): the perceptual term alone
+    alone = VGGPerceptualLoss(criterion=criterion, weights=path)
+    torch.testing.assert_close(alone(preds, target), perceptual, rtol=1e-6, atol=1e-6)
+    assert set(alone.parts) == {"perceptual", *(f"perceptual/{k}" for k in DEFAULT_LAYER_WEIGHTS)}
+
+
+def test_default_layers_are_real_esrgans_pre_activation_layers():
+    assert DEFAULT_LAYER_WEIGHTS == {
+        "conv1_2": 0.1,
+        "conv2_2": 0.1,
+        "conv3_4": 1.0,
+        "conv4_4": 1.0,
+        "conv5_4": 1.0,
+    }
+
+
+@pytest.mark.slow
+def test_vgg16_relu_layers_signed_input_range_and_style_layers(torchvision_weights, images):
+    path = torchvision_weights("vgg16")
+    preds, target = images
+    layer_weights = {"relu1_2": 0.5, "relu3_3": 1.0}
+    loss = VGGPerceptualLoss(
+        layer_weights,
+        criterion="l2",
+        perceptual_weight=0.5,
+        style_weight=3.0,
+        style_layer_weights={"relu2_2": 1.0},
+        input_range=(-1, 1),
+        arch="vgg16",
+        weights=path,
+    )
+    got = loss(preds * 2 - 1, target * 2 - 1)
+    expected = _reference("vgg16", path, preds, target, layer_weights, "l2", perceptual_weight=0.5)
+    style = _reference(
+        "vgg16", path, preds, target, {"relu2_2": 1.0}, "l2", style_weight=1.0, perceptual_weight=0
+    )
+    torch.testing.assert_close(got, expected + 3.0 * style, rtol=1e-5, atol=1e-6)
+    assert set(loss.parts) == {
+        "perceptual",
+        "perceptual/relu1_2",
+        "perceptual/relu3_3",
+        "style",
+        "style/relu2_2",
+    }
+    torch.testing.assert_close(loss.parts["perceptual"], expected / 0.5, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss.parts["style"], style, rtol=1e-5, atol=1e-6)
+    assert all(not v.requires_grad for v in loss.parts.values())
+
+
+def test_trunk_stops_at_deepest_used_layer_and_skips_zero_weights(torchvision_weights):
+    loss = VGGPerceptualLoss(
+        {"relu2_1": 1.0, "relu5_1": 0.0},
+        style_layer_weights={"relu4_1": 1.0},
+        weights=torchvision_weights("vgg19"),
+    )
+    assert len(loss._held("vgg").layers) == layer_index("vgg19", "relu2_1") + 1  # style off: relu4_1 unused
+
+
+def test_reduction_none_grayscale_and_sum(torchvision_weights, images):
+    path = torchvision_weights("vgg19")
+    preds, target = images
+    gray_p, gray_t = preds.mean(1, keepdim=True), target.mean(1, keepdim=True)
+    per_image = VGGPerceptualLoss({"relu2_2": 1.0}, weights=path, reduction="none")(gray_p, gray_t)
+    assert per_image.shape == (2,)
+    rgb = VGGPerceptualLoss({"relu2_2": 1.0}, weights=path, reduction="sum")(
+        gray_p.repeat(1, 3, 1, 1), gray_t.repeat(1, 3, 1, 1)
+    )
+    torch.testing.assert_close(per_image.sum(), rgb)
+
+
+CHEAP_LAYERS = {"conv1_2": 0.1, "relu2_2": 1.0, "conv3_1": 1.0}
+
+
+def test_zero_at_equal_inputs_with_finite_gradient(torchvision_weights, images):
+    loss = VGGPerceptualLoss(CHEAP_LAYERS, style_weight=1.0, weights=torchvision_weights("vgg19"))
+    preds = images[0].clone().requires_grad_(True)
+    value = loss(preds, images[0].clone())
+    assert value == 0
+    value.backward()
+    assert torch.isfinite(preds.grad).all()
+
+
+def test_target_builds_no_graph_and_backbone_is_frozen_and_not_saved(torchvision_weights, images):
+    loss = VGGPerceptualLoss(CHEAP_LAYERS, style_weight=1.0, weights=torchvision_weights("vgg19"))
+    loss.train()
+    trunk = loss._held("vgg")
+    assert not trunk.training and not any(p.requires_grad for p in trunk.parameters())
+    assert list(loss.parameters()) == [] and list(loss.state_dict()) == []
+    preds, target = (x.clone().requires_grad_(True) for x in images)
+    loss(preds, target).backward()
+    assert target.grad is None and preds.grad is not None
+    assert all(p.grad is None for p in trunk.parameters())
+    loss.double()
+    assert next(trunk.parameters()).dtype == torch.float64
+    assert loss(images[0].double(), images[1].double()).dtype == torch.float64
+
+
+def test_bfloat16_autocast_close_to_float32(torchvision_weights, images):
+    # The trunk runs in bfloat16 under autocast (8-bit mantissa); the criteria and Gram matrices in float32.
+    loss = VGGPerceptualLoss(CHEAP_LAYERS, style_weight=1.0, weights=torchvision_weights("vgg19"))
+    results = {}
+    for enabled in (False, True):
+        preds = images[0].clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            value = loss(preds, images[1])
+        value.backward()
+        results[enabled] = value.detach(), preds.grad
+    (v32, g32), (v16, g16) = results[False], results[True]
+    assert v16.dtype == torch.float32 and torch.isfinite(v16) and torch.isfinite(g16).all()
+    assert abs(v16 - v32) / v32 < 1e-2  # measured 1e-3
+    assert F.cosine_similarity(g16.flatten(), g32.flatten(), dim=0) > 0.9  # measured 0.96
+
+
+def test_errors(torchvision_weights):
+    path = torchvision_weights("vgg19")
+    with pytest.raises(
+        ValueError, match=r"Unknown layer 'relu6_1' for vgg19; valid names are: conv1_1, relu1_1, conv1_2"
+    ):
+        VGGPerceptualLoss({"relu6_1": 1.0}, weights=None)
+    with pytest.raises(
+        ValueError, match=r"Expected `criterion` to be one of \('l1', 'l2', 'fro'\), but got 'l3'"
+    ):
+        VGGPerceptualLoss(criterion="l3", weights=None)
+    with pytest.raises(
+        ValueError, match=r"Expected `arch` to be one of \('vgg19', 'vgg16'\), but got 'vgg11'"
+    ):
+        VGGPerceptualLoss(arch="vgg11", weights=None)
+    with pytest.raises(ValueError, match=r"Expected `input_range` to satisfy low < high, but got \(1, 0\)"):
+        VGGPerceptualLoss(input_range=(1, 0), weights=None)
+    with pytest.raises(ValueError, match=r"Expected `input_range` to be two numbers"):
+        VGGPerceptualLoss(input_range=(0, 1, 2), weights=None)
+    with pytest.raises(ValueError, match=r"Expected `style_weight` to be a finite number >= 0, but got -1.0"):
+        VGGPerceptualLoss(style_weight=-1, weights=None)
+    with pytest.raises(ValueError, match=r"Expected at least one layer with a non-zero weight"):
+        VGGPerceptualLoss({"relu1_1": 0.0}, weights=None)
+    with pytest.raises(ValueError, match=r"Expected `reduction` to be one of"):
+        VGGPerceptualLoss(reduction="batchmean", weights=None)
+
+    loss = VGGPerceptualLoss({"relu1_1": 1.0}, weights=path)
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(
+        ValueError,
+        match=r"Expected `preds` and `target` to have the same shape, but got \(1, 3, 16, 16\) and \(1, 3, 16, 8",
+    ):
+        loss(x, x[..., :8])
+    with pytest.raises(
+        ValueError,
+        match=r"Expected `preds` and `target` to be 4-D \(N, C, H, W\), but got shape \(3, 16, 16\)",
+    ):
+        loss(x[0], x[0])
+    with pytest.raises(ValueError, match=r"Expected `preds` and `target` to have 1 or 3 channels, but got 2"):
+        loss(x[:, :2], x[:, :2])
+    with pytest.raises(
+        ValueError, match=r"Expected `target` to be finite, but it contains NaN or Inf values"
+    ):
+        loss(x, x.clone().index_fill_(3, torch.tensor([0]), float("inf")))
+    with pytest.raises(ValueError, match=r"Expected `preds` to be finite"):
+        loss(x * float("nan"), x)
+    with pytest.raises(
+        TypeError, match=r"Expected `preds` to be a floating-point tensor, but got dtype torch.uint8"
+    ):
+        loss((x * 255).byte(), x)
+
+
+def test_far_outside_input_range_warns_once(torchvision_weights):
+    loss = VGGPerceptualLoss({"relu1_1": 1.0}, weights=torchvision_weights("vgg19"))
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.warns(
+        UserWarning, match=r"far outside the declared input_range \(0.0, 1.0\): `preds` in .* and `target` in"
+    ) as record:
+        loss(x * 255, x * 255)
+    assert len([w for w in record if "input_range" in str(w.message)]) == 1
+    with pytest.warns(
+        UserWarning, match=r"input_range \(0.0, 1.0\): `preds` in \[-0.9\d*, (0.9\d*|1)\]\. Pass"
+    ):
+        loss(x * 2 - 1, x)
