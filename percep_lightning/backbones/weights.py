@@ -26,12 +26,12 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+
 
 import torch
 from torch import Tensor, nn
 
-WeightsArg = Union[str, os.PathLike, Mapping[str, Tensor], None]
+WeightsArg = str | os.PathLike | Mapping[str, Tensor] | None
 """What a ``weights`` argument accepts: ``"default"``, a file path, a state dict, or ``None``."""
 
 _ENV_TIMEOUT = "PERCEP_LIGHTNING_DOWNLOAD_TIMEOUT"

@@ -1,13 +1,5 @@
 """Lightning callbacks that log image metrics during validation."""
 
-from importlib import import_module
-from typing import Any
+from percep_lightning.callbacks.image_metrics import ImageMetricsCallback
 
-_EXPORTS = {"ImageMetricsCallback": "image_metrics"}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ImageMetricsCallback"]

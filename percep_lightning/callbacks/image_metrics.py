@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,11 +43,9 @@ from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.fid import load_stats
 from percep_lightning.metrics._images import Quantize, check_quantize, exact_float32, to_uint8
+from percep_lightning.metrics.cfsd import CFSD
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 from percep_lightning.metrics.inception_score import InceptionScore
-
-if TYPE_CHECKING:
-    from percep_lightning.metrics.cfsd import CFSD
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +251,6 @@ class ImageMetricsCallback(Callback):
                     backbone=self._inception, splits=self.is_splits, quantize=self.quantize
                 )
             if "cfsd" in self.metric_names and self._cfsd is None:
-                from percep_lightning.metrics.cfsd import CFSD
-
                 kwargs = {} if self._cfsd_chunk_size is None else {"chunk_size": self._cfsd_chunk_size}
                 self._cfsd = CFSD(self.vgg_weights, **kwargs)
 

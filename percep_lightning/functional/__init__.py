@@ -1,22 +1,24 @@
 """Pure functions on tensors: the maths behind every loss and metric."""
 
-from importlib import import_module
-from typing import Any
+from percep_lightning.functional.cfsd import cfsd
+from percep_lightning.functional.fid import feature_statistics, frechet_distance, load_stats, save_stats
+from percep_lightning.functional.inception_score import inception_score
+from percep_lightning.functional.lpips import lpips_distance
+from percep_lightning.functional.perceptual import gram_matrix
+from percep_lightning.functional.pixel import pixel_loss, psnr
+from percep_lightning.functional.ssim import ms_ssim, ssim
 
-_EXPORTS = {
-    "ssim": "ssim",
-    "ms_ssim": "ssim",
-    "psnr": "pixel",
-    "pixel_loss": "pixel",
-    "gram_matrix": "perceptual",
-    "cfsd": "cfsd",
-    "frechet_distance": "fid",
-    "inception_score": "inception_score",
-}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "cfsd",
+    "feature_statistics",
+    "frechet_distance",
+    "gram_matrix",
+    "inception_score",
+    "load_stats",
+    "lpips_distance",
+    "ms_ssim",
+    "pixel_loss",
+    "psnr",
+    "save_stats",
+    "ssim",
+]

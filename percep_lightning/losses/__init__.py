@@ -1,21 +1,10 @@
 """Training losses as ``nn.Module``s: pixel, SSIM/MS-SSIM, VGG perceptual + style, LPIPS, CFSD, composite."""
 
-from importlib import import_module
-from typing import Any
+from percep_lightning.losses.cfsd import CFSDLoss
+from percep_lightning.losses.composite import CompositeLoss
+from percep_lightning.losses.lpips import LPIPSLoss
+from percep_lightning.losses.perceptual import VGGPerceptualLoss
+from percep_lightning.losses.pixel import PixelLoss
+from percep_lightning.losses.ssim import MSSSIMLoss, SSIMLoss
 
-_EXPORTS = {
-    "PixelLoss": "pixel",
-    "SSIMLoss": "ssim",
-    "MSSSIMLoss": "ssim",
-    "VGGPerceptualLoss": "perceptual",
-    "LPIPSLoss": "lpips",
-    "CFSDLoss": "cfsd",
-    "CompositeLoss": "composite",
-}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["CFSDLoss", "CompositeLoss", "LPIPSLoss", "MSSSIMLoss", "PixelLoss", "SSIMLoss", "VGGPerceptualLoss"]

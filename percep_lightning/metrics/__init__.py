@@ -1,13 +1,7 @@
 """torchmetrics ``Metric``s: FID, Inception Score, CFSD (state and multi-process sync, no Lightning code)."""
 
-from importlib import import_module
-from typing import Any
+from percep_lightning.metrics.cfsd import CFSD
+from percep_lightning.metrics.fid import FrechetInceptionDistance
+from percep_lightning.metrics.inception_score import InceptionScore
 
-_EXPORTS = {"FrechetInceptionDistance": "fid", "InceptionScore": "inception_score", "CFSD": "cfsd"}
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["CFSD", "FrechetInceptionDistance", "InceptionScore"]
