@@ -1,7 +1,7 @@
 """The Hydra app of examples/train.py: every group option and every README command line composes.
 
 The command lines are read from the docs themselves (every ``python examples/train.py ...`` line of
-README.md and examples/README_SECTIONS.md), so the docs cannot drift from the configs. A ``-m`` sweep is
+README.md), so the docs cannot drift from the configs. A ``-m`` sweep is
 expanded into its jobs. Only cheap parts are built here; tests/test_example.py runs the app.
 """
 
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
-DOCS = (ROOT / "README.md", ROOT / "examples" / "README_SECTIONS.md")
+DOCS = (ROOT / "README.md",)
 OWN_GROUPS = (
     "model",
     "data",
