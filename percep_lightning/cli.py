@@ -32,7 +32,9 @@ def _download(names: Sequence[str], everything: bool) -> int:
     if everything:
         names = list(WEIGHTS)
     if not names:
-        print("Name the weights to download, or pass --all. Known names: " + ", ".join(WEIGHTS), file=sys.stderr)
+        print(
+            "Name the weights to download, or pass --all. Known names: " + ", ".join(WEIGHTS), file=sys.stderr
+        )
         return 2
     unknown = [n for n in names if n not in WEIGHTS]
     if unknown:

@@ -33,7 +33,8 @@ def _small_classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     The feature losses never read the classifier; this keeps a VGG19 file at 80 MB instead of 550 MB.
     """
     return {
-        k: (v if k.startswith("features.") else torch.zeros((), dtype=v.dtype).expand(v.shape)) for k, v in state.items()
+        k: (v if k.startswith("features.") else torch.zeros((), dtype=v.dtype).expand(v.shape))
+        for k, v in state.items()
     }
 
 
@@ -64,8 +65,9 @@ def _torch_fidelity_without_download() -> Iterator[None]:
     """Let torch-fidelity build its Inception with random weights instead of downloading them."""
     from torch_fidelity import feature_extractor_inceptionv3 as tfi
 
-    with mock.patch.object(tfi, "load_state_dict_from_url", return_value={}), mock.patch.object(
-        tfi.FeatureExtractorInceptionV3, "load_state_dict", return_value=None
+    with (
+        mock.patch.object(tfi, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", return_value=None),
     ):
         yield
 

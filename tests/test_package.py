@@ -29,7 +29,9 @@ def test_import_never_downloads(tmp_path):
         "print('ok')\n"
     )
     env = {"TORCH_HOME": str(tmp_path), "HOME": str(tmp_path), "PATH": ""}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 

@@ -40,7 +40,9 @@ class InceptionFeatures(NamedTuple):
 class _ConvBN(nn.Module):
     """Convolution without bias, BatchNorm (eps 1e-3, TensorFlow's), ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding=0) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding=0
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=0.001)

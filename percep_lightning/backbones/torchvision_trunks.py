@@ -31,12 +31,34 @@ LAYER_NAMES: dict[str, tuple[str, ...]] = {
     "vgg16": _vgg_layer_names("vgg16"),
     "vgg19": _vgg_layer_names("vgg19"),
     "alexnet": (
-        "conv1", "relu1", "pool1", "conv2", "relu2", "pool2",
-        "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5",
+        "conv1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "pool2",
+        "conv3",
+        "relu3",
+        "conv4",
+        "relu4",
+        "conv5",
+        "relu5",
+        "pool5",
     ),  # fmt: skip
     "squeezenet1_1": (
-        "conv1", "relu1", "pool1", "fire2", "fire3", "pool3",
-        "fire4", "fire5", "pool5", "fire6", "fire7", "fire8", "fire9",
+        "conv1",
+        "relu1",
+        "pool1",
+        "fire2",
+        "fire3",
+        "pool3",
+        "fire4",
+        "fire5",
+        "pool5",
+        "fire6",
+        "fire7",
+        "fire8",
+        "fire9",
     ),  # fmt: skip
 }
 """Canonical names of ``torchvision.models.<arch>().features[i]``, in order (index = position)."""

@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-
 import torch
 from torch import Tensor, nn
 
@@ -118,9 +117,10 @@ def _download(spec: WeightsSpec, destination: Path, timeout: float) -> None:
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{spec.filename}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=spec.filename
-            ) as bar:
+            with (
+                os.fdopen(fd, "wb") as out,
+                tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename) as bar,
+            ):
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)

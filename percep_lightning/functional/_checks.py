@@ -11,13 +11,16 @@ from torch import Tensor
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_pair(preds: Tensor, target: Tensor, *, channels: Sequence[int] | None = None) -> None:
+def check_pair(
+    preds: Tensor, target: Tensor, *, channels: Sequence[int] | None = None, finite: bool = True
+) -> None:
     """Check that ``preds`` and ``target`` are finite floating 4-D tensors of one shape.
 
     Args:
         preds: the predicted images, ``(N, C, H, W)``.
         target: the reference images, same shape.
         channels: the channel counts accepted, if restricted (e.g. ``(1, 3)``).
+        finite: also check for NaN/Inf (callers that scan the values anyway pass ``False``).
 
     Raises:
         TypeError: if either is not a floating-point tensor.
@@ -35,14 +38,17 @@ def check_pair(preds: Tensor, target: Tensor, *, channels: Sequence[int] | None 
             f"{tuple(target.shape)}."
         )
     if preds.ndim != 4:
-        raise ValueError(f"Expected `preds` and `target` to be 4-D (N, C, H, W), but got shape {tuple(preds.shape)}.")
+        raise ValueError(
+            f"Expected `preds` and `target` to be 4-D (N, C, H, W), but got shape {tuple(preds.shape)}."
+        )
     if channels is not None and preds.shape[1] not in channels:
         raise ValueError(
             f"Expected `preds` and `target` to have {' or '.join(map(str, channels))} channels, but got "
             f"{preds.shape[1]} (shape {tuple(preds.shape)})."
         )
-    check_finite(preds, "preds")
-    check_finite(target, "target")
+    if finite:
+        check_finite(preds, "preds")
+        check_finite(target, "target")
 
 
 def check_finite(x: Tensor, name: str) -> None:
@@ -106,7 +112,9 @@ def check_input_range(input_range: Sequence[float]) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in input_range)
     except (TypeError, ValueError):
-        raise ValueError(f"Expected `input_range` to be two numbers (low, high), but got {input_range!r}.") from None
+        raise ValueError(
+            f"Expected `input_range` to be two numbers (low, high), but got {input_range!r}."
+        ) from None
     if not low < high:
         raise ValueError(f"Expected `input_range` to satisfy low < high, but got {input_range!r}.")
     return low, high

@@ -7,4 +7,12 @@ from percep_lightning.losses.perceptual import VGGPerceptualLoss
 from percep_lightning.losses.pixel import PixelLoss
 from percep_lightning.losses.ssim import MSSSIMLoss, SSIMLoss
 
-__all__ = ["CFSDLoss", "CompositeLoss", "LPIPSLoss", "MSSSIMLoss", "PixelLoss", "SSIMLoss", "VGGPerceptualLoss"]
+__all__ = [
+    "CFSDLoss",
+    "CompositeLoss",
+    "LPIPSLoss",
+    "MSSSIMLoss",
+    "PixelLoss",
+    "SSIMLoss",
+    "VGGPerceptualLoss",
+]

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from percep_lightning.backbones import TorchvisionFeatures, WeightsArg, layer_index
 from percep_lightning.backbones.base import HoldsFrozen
-from percep_lightning.functional._checks import check_choice, check_input_range, check_reduction
+from percep_lightning.functional._checks import check_choice, check_input_range, check_pair, check_reduction
 from percep_lightning.functional.perceptual import CRITERIA, Criterion, layer_distances
 
 __all__ = ["DEFAULT_LAYER_WEIGHTS", "VGGPerceptualLoss"]
@@ -215,26 +215,8 @@ def check_images(
 
 
 def _check_shapes(preds: Tensor, target: Tensor) -> None:
-    """The checks of ``check_pair(preds, target, channels=(1, 3))`` but its finiteness pass, same messages."""
-    for name, x in (("preds", preds), ("target", target)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
-        if not x.is_floating_point():
-            raise TypeError(f"Expected `{name}` to be a floating-point tensor, but got dtype {x.dtype}.")
-    if preds.shape != target.shape:
-        raise ValueError(
-            f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
-            f"{tuple(target.shape)}."
-        )
-    if preds.ndim != 4:
-        raise ValueError(
-            f"Expected `preds` and `target` to be 4-D (N, C, H, W), but got shape {tuple(preds.shape)}."
-        )
-    if preds.shape[1] not in (1, 3):
-        raise ValueError(
-            f"Expected `preds` and `target` to have 1 or 3 channels, but got {preds.shape[1]} (shape "
-            f"{tuple(preds.shape)})."
-        )
+    """``check_pair(preds, target, channels=(1, 3))`` without its finiteness pass, plus emptiness."""
+    check_pair(preds, target, channels=(1, 3), finite=False)
     if preds.numel() == 0:
         raise ValueError(f"Expected non-empty `preds` and `target`, but got shape {tuple(preds.shape)}.")
 

@@ -23,7 +23,38 @@ __all__ = ["MSSSIMLoss", "SSIMLoss"]
 Reduction = Literal["mean", "sum", "none"]
 
 
-class SSIMLoss(nn.Module):
+class _WindowedLoss(nn.Module):
+    """What SSIMLoss and MSSSIMLoss share: validated constants and the cached Gaussian window."""
+
+    window: Tensor
+
+    def __init__(
+        self, data_range: float, kernel_size: int, sigma: float, k1: float, k2: float, reduction: str,
+        validate_args: bool,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        _check_constants(data_range, k1, k2)
+        check_reduction(reduction)
+        self.register_buffer("window", gaussian_window(kernel_size, sigma), persistent=False)
+        self.data_range = float(data_range)
+        self.kernel_size = kernel_size
+        self.sigma = float(sigma)
+        self.k1 = float(k1)
+        self.k2 = float(k2)
+        self.reduction = reduction
+        self.validate_args = validate_args
+
+    def _window(self) -> Tensor:
+        """The cached window, rebuilt in float32 if the module was cast to half precision."""
+        if self.window.dtype in (torch.float32, torch.float64):
+            return self.window
+        return gaussian_window(self.kernel_size, self.sigma, device=self.window.device)
+
+    def _constants_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, sigma={self.sigma}, k1={self.k1}, k2={self.k2}"
+
+
+class SSIMLoss(_WindowedLoss):
     """``1 - SSIM`` per image (see :func:`~percep_lightning.functional.ssim.ssim` for the conventions).
 
     .. math::
@@ -60,8 +91,6 @@ class SSIMLoss(nn.Module):
         tensor(0.)
     """
 
-    window: Tensor
-
     def __init__(
         self,
         data_range: float = 1.0,
@@ -73,17 +102,7 @@ class SSIMLoss(nn.Module):
         *,
         validate_args: bool = True,
     ) -> None:
-        super().__init__()
-        _check_constants(data_range, k1, k2)
-        check_reduction(reduction)
-        self.register_buffer("window", gaussian_window(kernel_size, sigma), persistent=False)
-        self.data_range = float(data_range)
-        self.kernel_size = kernel_size
-        self.sigma = float(sigma)
-        self.k1 = float(k1)
-        self.k2 = float(k2)
-        self.reduction = reduction
-        self.validate_args = validate_args
+        super().__init__(data_range, kernel_size, sigma, k1, k2, reduction, validate_args)
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """Compute ``1 - SSIM(preds, target)``."""
@@ -99,20 +118,11 @@ class SSIMLoss(nn.Module):
         )
         return reduce(1.0 - value, self.reduction)
 
-    def _window(self) -> Tensor:
-        """The cached window, rebuilt in float32 if the module was cast to half precision."""
-        if self.window.dtype in (torch.float32, torch.float64):
-            return self.window
-        return gaussian_window(self.kernel_size, self.sigma, device=self.window.device)
-
     def extra_repr(self) -> str:
-        return (
-            f"data_range={self.data_range}, kernel_size={self.kernel_size}, sigma={self.sigma}, "
-            f"k1={self.k1}, k2={self.k2}, reduction={self.reduction!r}"
-        )
+        return f"data_range={self.data_range}, {self._constants_repr()}, reduction={self.reduction!r}"
 
 
-class MSSSIMLoss(nn.Module):
+class MSSSIMLoss(_WindowedLoss):
     """``1 - MS-SSIM`` per image (see :func:`~percep_lightning.functional.ssim.ms_ssim` for the conventions).
 
     .. math::
@@ -151,7 +161,6 @@ class MSSSIMLoss(nn.Module):
         tensor(0.)
     """
 
-    window: Tensor
     weights: Tensor
 
     def __init__(
@@ -166,20 +175,10 @@ class MSSSIMLoss(nn.Module):
         *,
         validate_args: bool = True,
     ) -> None:
-        super().__init__()
-        _check_constants(data_range, k1, k2)
-        check_reduction(reduction)
         weight_values = check_ms_ssim_weights(weights)
-        self.register_buffer("window", gaussian_window(kernel_size, sigma), persistent=False)
+        super().__init__(data_range, kernel_size, sigma, k1, k2, reduction, validate_args)
         self.register_buffer("weights", torch.tensor(weight_values, dtype=torch.float32), persistent=False)
         self._weight_values = weight_values
-        self.data_range = float(data_range)
-        self.kernel_size = kernel_size
-        self.sigma = float(sigma)
-        self.k1 = float(k1)
-        self.k2 = float(k2)
-        self.reduction = reduction
-        self.validate_args = validate_args
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """Compute ``1 - MS-SSIM(preds, target)``."""
@@ -196,12 +195,6 @@ class MSSSIMLoss(nn.Module):
         )
         return reduce(1.0 - value, self.reduction)
 
-    def _window(self) -> Tensor:
-        """The cached window, rebuilt in float32 if the module was cast to half precision."""
-        if self.window.dtype in (torch.float32, torch.float64):
-            return self.window
-        return gaussian_window(self.kernel_size, self.sigma, device=self.window.device)
-
     def _weights(self) -> Tensor:
         """The cached scale weights, rebuilt in float32 if the module was cast to half precision."""
         if self.weights.dtype in (torch.float32, torch.float64):
@@ -210,6 +203,6 @@ class MSSSIMLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"data_range={self.data_range}, weights={self._weight_values}, kernel_size={self.kernel_size}, "
-            f"sigma={self.sigma}, k1={self.k1}, k2={self.k2}, reduction={self.reduction!r}"
+            f"data_range={self.data_range}, weights={self._weight_values}, {self._constants_repr()}, "
+            f"reduction={self.reduction!r}"
         )

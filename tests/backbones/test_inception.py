@@ -19,7 +19,9 @@ def inception(inception_weights):
 def _torch_fidelity(path, features):
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    return FeatureExtractorInceptionV3("inception-v3-compat", features, feature_extractor_weights_path=str(path))
+    return FeatureExtractorInceptionV3(
+        "inception-v3-compat", features, feature_extractor_weights_path=str(path)
+    )
 
 
 @pytest.mark.parametrize("size", [(299, 299), (64, 80), (512, 384)])
@@ -59,12 +61,16 @@ def test_frozen_and_eval(inception):
 def test_bad_input_and_options(inception):
     with pytest.raises(ValueError, match=r"Expected images of shape \(N, 3, H, W\), but got \(2, 1, 8, 8\)"):
         inception(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
-    with pytest.raises(ValueError, match=r"Expected `resize` to be 'tensorflow' or 'bilinear', but got 'area'"):
+    with pytest.raises(
+        ValueError, match=r"Expected `resize` to be 'tensorflow' or 'bilinear', but got 'area'"
+    ):
         FIDInceptionV3(weights=None, resize="area")
 
 
 def test_wrong_file_named(tmp_path, torchvision_weights):
-    with pytest.raises(RuntimeError, match=r"vgg16-random\.pth do not match the official inception_fid format"):
+    with pytest.raises(
+        RuntimeError, match=r"vgg16-random\.pth do not match the official inception_fid format"
+    ):
         FIDInceptionV3(weights=torchvision_weights("vgg16"))
 
 
@@ -79,4 +85,3 @@ def test_random_weights_do_not_collapse(photos):
     # (PyTorch's default init gives a spread of ~1e-8 here, and FID ~1e-15 between any two sets.)
     spread = out.pool3.std(dim=0).mean()
     assert spread > 1e-2, spread
-

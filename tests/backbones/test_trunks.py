@@ -66,7 +66,9 @@ def test_vgg19_layer_indices_follow_reference_convention():
 
 
 def test_unknown_layer_lists_valid_names():
-    with pytest.raises(ValueError, match=r"Unknown layer 'relu9_9' for vgg19; valid names are: conv1_1, relu1_1"):
+    with pytest.raises(
+        ValueError, match=r"Unknown layer 'relu9_9' for vgg19; valid names are: conv1_1, relu1_1"
+    ):
         TorchvisionFeatures("vgg19", ["relu9_9"], weights=None)
     with pytest.raises(ValueError, match=r"Expected `arch` to be one of"):
         TorchvisionFeatures("resnet50", ["relu1"], weights=None)
@@ -92,14 +94,18 @@ def test_wrong_shapes_name_the_file(torchvision_weights, tmp_path):
     state["features.0.weight"] = torch.zeros(64, 3, 3, 3)
     bad = tmp_path / "reshaped.pth"
     torch.save(state, bad)
-    with pytest.raises(RuntimeError, match=r"shape of features\.0\.weight: expected \(64, 3, 11, 11\), got \(64, 3, 3, 3\)"):
+    with pytest.raises(
+        RuntimeError, match=r"shape of features\.0\.weight: expected \(64, 3, 11, 11\), got \(64, 3, 3, 3\)"
+    ):
         TorchvisionFeatures("alexnet", ["relu1"], weights=bad)
 
 
 def test_missing_file_and_bad_type(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         TorchvisionFeatures("vgg19", ["relu1_1"], weights=tmp_path / "nope.pth")
-    with pytest.raises(TypeError, match=r"Expected `weights` to be 'default', a path, a state dict or None, but got int"):
+    with pytest.raises(
+        TypeError, match=r"Expected `weights` to be 'default', a path, a state dict or None, but got int"
+    ):
         TorchvisionFeatures("vgg19", ["relu1_1"], weights=3)
     not_weights = tmp_path / "garbage.pth"
     not_weights.write_bytes(b"not a torch file")

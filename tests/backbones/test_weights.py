@@ -16,8 +16,17 @@ from percep_lightning.backbones import weights as w
 def unreachable(monkeypatch):
     """Point every official URL at a closed local port: the download fails at once."""
     for name, spec in list(WEIGHTS.items()):
-        monkeypatch.setitem(WEIGHTS, name, w.WeightsSpec(spec.name, spec.filename, "http://127.0.0.1:9/" + spec.filename,
-                                                          spec.sha256_prefix, spec.description))
+        monkeypatch.setitem(
+            WEIGHTS,
+            name,
+            w.WeightsSpec(
+                spec.name,
+                spec.filename,
+                "http://127.0.0.1:9/" + spec.filename,
+                spec.sha256_prefix,
+                spec.description,
+            ),
+        )
 
 
 @pytest.mark.parametrize("arch", ["vgg19", "alexnet"])
@@ -71,7 +80,9 @@ def test_download_checks_hash_and_is_atomic(monkeypatch, tmp_path):
     import hashlib
 
     prefix = hashlib.sha256(b"hello").hexdigest()[:8]
-    monkeypatch.setitem(WEIGHTS, "vgg19", w.WeightsSpec("vgg19", f"vgg19-{prefix}.pth", "http://x", prefix, "d"))
+    monkeypatch.setitem(
+        WEIGHTS, "vgg19", w.WeightsSpec("vgg19", f"vgg19-{prefix}.pth", "http://x", prefix, "d")
+    )
     path = w.fetch("vgg19")
     assert path.read_bytes() == b"hello"
     assert path.parent == checkpoints
