@@ -100,8 +100,8 @@ class TorchvisionFeatures(FrozenBackbone):
         - Output: one ``(N, C_l, H_l, W_l)`` map per requested layer.
 
     Example:
-        >>> net = TorchvisionFeatures("vgg19", ["relu1_2", "relu2_1"], weights=None)  # doctest: +SKIP
-        >>> {k: tuple(v.shape) for k, v in net(torch.rand(1, 3, 32, 32)).items()}  # doctest: +SKIP
+        >>> net = TorchvisionFeatures("vgg19", ["relu1_2", "relu2_1"], weights=None)
+        >>> {k: tuple(v.shape) for k, v in net(torch.rand(1, 3, 32, 32)).items()}
         {'relu1_2': (1, 64, 32, 32), 'relu2_1': (1, 128, 16, 16)}
     """
 
