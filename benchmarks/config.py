@@ -1,0 +1,56 @@
+"""Sizes and repetitions of a run: the full default, ``--quick`` (tiny, for the test), and the GPU default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Config:
+    """What every benchmark runs on.
+
+    Attributes:
+        loss_batch, loss_size: the ``(N, 3, S, S)`` batch of the loss benchmarks (pixel, SSIM, VGG, LPIPS).
+        msssim_size: image side for MS-SSIM (must exceed 160 with 5 scales and an 11-tap window).
+        cfsd_size: image side of the CFSD loss and metric benchmarks (batch 1, as the reference runs).
+        cfsd_big: image side of the CFSD peak-memory row.
+        fid_images, fid_size, fid_batch: N real + N generated ``fid_size``-square uint8 images per validation
+            epoch, in batches of ``fid_batch``.
+        is_splits: Inception Score splits.
+        fid_dim, fid_samples: dimension of the FID-compute statistics and the number of samples they are
+            estimated from (``> fid_dim``: full-rank covariances, the usual case for a test set).
+        reps_light, reps_heavy, reps_epoch, reps_fid: timed repetitions of the cheap losses, the backbone
+            losses, the validation epoch and the FID compute.
+        warmup_light, warmup_heavy: untimed repetitions before them. The correctness check before timing
+            runs every contender once more, so it is a warm-up too (the only one where these are 0).
+    """
+
+    loss_batch: int = 4
+    loss_size: int = 256
+    msssim_size: int = 256
+    cfsd_size: int = 256
+    cfsd_big: int = 512
+    fid_images: int = 32
+    fid_size: int = 256
+    fid_batch: int = 16
+    is_splits: int = 10
+    fid_dim: int = 2048
+    fid_samples: int = 4096
+    reps_light: int = 15
+    reps_heavy: int = 3
+    reps_epoch: int = 3
+    reps_fid: int = 3
+    warmup_light: int = 1
+    warmup_heavy: int = 0
+
+
+FULL_CPU = Config()
+FULL_CUDA = replace(
+    FULL_CPU, loss_batch=16, fid_images=512, fid_batch=64, is_splits=10, reps_light=20, reps_heavy=10, reps_epoch=3,
+    reps_fid=5, warmup_light=3, warmup_heavy=2,
+)  # fmt: skip
+QUICK = Config(
+    loss_batch=1, loss_size=48, msssim_size=176, cfsd_size=48, cfsd_big=64, fid_images=2, fid_size=32, fid_batch=2,
+    is_splits=2, fid_dim=64, fid_samples=128, reps_light=1, reps_heavy=1, reps_epoch=1, reps_fid=1,
+    warmup_light=0, warmup_heavy=0,
+)  # fmt: skip

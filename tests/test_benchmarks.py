@@ -1,0 +1,66 @@
+"""The benchmark entry point runs end to end at tiny sizes and produces every row, so it cannot rot."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # every contender once, incl. a Lightning validation epoch and 2048-d FID
+
+
+def _expected_rows() -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.config import QUICK
+        from benchmarks.losses import loss_benches
+        from benchmarks.metrics import metric_benches
+    finally:
+        sys.path.remove(str(ROOT))
+    benches = [*loss_benches(QUICK, None), *metric_benches(QUICK, None)]  # type: ignore[arg-type]
+    return [phase.name for b in benches for phase in b.phases or ()] + [
+        b.name for b in benches if not b.phases
+    ]
+
+
+def test_quick_run_writes_every_row(tmp_path: Path) -> None:
+    output = tmp_path / "README.md"
+    output.write_text("# Benchmarks\n\nkept text\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--threads", "2", "--output", str(output)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    text = output.read_text()
+    assert text.startswith("# Benchmarks\n\nkept text\n")  # only the results block is written
+    assert "<!-- results:cpu:start -->" in text and "<!-- results:cpu:end -->" in text
+    assert "- Command: `python -m benchmarks --quick --threads 2 --output" in text
+    assert "Machine: CPU" in text and "2 threads" in text
+    for row in _expected_rows():
+        assert f"**{row}**" in text, f"row {row!r} missing from the table"
+    for target in ("SSIM <=", "MS-SSIM <=", "VGG perceptual <=", "LPIPS alex <=", "FID + IS epoch 1 <=",
+                   "FID + IS epoch 2 <=", "FID compute"):  # fmt: skip
+        assert f"| {target}" in text, f"target {target!r} missing"
+    table = text[text.index("All rows:") :]
+    assert "ERROR" not in table, table
+    assert "MISMATCH" not in table, table
+    for name in ("percep_lightning", "pytorch-msssim", "piq", "kornia", "torchmetrics", "lpips 0.1.4",
+                 "torch-fidelity", "floor: VGG19", "StyleID"):  # fmt: skip
+        assert name in table, f"contender {name!r} missing"
+
+
+def test_unknown_variant_is_refused() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--variants", "fp16", "--no-write"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Unknown variants ['fp16']" in result.stderr
