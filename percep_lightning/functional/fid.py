@@ -317,12 +317,21 @@ def load_stats(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor]:
 
 
 def _trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
-    """``tr((sigma1 sigma2)^{1/2})`` via the eigenvalues of a symmetric PSD matrix similar to the product."""
-    factor, info = torch.linalg.cholesky_ex(sigma1)
-    if int(info) != 0:  # singular (e.g. fewer samples than dimensions): use the PSD square root instead
+    """``tr((sigma1 sigma2)^{1/2})`` via the eigenvalues of a symmetric PSD matrix similar to the product.
+
+    With ``sigma = L L^T`` (Cholesky), ``L^T sigma_other L`` is similar to the product. The trace is
+    symmetric in the two covariances, so the factor is taken from whichever is positive definite (e.g.
+    cached statistics of a large real set beside a small generated one); only when both are singular
+    does it fall back to the PSD square root from a full eigendecomposition.
+    """
+    for factored, other in ((sigma1, sigma2), (sigma2, sigma1)):  # noqa: B007 (`other` is used below)
+        factor, info = torch.linalg.cholesky_ex(factored)
+        if int(info) == 0:
+            break
+    else:  # both singular (fewer samples than dimensions on both sides): PSD square root of sigma1
         eigenvalues, eigenvectors = torch.linalg.eigh(sigma1)
-        factor = (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T
-    product = factor.T @ sigma2 @ factor
+        factor, other = (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T, sigma2
+    product = factor.T @ other @ factor
     product = (product + product.T) / 2
     return torch.linalg.eigvalsh(product).clamp(min=0).sqrt().sum()
 

@@ -93,7 +93,7 @@ def test_symmetric_and_float32_input(two_sets):
     assert single.item() == pytest.approx(forward.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("n1, n2", [(20, 30), (10, 200)])
+@pytest.mark.parametrize("n1, n2", [(20, 30), (10, 200), (200, 10)])  # both, first, second singular
 def test_fewer_samples_than_dimensions(n1, n2):
     x1, x2 = _features(n1, 64, seed=2), _features(n2, 64, seed=3, shift=0.5)
     with pytest.warns(UserWarning, match="rank-deficient"):
