@@ -210,12 +210,22 @@ class _CFSD(torch.autograd.Function):
         ctx: FunctionCtx, grad: Tensor
     ) -> tuple[Tensor | None, None, None]:
         preds, content = ctx.saved_tensors
+        grad = grad.to(preds.dtype)
         grad_preds = torch.zeros_like(preds)
-        for i in range(preds.shape[0]):
-            p_feat, out = preds[i], grad_preds[i]
-            for rows in _row_chunks(p_feat.shape[0], chunk_size=ctx.chunk_size):
-                g = _grad_rows(p_feat, content[i], rows).mul_(grad[i])
-                # M = F F^T: the rows' gradient is G F, and every row gets G^T F_rows.
-                out[rows] += torch.mm(g, p_feat)
-                out.addmm_(g.T, p_feat[rows])
+        # The backward may run inside the caller's autocast region: keep every product in the features' dtype.
+        with torch.autocast(device_type=preds.device.type, enabled=False):
+            _accumulate_grad(preds, content, grad, grad_preds, ctx.chunk_size)
         return grad_preds, None, None
+
+
+def _accumulate_grad(
+    preds: Tensor, content: Tensor, grad: Tensor, grad_preds: Tensor, chunk_size: int
+) -> None:
+    """Add the gradient of the per-image CFSD values w.r.t. ``preds`` features into ``grad_preds``."""
+    for i in range(preds.shape[0]):
+        p_feat, out = preds[i], grad_preds[i]
+        for rows in _row_chunks(p_feat.shape[0], chunk_size=chunk_size):
+            g = _grad_rows(p_feat, content[i], rows).mul_(grad[i])
+            # M = F F^T: the rows' gradient is G F, and every row gets G^T F_rows.
+            out[rows] += torch.mm(g, p_feat)
+            out.addmm_(g.T, p_feat[rows])

@@ -328,9 +328,13 @@ def _trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
         factor, info = torch.linalg.cholesky_ex(factored)
         if int(info) == 0:
             break
-    else:  # both singular (fewer samples than dimensions on both sides): PSD square root of sigma1
+    else:  # both singular (fewer samples than dimensions on both sides)
+        # sigma1 = U diag(l) U^T; only its r numerically non-zero eigenvalues matter, and with
+        # factor = U_r diag(l_r)^1/2 (D x r) the remaining eigenproblem is r x r instead of D x D.
         eigenvalues, eigenvectors = torch.linalg.eigh(sigma1)
-        factor, other = (eigenvectors * eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T, sigma2
+        tolerance = eigenvalues.abs().max() * sigma1.shape[0] * torch.finfo(sigma1.dtype).eps
+        keep = eigenvalues > tolerance
+        factor, other = eigenvectors[:, keep] * eigenvalues[keep].sqrt(), sigma2
     product = factor.T @ other @ factor
     product = (product + product.T) / 2
     return torch.linalg.eigvalsh(product).clamp(min=0).sqrt().sum()

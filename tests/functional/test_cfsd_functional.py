@@ -139,3 +139,17 @@ def test_far_apart_rows_fall_back_to_the_direct_formula():
     x64 = stylized.double().requires_grad_(True)
     _patch_simi(x64, content.double()).backward()
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-6)
+
+
+def test_backward_inside_bf16_autocast():
+    # The backward of a loss often runs inside the same autocast region as its forward.
+    g = torch.Generator().manual_seed(0)
+    preds = torch.randn(1, 8, 6, 5, generator=g, requires_grad=True)
+    content = torch.randn(1, 8, 6, 5, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = cfsd(preds, content, chunk_size=7)
+        value.backward()
+    reference = preds.detach().clone().requires_grad_(True)
+    cfsd(reference, content, chunk_size=7).backward()
+    assert preds.grad.dtype == torch.float32
+    torch.testing.assert_close(preds.grad, reference.grad)
