@@ -104,6 +104,19 @@ def to_float(images: object, name: str) -> Tensor:
     return images.detach().to(torch.float32)
 
 
+def resolve_inception(backbone: FIDInceptionV3 | None, weights: Any, resize: Any) -> FIDInceptionV3:
+    """The Inception a metric runs: the shared ``backbone`` when given, else a new one from ``weights``.
+
+    Raises:
+        TypeError: if ``backbone`` is given and is not an :class:`FIDInceptionV3`.
+    """
+    if backbone is None:
+        return FIDInceptionV3(weights, resize=resize)
+    if not isinstance(backbone, FIDInceptionV3):
+        raise TypeError(f"Expected `backbone` to be an FIDInceptionV3, but got {type(backbone).__name__}.")
+    return backbone
+
+
 def check_quantize(quantize: str) -> None:
     """Raise a ValueError unless ``quantize`` is ``"round"`` or ``"truncate"``."""
     if quantize not in QUANTIZE_MODES:

@@ -12,7 +12,13 @@ from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.fid import feature_statistics, feature_sums, frechet_distance
-from percep_lightning.metrics._images import KeepFloat64States, Quantize, check_quantize, inception_forward
+from percep_lightning.metrics._images import (
+    KeepFloat64States,
+    Quantize,
+    check_quantize,
+    inception_forward,
+    resolve_inception,
+)
 
 FEATURE_DIM = 2048
 
@@ -98,13 +104,7 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
             raise TypeError(
                 f"Expected `reset_real_features` to be a bool, but got {type(reset_real_features).__name__}."
             )
-        if backbone is None:
-            backbone = FIDInceptionV3(weights, resize=resize)
-        elif not isinstance(backbone, FIDInceptionV3):
-            raise TypeError(
-                f"Expected `backbone` to be an FIDInceptionV3, but got {type(backbone).__name__}."
-            )
-        self._hold("inception", backbone)
+        self._hold("inception", resolve_inception(backbone, weights, resize))
         self.quantize = quantize
         self.reset_real_features = reset_real_features
         self._fixed_real: tuple[Tensor, Tensor, int] | None = None

@@ -14,7 +14,7 @@ from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.inception_score import inception_score
-from percep_lightning.metrics._images import Quantize, check_quantize, inception_forward
+from percep_lightning.metrics._images import Quantize, check_quantize, inception_forward, resolve_inception
 
 NUM_CLASSES = 1008
 
@@ -96,13 +96,7 @@ class InceptionScore(HoldsFrozen, Metric):
         if not isinstance(shuffle, bool):
             raise TypeError(f"Expected `shuffle` to be a bool, but got {type(shuffle).__name__}.")
         check_quantize(quantize)
-        if backbone is None:
-            backbone = FIDInceptionV3(weights, resize=resize)
-        elif not isinstance(backbone, FIDInceptionV3):
-            raise TypeError(
-                f"Expected `backbone` to be an FIDInceptionV3, but got {type(backbone).__name__}."
-            )
-        self._hold("inception", backbone)
+        self._hold("inception", resolve_inception(backbone, weights, resize))
         self.splits = int(splits)
         self.shuffle = shuffle
         self.seed = int(seed)
