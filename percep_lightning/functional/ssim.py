@@ -358,7 +358,7 @@ def ssim(
         >>> ssim(0.9 * target, target, reduction="none").shape
         torch.Size([2])
     """
-    window = gaussian_window(kernel_size, sigma)
+    window = gaussian_window(kernel_size, sigma, dtype=torch.float64)
     return _ssim_with_window(
         preds,
         target,
@@ -435,7 +435,7 @@ def ms_ssim(
         >>> ms_ssim(0.9 * target, target, weights=(0.5, 0.5), reduction="none").shape
         torch.Size([2])
     """
-    window = gaussian_window(kernel_size, sigma)
+    window = gaussian_window(kernel_size, sigma, dtype=torch.float64)
     weights_tensor = torch.tensor(check_ms_ssim_weights(weights), dtype=torch.float64)
     return _ms_ssim_with_window(
         preds,
@@ -461,7 +461,11 @@ def _ssim_with_window(
     reduction: Reduction,
     validate_args: bool,
 ) -> Tensor:
-    """:func:`ssim` with a precomputed :func:`gaussian_window` (modules cache it as a buffer)."""
+    """:func:`ssim` with a precomputed :func:`gaussian_window` (modules cache it as a buffer).
+
+    The window is cast to the compute dtype; pass it in at least that precision (float64 for float64
+    inputs), since a float32 window cast up carries float32 round-off into float64 results.
+    """
     _check_call(preds, target, data_range, k1, k2, reduction, validate_args)
     _check_min_size(preds, window.numel(), scales=1)
     dtype = _compute_dtype(preds, target)

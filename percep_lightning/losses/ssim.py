@@ -12,6 +12,7 @@ from percep_lightning.functional._checks import check_reduction, reduce
 from percep_lightning.functional.ssim import (
     MS_SSIM_WEIGHTS,
     _check_constants,
+    _compute_dtype,
     _ms_ssim_with_window,
     _ssim_with_window,
     check_ms_ssim_weights,
@@ -44,11 +45,16 @@ class _WindowedLoss(nn.Module):
         self.reduction = reduction
         self.validate_args = validate_args
 
-    def _window(self) -> Tensor:
-        """The cached window, rebuilt in float32 if the module was cast to half precision."""
-        if self.window.dtype in (torch.float32, torch.float64):
+    def _window(self, preds: Tensor, target: Tensor) -> Tensor:
+        """The window in the compute dtype: the cached buffer when it matches, else rebuilt in that dtype.
+
+        Rebuilding (float64 inputs, or a module cast to another dtype) keeps float64 maths free of the
+        float32 window's round-off.
+        """
+        dtype = _compute_dtype(preds, target)
+        if self.window.dtype == dtype:
             return self.window
-        return gaussian_window(self.kernel_size, self.sigma, device=self.window.device)
+        return gaussian_window(self.kernel_size, self.sigma, dtype=dtype, device=self.window.device)
 
     def _constants_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, sigma={self.sigma}, k1={self.k1}, k2={self.k2}"
@@ -109,7 +115,7 @@ class SSIMLoss(_WindowedLoss):
         value = _ssim_with_window(
             preds,
             target,
-            window=self._window(),
+            window=self._window(preds, target),
             data_range=self.data_range,
             k1=self.k1,
             k2=self.k2,
@@ -185,8 +191,8 @@ class MSSSIMLoss(_WindowedLoss):
         value = _ms_ssim_with_window(
             preds,
             target,
-            window=self._window(),
-            weights=self._weights(),
+            window=self._window(preds, target),
+            weights=self._weights(preds, target),
             data_range=self.data_range,
             k1=self.k1,
             k2=self.k2,
@@ -195,11 +201,12 @@ class MSSSIMLoss(_WindowedLoss):
         )
         return reduce(1.0 - value, self.reduction)
 
-    def _weights(self) -> Tensor:
-        """The cached scale weights, rebuilt in float32 if the module was cast to half precision."""
-        if self.weights.dtype in (torch.float32, torch.float64):
+    def _weights(self, preds: Tensor, target: Tensor) -> Tensor:
+        """The scale weights in the compute dtype: the cached buffer when it matches, else rebuilt."""
+        dtype = _compute_dtype(preds, target)
+        if self.weights.dtype == dtype:
             return self.weights
-        return torch.tensor(self._weight_values, device=self.weights.device)
+        return torch.tensor(self._weight_values, dtype=dtype, device=self.weights.device)
 
     def extra_repr(self) -> str:
         return (

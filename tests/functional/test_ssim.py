@@ -21,6 +21,7 @@ from percep_lightning.functional.ssim import (
     ms_ssim,
     ssim,
 )
+from percep_lightning.losses.ssim import MSSSIMLoss, SSIMLoss
 
 
 def _crop(name: str, height: int, width: int, top: int = 0, left: int = 0) -> torch.Tensor:
@@ -74,6 +75,39 @@ def test_ssim_matches_pytorch_msssim_and_skimage(distortion: str, data_range: fl
             channel_axis=-1,
         )
         assert abs(float(ours[i]) - expected) < 1e-5
+
+
+# skimage's Gaussian filter truncates at 3.5 sigma: these sigmas give windows of exactly 3, 5, 7 and 11 taps.
+@pytest.mark.parametrize(("kernel_size", "sigma"), [(3, 0.3), (5, 0.5), (7, 0.8), (11, 1.5)])
+def test_float64_ssim_matches_skimage_to_float64_precision(kernel_size: int, sigma: float) -> None:
+    target = torch.cat([_crop("astronaut", 48, 56, 30, 200), _crop("chelsea", 48, 56, 60, 150)]).double()
+    preds = _distort(target.float(), "noise").double()
+    expected = torch.tensor(
+        [
+            structural_similarity(
+                preds[i].permute(1, 2, 0).numpy(),
+                target[i].permute(1, 2, 0).numpy(),
+                gaussian_weights=True,
+                sigma=sigma,
+                use_sample_covariance=False,
+                data_range=1.0,
+                channel_axis=-1,
+            )
+            for i in range(target.shape[0])
+        ],
+        dtype=torch.float64,
+    )
+    options = {"kernel_size": kernel_size, "sigma": sigma}
+    values = {
+        "ssim": ssim(preds, target, reduction="none", **options),
+        "SSIMLoss": 1 - SSIMLoss(reduction="none", **options)(preds, target),
+        # One scale of MS-SSIM is the full SSIM of that scale.
+        "ms_ssim": ms_ssim(preds, target, weights=(1.0,), reduction="none", **options),
+        "MSSSIMLoss": 1 - MSSSIMLoss(weights=(1.0,), reduction="none", **options)(preds, target),
+    }
+    for name, value in values.items():
+        assert value.dtype == torch.float64, name
+        torch.testing.assert_close(value, expected, atol=1e-12, rtol=0, msg=name)
 
 
 def test_ssim_grayscale_and_non_square_matches_pytorch_msssim() -> None:
