@@ -5,6 +5,8 @@ Examples::
     percep-lightning weights list
     percep-lightning weights download vgg19 inception_fid
     percep-lightning weights download --all
+    percep-lightning evaluate PRED_DIR TARGET --preset lpips
+    percep-lightning stats DIR -o stats.npz
 """
 
 from __future__ import annotations
@@ -60,12 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     download = actions.add_parser("download", help="download weights into the torch hub cache (TORCH_HOME)")
     download.add_argument("names", nargs="*", help=f"weights to fetch: {', '.join(WEIGHTS)}")
     download.add_argument("--all", action="store_true", help="fetch every known weights file")
+    _add_evaluation_commands(commands)
     return parser
+
+
+def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
+    from percep_lightning.evaluation.command import add_evaluate_parser, add_stats_parser
+
+    add_evaluate_parser(commands)
+    add_stats_parser(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``percep-lightning`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command in ("evaluate", "stats"):
+        from percep_lightning.evaluation import command
+
+        return command.run_evaluate(args) if args.command == "evaluate" else command.run_stats(args)
     if args.action == "list":
         return _list()
     return _download(args.names, args.all)
