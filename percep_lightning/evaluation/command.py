@@ -70,6 +70,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         default="name",
         help="pair files by relative name or sorted order",
     )
+    parser.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10)")
     parser.add_argument(
         "--crop-border", type=int, default=0, help="pixels cropped on every side before PSNR/SSIM"
     )
@@ -148,6 +149,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             resize=args.resize,
             crop_border=args.crop_border,
+            is_splits=args.is_splits,
             weights=weights,
             progress=not args.no_progress,
         )

@@ -194,7 +194,7 @@ def evaluate_report(
         )
         for against in dict.fromkeys(s.against for s in specs if s.kind == "paired")
     }
-    _check_counts(specs, listed, target_stats is not None)
+    _check_counts(specs, listed, target_stats is not None, is_splits)
     resolved, weights_record = _resolve_weights(specs, weights or {})
     settings = {
         "pred_dir": str(pred_dir),
@@ -305,16 +305,20 @@ def _check_folders_given(specs: list[MetricSpec], folders: dict[str, Any]) -> tu
     return mu, sigma
 
 
-def _check_counts(specs: list[MetricSpec], listed: dict[str, list[str]], target_is_stats: bool) -> None:
+def _check_counts(
+    specs: list[MetricSpec], listed: dict[str, list[str]], target_is_stats: bool, is_splits: int
+) -> None:
     for spec in specs:
         sides = ["pred"] if spec.kind == "paired" or spec.against is None else ["pred", spec.against]
         for side in sides:
             if side == "target" and target_is_stats:
                 continue
             n = len(listed[side])
-            if n < spec.min_images:
+            least = is_splits if spec.name == "is" else spec.min_images
+            if n < least:
+                why = f" (one per split, --is-splits {is_splits})" if spec.name == "is" else ""
                 raise EvaluationError(
-                    f"{spec.name} needs at least {spec.min_images} images in {_FOLDER_FLAGS[side]}, but it holds {n}."
+                    f"{spec.name} needs at least {least} images in {_FOLDER_FLAGS[side]}{why}, but it holds {n}."
                 )
 
 

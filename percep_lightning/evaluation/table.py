@@ -134,8 +134,7 @@ _ROWS = (
         _fid("style"), min_images=2,
     ),
     MetricSpec(
-        "is", "features", None, True, ("inception",), "Inception Score (10 splits)", _is, spread="splits",
-        min_images=10,
+        "is", "features", None, True, ("inception",), "Inception Score (mean and std over --is-splits splits)", _is, spread="splits",
     ),
 )  # fmt: skip
 

@@ -125,7 +125,10 @@ def test_bad_input_exits_with_status_2_and_writes_nothing(tmp_path, capsys):
             r"not found",
         ),
         ((pred, target, "--metrics", "psnr", "--weights", "incepton=x"), r"Unknown weights name 'incepton'"),
-        ((pred, "--metrics", "is"), r"is needs at least 10 images in PRED_DIR, but it holds 3"),
+        (
+            (pred, "--metrics", "is"),
+            r"is needs at least 10 images in PRED_DIR \(one per split, --is-splits 10\), but it holds 3",
+        ),
     ]
     for args, message in cases:
         status, err = _run(capsys, *args, "--json", out)
