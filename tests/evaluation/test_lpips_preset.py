@@ -39,12 +39,15 @@ def _package_lpips(path):
 
 
 def _readme_loop(model, dir0, dir1):
-    """The loop of lpips' README (``lpips_2dirs.py``); images read as RGB uint8 as ``lpips.load_image`` does."""
+    """The loop of lpips' README (``lpips_2dirs.py``) in float64 (our float32 values are compared with it).
+
+    Images are read as the RGB uint8 arrays ``lpips.load_image`` returns (it uses OpenCV for PNG files).
+    """
     values = {}
     for file in sorted(os.listdir(dir0)):
         if os.path.exists(os.path.join(dir1, file)):
-            img0 = lpips.im2tensor(np.asarray(Image.open(os.path.join(dir0, file)).convert("RGB")))
-            img1 = lpips.im2tensor(np.asarray(Image.open(os.path.join(dir1, file)).convert("RGB")))
+            img0 = lpips.im2tensor(np.asarray(Image.open(os.path.join(dir0, file)).convert("RGB"))).double()
+            img1 = lpips.im2tensor(np.asarray(Image.open(os.path.join(dir1, file)).convert("RGB"))).double()
             with torch.no_grad():
                 values[file] = model.forward(img0, img1).item()
     return values
@@ -54,7 +57,7 @@ def _readme_loop(model, dir0, dir1):
 def test_lpips_preset_equals_the_readme_loop(tmp_path, photo_folders, torchvision_weights, capsys):
     pred, target = photo_folders(5, 64)
     weights = torchvision_weights("alexnet")
-    expected = _readme_loop(_package_lpips(weights), pred, target)
+    expected = _readme_loop(_package_lpips(weights).double(), pred, target)
     out_json, out_csv = tmp_path / "out.json", tmp_path / "pairs.csv"
     status = main(
         [
