@@ -145,7 +145,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "lpips": ("lpips",),
     "sr": ("psnr_y", "ssim_y", "lpips"),
     "gan": ("fid", "is"),
-    "styleid": ("fid_style", "lpips_content", "lpips_gray", "cfsd"),
+    "styleid": ("lpips_content", "lpips_gray", "cfsd"),
 }
 """Named metric lists (``--preset``)."""
 

@@ -119,7 +119,8 @@ def test_bad_input_exits_with_status_2_and_writes_nothing(tmp_path, capsys):
             r"Unknown preset 'fancy'; expected one of lpips, sr, gan, styleid",
         ),
         ((pred, "--metrics", "cfsd"), r"Metric 'cfsd' needs --content"),
-        ((pred, "--preset", "styleid", "--content", target), r"Metric 'fid_style' needs --style"),
+        ((pred, "--metrics", "lpips,fid_style", "--content", target), r"Metric 'lpips' needs TARGET"),
+        ((pred, "--metrics", "fid_style", "--content", target), r"Metric 'fid_style' needs --style"),
         (
             (pred, target, "--metrics", "fid", "--weights", "inception=" + str(tmp_path / "no.pth")),
             r"not found",
