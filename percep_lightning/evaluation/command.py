@@ -7,6 +7,7 @@ weights; nothing is written unless the whole evaluation succeeded.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -185,5 +186,6 @@ def _stats(args: argparse.Namespace) -> int:
         weights=None if path == "random" else path,
         progress=not args.no_progress,
     )
-    print(f"wrote FID statistics of {n} images to {args.output}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote FID statistics of {n} images to {args.output}")
     return 0

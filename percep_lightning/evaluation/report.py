@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -68,9 +69,22 @@ def report_dict(report: EvaluationReport) -> dict:
         ],
         "counts": report.counts,
         "settings": report.settings,
-        "weights": report.weights,
+        "weights": {name: _with_hash(entry) for name, entry in report.weights.items()},
         "versions": report.versions,
     }
+
+
+def _with_hash(entry: dict) -> dict:
+    """A weights record with the SHA-256 of its file (hashed only when a JSON record is written)."""
+    out = dict(entry)
+    path = out.pop("path", None)
+    if path is not None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        out["sha256"] = digest.hexdigest()
+    return out
 
 
 def _atomic_write(path: str | os.PathLike[str], text: str) -> None:

@@ -8,7 +8,6 @@ every paired metric, and one Inception pass over each folder feeds every feature
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import sys
@@ -346,7 +345,7 @@ def _resolve_weights(
         if not path.is_file():
             raise EvaluationError(f"Weights file for {name} not found: {str(path)!r}.")
         resolved[name] = str(path)
-        record[name] = {"file": path.name, "sha256": _sha256(path)}
+        record[name] = {"file": path.name, "path": str(path)}
     for spec in specs:
         if spec.name.startswith("lpips"):
             net = "vgg" if spec.name == "lpips_vgg" else "alex"
@@ -355,7 +354,7 @@ def _resolve_weights(
             with resources.as_file(
                 resources.files("percep_lightning.backbones.lpips_weights") / f"{net}.pth"
             ) as lin:
-                record[f"lpips_{net}_lin"] = {"file": f"v0.1/{net}.pth", "sha256": _sha256(lin)}
+                record[f"lpips_{net}_lin"] = {"file": f"v0.1/{net}.pth", "path": str(lin)}
     return resolved, record
 
 
@@ -368,14 +367,6 @@ def _check_weights_names(given: Mapping[str, Any]) -> None:
             raise EvaluationError(
                 f"Unknown weights name {name!r} in --weights; expected some of {', '.join(known)}."
             )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _device(device: str | None, world: World) -> torch.device:

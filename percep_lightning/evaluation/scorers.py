@@ -65,6 +65,9 @@ class FeatureConsumer(Protocol):
 
 
 def _float64(images: Tensor) -> Tensor:
+    """[0, 1] float64 images; ``uint8`` is divided by 255 in float64 (not rounded through float32)."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float64) / 255
     return to_float(images, "images").to(torch.float64)
 
 
