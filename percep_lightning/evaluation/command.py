@@ -7,17 +7,16 @@ weights; nothing is written unless the whole evaluation succeeded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from percep_lightning.evaluation.errors import EvaluationError
 from percep_lightning.evaluation.table import METRICS, PRESETS, resolve_metrics
 
 __all__ = ["add_evaluate_parser", "add_stats_parser", "run_evaluate", "run_stats"]
-
-_RESIZE = ("tensorflow", "bilinear")
 
 
 def _weights_pairs(values: list[str] | None) -> dict[str, str]:
@@ -40,7 +39,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument(
-        "--resize", choices=_RESIZE, default="tensorflow", help="Inception resize (default tensorflow)"
+        "--resize",
+        default="tensorflow",
+        help="Inception resize: tensorflow (torch-fidelity, default), bilinear, ... (FIDInceptionV3's modes)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -106,6 +107,19 @@ def add_stats_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     return parser
 
 
+@contextlib.contextmanager
+def _short_warnings() -> Iterator[None]:
+    """Print each distinct warning once, as ``warning: message`` (no source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("once")
+        warnings.showwarning = show
+        yield
+
+
 def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     from percep_lightning.backbones.weights import WeightsUnavailableError
 
@@ -134,8 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from percep_lightning.evaluation.report import format_table, write_csv, write_json
     from percep_lightning.evaluation.runner import evaluate_report
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("once")
+    with _short_warnings():
         report = evaluate_report(
             args.pred_dir,
             args.target,
@@ -175,17 +188,18 @@ def _stats(args: argparse.Namespace) -> int:
     from percep_lightning.evaluation.runner import folder_statistics
 
     path = weights.get("inception", weights.get("inception_fid", "default"))
-    n = folder_statistics(
-        args.dir,
-        args.output,
-        recursive=args.recursive,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        device=args.device,
-        resize=args.resize,
-        weights=None if path == "random" else path,
-        progress=not args.no_progress,
-    )
+    with _short_warnings():
+        n = folder_statistics(
+            args.dir,
+            args.output,
+            recursive=args.recursive,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=args.device,
+            resize=args.resize,
+            weights=None if path == "random" else path,
+            progress=not args.no_progress,
+        )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote FID statistics of {n} images to {args.output}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from percep_lightning.backbones.inception import ResizeMode
 from percep_lightning.evaluation.distributed import World, all_gather_objects, distributed_world
 from percep_lightning.evaluation.errors import EvaluationError
 from percep_lightning.evaluation.files import ImageFiles, iter_batches, list_images
@@ -28,7 +30,8 @@ from percep_lightning.evaluation.table import BuildContext, MetricSpec, resolve_
 
 __all__ = ["EvaluationReport", "MetricResult", "evaluate", "evaluate_report", "folder_statistics"]
 
-RESIZE_MODES: tuple[str, ...] = ("tensorflow", "bilinear")
+RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
+"""The Inception resize modes (``ResizeMode`` of :mod:`percep_lightning.backbones.inception`)."""
 WEIGHTS_ALIASES = {"inception": "inception_fid"}
 """``--weights`` names that differ from the keys of :data:`~percep_lightning.backbones.WEIGHTS`."""
 _FOLDER_FLAGS = {"pred": "PRED_DIR", "target": "TARGET", "content": "--content", "style": "--style"}
