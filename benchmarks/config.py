@@ -38,7 +38,7 @@ class Config:
     is_splits: int = 10
     fid_dim: int = 2048
     fid_samples: int = 4096
-    eval_pairs: int = 100
+    eval_pairs: int = 64
     eval_size: int = 256
     eval_batch: int = 16
     eval_workers: int = 2
