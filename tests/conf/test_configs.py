@@ -23,19 +23,21 @@ from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
+PRESETS = ROOT / "percep_lightning" / "conf"  # loss/ and callbacks/image_metrics, installed with the package
 DOCS = (ROOT / "README.md",)
 OWN_GROUPS = (
     "model",
     "data",
     "trainer",
     "logger",
-)  # groups written for the example (loss/ and callbacks/ are shared)
+)  # groups written for the example (loss/ and callbacks/image_metrics come from the package)
 
 sys.path.insert(0, str(ROOT / "examples"))  # the configs name the example's classes as sr_module.X, sr_data.X
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The options of a group: the example's own files and the package's presets (the search path)."""
+    return sorted({p.stem for root in (CONF, PRESETS) for p in (root / group).glob("*.yaml")})
 
 
 def _compose(overrides: list[str], tmp_path: Path) -> DictConfig:
