@@ -152,3 +152,19 @@ def test_every_value_is_commented() -> None:
             if key == "_target_" or "#" in line or (i and lines[i - 1].strip().startswith("#")):
                 continue
             pytest.fail(f"{path.relative_to(ROOT)}:{i + 1} has no comment: {stripped}")
+
+
+def test_every_callback_instantiates(tmp_path: Path) -> None:
+    """callbacks=default: the packaged image_metrics preset, the checkpoint and the image grid."""
+    import lightning.pytorch as pl
+
+    from percep_lightning.callbacks import ImageGridCallback, ImageMetricsCallback
+
+    cfg = _compose(
+        ["callbacks.image_metrics.weights=null", "callbacks.image_metrics.vgg_weights=null"], tmp_path
+    )
+    callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
+    assert isinstance(callbacks["image_metrics"], ImageMetricsCallback)
+    assert isinstance(callbacks["image_grid"], ImageGridCallback)
+    assert callbacks["image_grid"].keys == ("lr", "preds", "target")
+    assert all(isinstance(c, pl.Callback) for c in callbacks.values())
