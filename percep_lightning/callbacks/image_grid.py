@@ -220,6 +220,8 @@ class ImageGridCallback(pl.Callback):
         draw = ImageDraw.Draw(image)
         column = body.width / len(self.titles)
         for i, title in enumerate(self.titles):
+            while len(title) > 1 and draw.textlength(title) > column - 2:  # cut what its column cannot hold
+                title = title[:-2] + "."
             draw.text((i * column + (column - draw.textlength(title)) / 2, 1), title, fill="black")
         return image
 
