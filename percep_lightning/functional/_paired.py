@@ -102,7 +102,8 @@ def check_values(
 
     One ``aminmax`` pass per tensor and one device synchronisation serve both checks. Small overshoots
     (un-clamped network outputs) stay silent: only values beyond either end by more than
-    :data:`RANGE_TOLERANCE` times ``data_range`` warn. Python shows a warning once per calling line.
+    :data:`RANGE_TOLERANCE` times ``data_range`` warn. Python shows a warning once per calling line;
+    ``stacklevel`` is the ``warnings.warn`` stack level of that line as seen from here.
     """
     if preds.numel() == 0:
         return
@@ -116,16 +117,17 @@ def check_values(
         return
     slack = RANGE_TOLERANCE * data_range
     high = low + data_range
-    outside = [
-        f"`{name}` in [{lo:.4g}, {hi:.4g}]" for name, lo, hi in named if lo < low - slack or hi > high + slack
-    ]
+    outside = [f"`{name}`" for name, lo, hi in named if lo < low - slack or hi > high + slack]
     if outside:
+        # The message holds no observed values, so Python's default filter shows it once per calling line
+        # instead of once per batch.
+        verb = "has" if len(outside) == 1 else "have"
         warnings.warn(
-            f"Values far outside [{low:g}, {high:g}] (data_range={data_range:g}): {' and '.join(outside)}. "
-            "SSIM's constants and luminance term depend on the pixel scale: pass the right `data_range` "
+            f"{' and '.join(outside)} {verb} values far outside [{low:g}, {high:g}] (data_range={data_range:g}): "
+            "SSIM's constants and luminance term depend on the pixel scale; pass the right `data_range` "
             "(e.g. 255.0) or `input_range` (e.g. (-1, 1)).",
             UserWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=stacklevel,
         )
 
 
@@ -157,7 +159,7 @@ def prepare_pair(
         crop_border: pixels removed from every side.
         validate_args: check values for NaN/Inf (and the range, with ``warn_range``).
         warn_range: warn when values leave ``[low, low + data_range]`` (see :func:`check_values`).
-        stacklevel: the caller's stack level for the warning, as ``warnings.warn`` counts it.
+        stacklevel: the ``warnings.warn`` stack level of the user's line as seen from here.
 
     Returns:
         ``(preds, target, data_range)``: floating ``(N, C', H - 2 crop_border, W - 2 crop_border)``

@@ -133,7 +133,7 @@ class SSIMLoss(_WindowedLoss):
             input_range=self.input_range,
             reduction="none",
             validate_args=self.validate_args,
-            stacklevel=4,
+            stacklevel=5,  # forward <- Module._call_impl <- Module._wrapped_call_impl <- user
         )
         return reduce(1.0 - value, self.reduction)
 
@@ -217,7 +217,7 @@ class MSSSIMLoss(_WindowedLoss):
             input_range=self.input_range,
             reduction="none",
             validate_args=self.validate_args,
-            stacklevel=4,
+            stacklevel=5,  # forward <- Module._call_impl <- Module._wrapped_call_impl <- user
         )
         return reduce(1.0 - value, self.reduction)
 
