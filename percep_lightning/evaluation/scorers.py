@@ -71,12 +71,6 @@ def _float64(images: Tensor) -> Tensor:
     return to_float(images, "images").to(torch.float64)
 
 
-def _basicsr_y(images: Tensor) -> Tensor:
-    """MATLAB ``rgb2ycbcr`` luma on [0, 1] RGB, scaled back to [0, 1]: ``(16 + 65.481 R + ...) / 255``."""
-    r, g, b = images.unbind(1)
-    return ((16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0).unsqueeze(1)
-
-
 class PixelScorer:
     """PSNR, SSIM or MS-SSIM per pair, in float64 on [0, 1] images (data range 1).
 
@@ -93,17 +87,16 @@ class PixelScorer:
 
     def __call__(self, preds: Tensor, other: Tensor) -> Tensor:
         x, y = _float64(preds), _float64(other)
-        if self.crop_border:
-            s = self.crop_border
-            if min(x.shape[-2:]) <= 2 * s:
-                raise ValueError(
-                    f"--crop-border {s} removes the whole {x.shape[-2]}x{x.shape[-1]} image (2 x {s} pixels or more)."
-                )
-            x, y = x[..., s:-s, s:-s], y[..., s:-s, s:-s]
-        if self.y_channel:
-            x, y = _basicsr_y(x), _basicsr_y(y)
+        s = self.crop_border
+        if s and min(x.shape[-2:]) <= 2 * s:
+            raise ValueError(
+                f"--crop-border {s} removes the whole {x.shape[-2]}x{x.shape[-1]} image (2 x {s} pixels or more)."
+            )
         function = {"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim}[self.metric]
-        return function(x, y, data_range=1.0, reduction="none").reshape(-1).to(torch.float64)
+        values = function(
+            x, y, data_range=1.0, channel="y" if self.y_channel else "rgb", crop_border=s, reduction="none"
+        )
+        return values.reshape(-1).to(torch.float64)
 
 
 def grey_like_pil(images: Tensor) -> Tensor:
