@@ -1,7 +1,7 @@
 """Pure functions on tensors: the maths behind every loss and metric."""
 
 from percep_lightning.functional.cfsd import cfsd
-from percep_lightning.functional.fid import feature_statistics, frechet_distance, load_stats, save_stats
+from percep_lightning.functional.fid import feature_statistics, frechet_distance
 from percep_lightning.functional.inception_score import inception_score
 from percep_lightning.functional.lpips import lpips_distance
 from percep_lightning.functional.perceptual import gram_matrix
@@ -14,11 +14,9 @@ __all__ = [
     "frechet_distance",
     "gram_matrix",
     "inception_score",
-    "load_stats",
     "lpips_distance",
     "ms_ssim",
     "pixel_loss",
     "psnr",
-    "save_stats",
     "ssim",
 ]
