@@ -215,6 +215,7 @@ class ImageMetricsCallback(Callback):
         self._check_only = False
         self._real_forwarded = 0
         self._warned: set[str] = set()
+        self._weights_digest: str | None = None
 
     # ------------------------------------------------------------------ public state
 
@@ -264,6 +265,9 @@ class ImageMetricsCallback(Callback):
             self._metrics = {name: METRICS[name].build(self._options()) for name in self.metric_names}
         if self._inception is not None:
             self._shared = SharedInception(self._inception, quantize=self.quantize)
+            if "fid" in self._metrics and self.cache_real_stats and trainer.is_global_zero:
+                # Hashing the weights is cached per file or module; done here, once, not inside an epoch.
+                self._weights_digest = weights_digest(self.weights, self._inception)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module, "val")
@@ -546,7 +550,7 @@ class ImageMetricsCallback(Callback):
             "target": target,
         }
         return real_stats_key(
-            weights=weights_digest(self.weights, inception),
+            weights=self._weights_digest or weights_digest(self.weights, inception),
             dataset=getattr(loader, "dataset", None),
             options=options,
         )
