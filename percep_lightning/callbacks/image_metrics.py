@@ -574,7 +574,7 @@ class ImageMetricsCallback(Callback):
                 self._caching_disabled = True
                 self._store.forget()
             return value
-        with fid.sync_context():
+        with fid.sync_context(dist_sync_fn=fid.dist_sync_fn):
             mu, sigma, n = fid.real_statistics()
             fid.set_real_statistics(mu, sigma, n)  # compute() below reuses them instead of rebuilding them
             value = fid.compute()
@@ -601,7 +601,7 @@ class ImageMetricsCallback(Callback):
 
 def _synced_compute(metric: Metric) -> Any:
     """``compute()`` on states synchronised once across processes (the table's metrics do not sync themselves)."""
-    with metric.sync_context():
+    with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
         return metric.compute()
 
 

@@ -210,16 +210,21 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
     def real_statistics(self) -> tuple[Tensor, Tensor, int]:
         """The real-image ``(mu, sigma, num_samples)``, synchronised across processes like :meth:`compute`.
 
-        Call it on every process (it gathers the states unless ``sync_on_compute=False`` or the metric is
-        already synchronised with :meth:`sync`). Returns the fixed statistics when set.
+        Call it on every process: it gathers the states, unless the metric was built with
+        ``sync_on_compute=False`` (then synchronise it yourself, e.g. inside ``with metric.sync_context():``).
+        Returns the fixed statistics when set.
 
         Raises:
             ValueError: if fewer than 2 real images were added.
         """
         if self._fixed_real is not None:
             return self._fixed_real
+        # With `sync_on_compute=False` (e.g. inside a caller's own `sync_context()`) neither sync nor unsync here.
+        should_sync = self.sync_on_compute
         with (
-            self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute),
+            self.sync_context(
+                dist_sync_fn=self.dist_sync_fn, should_sync=should_sync, should_unsync=should_sync
+            ),
             _quiet_rank_warning(),
         ):
             return self._statistics("real")
