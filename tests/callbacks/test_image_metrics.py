@@ -464,3 +464,16 @@ def test_state_key_distinguishes_instances():
     b = _callback(metrics=("fid",), target_key="other")
     c = _callback(metrics=("fid",), prefix="test/")
     assert len({a.state_key, b.state_key, c.state_key}) == 3
+
+
+def test_no_metric_warnings_on_other_ranks(tmp_path, cheap, monkeypatch):
+    """Metric and backbone warnings go through rank zero only: a process of rank 1 gives none."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    train, val = loaders(5)
+    trainer = _trainer(tmp_path, [_callback(metrics=("fid",))])
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TinyModule(), train, val)
+    assert not [w for w in caught if "FID statistics from" in str(w.message)]
