@@ -293,7 +293,7 @@ def _check_folders_given(specs: list[MetricSpec], folders: dict[str, Any]) -> tu
         raise EvaluationError(
             f"TARGET {str(target)!r} is a statistics file; the paired metrics {paired} need a folder of images."
         )
-    from percep_lightning.functional.fid import load_stats
+    from percep_lightning.metrics.stats_io import load_stats
 
     try:
         mu, sigma = load_stats(target)
@@ -511,7 +511,7 @@ def folder_statistics(
         {"inception": "random" if weights is None else weights},
     )
     from percep_lightning.evaluation.scorers import FIDConsumer
-    from percep_lightning.functional.fid import save_stats
+    from percep_lightning.metrics.stats_io import save_stats
 
     with distributed_world(device) as world:
         run_device = _device(device, world)
