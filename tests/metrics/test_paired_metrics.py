@@ -167,3 +167,10 @@ def test_argument_errors(data) -> None:
         PSNR(crop_border=24).update(preds, target)
     with pytest.raises(ValueError, match=r"same shape, but got \(7, 3, 48, 48\) and \(6, 3, 48, 48\)"):
         LPIPS("alex", weights=None).update(preds.float(), target[:6].float())
+    lpips = LPIPS("alex", weights=None)
+    with pytest.raises(ValueError, match=r"float `preds` to be in \[0, 1\], but got values in \[-1"):
+        lpips.update(preds.float() * 2 - 1, target.float())
+    with pytest.raises(ValueError, match=r"`target` to be finite"):
+        lpips.update(preds.float(), torch.full_like(target, float("nan")).float())
+    with pytest.raises(TypeError, match=r"`preds` to be uint8 in \[0, 255\] or floating point in \[0, 1\]"):
+        lpips.update(preds.int(), target.int())
