@@ -1,8 +1,15 @@
 """Pure functions on tensors: the maths behind every loss and metric."""
 
 from percep_lightning.functional.cfsd import cfsd
-from percep_lightning.functional.fid import feature_statistics, frechet_distance, load_stats, save_stats
+from percep_lightning.functional.fid import (
+    feature_statistics,
+    fid_infinity,
+    frechet_distance,
+    load_stats,
+    save_stats,
+)
 from percep_lightning.functional.inception_score import inception_score
+from percep_lightning.functional.kid import kernel_inception_distance
 from percep_lightning.functional.lpips import lpips_distance
 from percep_lightning.functional.perceptual import gram_matrix
 from percep_lightning.functional.pixel import pixel_loss, psnr
@@ -11,9 +18,11 @@ from percep_lightning.functional.ssim import ms_ssim, ssim
 __all__ = [
     "cfsd",
     "feature_statistics",
+    "fid_infinity",
     "frechet_distance",
     "gram_matrix",
     "inception_score",
+    "kernel_inception_distance",
     "load_stats",
     "lpips_distance",
     "ms_ssim",

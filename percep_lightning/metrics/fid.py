@@ -7,11 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
 
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.functional.fid import feature_statistics, feature_sums, frechet_distance
+from percep_lightning.functional.fid import (
+    feature_statistics,
+    feature_sums,
+    fid_infinity_from_statistics,
+    frechet_distance,
+)
 from percep_lightning.metrics._images import (
     KeepFloat64States,
     Quantize,
@@ -55,6 +61,14 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
             is processed once.
         backbone: an existing :class:`~percep_lightning.backbones.FIDInceptionV3` to share (e.g. with
             :class:`~percep_lightning.metrics.InceptionScore`) instead of building one.
+        infinity: if ``True``, :meth:`compute` returns FID-infinity (Chong & Forsyth 2020) instead of FID:
+            the generated features are kept per image (2048 float32 each, gathered across processes) and
+            FID is extrapolated to infinitely many generated images from random subsets of
+            ``infinity_min_samples`` to all of them; see
+            :func:`~percep_lightning.functional.fid.fid_infinity_from_statistics`. Pass ``indices`` to the
+            updates for a value independent of the number of processes.
+        infinity_num_points: the number of subset sizes of the fit (the reference uses 15).
+        infinity_min_samples: the smallest subset (the reference uses 5000).
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -96,10 +110,18 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         quantize: Quantize = "round",
         reset_real_features: bool = True,
         backbone: FIDInceptionV3 | None = None,
+        infinity: bool = False,
+        infinity_num_points: int = 15,
+        infinity_min_samples: int = 5000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_quantize(quantize)
+        if not isinstance(infinity, bool):
+            raise TypeError(f"Expected `infinity` to be a bool, but got {type(infinity).__name__}.")
+        self.infinity = infinity
+        self.infinity_num_points = infinity_num_points
+        self.infinity_min_samples = infinity_min_samples
         if not isinstance(reset_real_features, bool):
             raise TypeError(
                 f"Expected `reset_real_features` to be a bool, but got {type(reset_real_features).__name__}."
@@ -115,6 +137,9 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
                 f"{side}_outer_sum", torch.zeros(FEATURE_DIM, FEATURE_DIM, dtype=torch.float64), "sum"
             )
             self.add_state(f"{side}_num_samples", torch.zeros((), dtype=torch.long), "sum")
+        if infinity:
+            self.add_state("fake_features", [], dist_reduce_fx="cat")
+            self.add_state("fake_indices", [], dist_reduce_fx="cat")
 
     @property
     def backbone(self) -> FIDInceptionV3:
@@ -126,12 +151,13 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         """The backbone's resize mode (``"tensorflow"`` or ``"bilinear"``)."""
         return self.backbone.resize
 
-    def update(self, images: Tensor, real: bool) -> None:
+    def update(self, images: Tensor, real: bool, indices: Tensor | None = None) -> None:
         """Add a batch of real or generated images.
 
         Args:
             images: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
             real: ``True`` for reference images, ``False`` for generated ones.
+            indices: optional ``(N,)`` dataset positions, used only with ``infinity=True`` (see there).
 
         Raises:
             TypeError: for a wrong dtype or a non-bool ``real``.
@@ -139,14 +165,15 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         """
         _check_real_flag(real)
         features = inception_forward(self.backbone, images, "images", self.quantize)
-        self._add_features(features.pool3, real)
+        self._add_features(features.pool3, real, indices)
 
-    def update_features(self, features: Tensor, real: bool) -> None:
+    def update_features(self, features: Tensor, real: bool, indices: Tensor | None = None) -> None:
         """Add precomputed pool3 features (the Inception forward already done, e.g. shared with IS).
 
         Args:
             features: ``(N, 2048)`` pool3 features of :class:`~percep_lightning.backbones.FIDInceptionV3`.
             real: ``True`` for reference images, ``False`` for generated ones.
+            indices: optional ``(N,)`` dataset positions, used only with ``infinity=True``.
 
         Raises:
             RuntimeError: when adding real features while real statistics are fixed.
@@ -154,9 +181,9 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         _check_real_flag(real)
         self._computed = None  # what torchmetrics' wrapped `update` does
         self._update_count += 1
-        self._add_features(features, real)
+        self._add_features(features, real, indices)
 
-    def _add_features(self, features: Tensor, real: bool) -> None:
+    def _add_features(self, features: Tensor, real: bool, indices: Tensor | None = None) -> None:
         if features.ndim != 2 or features.shape[1] != FEATURE_DIM:
             raise ValueError(
                 f"Expected `features` to have shape (N, {FEATURE_DIM}), but got {tuple(features.shape)}."
@@ -173,14 +200,48 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         setattr(self, f"{side}_features_sum", getattr(self, f"{side}_features_sum") + total)
         setattr(self, f"{side}_outer_sum", getattr(self, f"{side}_outer_sum") + outer)
         setattr(self, f"{side}_num_samples", getattr(self, f"{side}_num_samples") + n)
+        if self.infinity and not real:
+            self._keep_fake_features(features, indices)
+
+    def _keep_fake_features(self, features: Tensor, indices: Tensor | None) -> None:
+        if indices is not None:
+            if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+                raise TypeError("Expected `indices` to be an integer tensor.")
+            if tuple(indices.shape) != (features.shape[0],):
+                raise ValueError(
+                    f"Expected `indices` to have shape ({features.shape[0]},), but got {tuple(indices.shape)}."
+                )
+            self.fake_indices.append(indices.detach().to(self.device, torch.long))
+        self.fake_features.append(features.detach().to(self.device, torch.float32))
+
+    def _ordered_fake_features(self) -> Tensor:
+        features = _concatenated(self.fake_features).reshape(-1, FEATURE_DIM)
+        indices = _concatenated(self.fake_indices).reshape(-1)
+        if indices.numel() == 0:
+            return features
+        if indices.numel() != features.shape[0]:
+            raise ValueError(
+                f"Expected `indices` for every generated image or for none, but got {indices.numel()} indices "
+                f"for {features.shape[0]} images."
+            )
+        return features[torch.argsort(indices.to(features.device), stable=True)]
 
     def compute(self) -> Tensor:
-        """The FID between the accumulated (or fixed) real statistics and the generated images.
+        """The FID (FID-infinity with ``infinity=True``) between the real statistics and the generated images.
 
         Raises:
-            ValueError: if either side has fewer than 2 images.
+            ValueError: if either side has fewer than 2 images (with ``infinity=True``: if there are not
+                more than ``infinity_min_samples`` generated images).
         """
         mu_real, sigma_real, _ = self._statistics("real")
+        if self.infinity:
+            return fid_infinity_from_statistics(
+                mu_real,
+                sigma_real,
+                self._ordered_fake_features(),
+                num_points=self.infinity_num_points,
+                min_samples=self.infinity_min_samples,
+            )
         mu_fake, sigma_fake, _ = self._statistics("fake")
         return frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)
 
@@ -279,3 +340,12 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
 def _check_real_flag(real: object) -> None:
     if not isinstance(real, bool):
         raise TypeError(f"Expected `real` to be a bool, but got {type(real).__name__} {real!r}.")
+
+
+def _concatenated(state: list[Tensor] | Tensor) -> Tensor:
+    """A list state as one tensor (after a distributed sync it already is one)."""
+    if isinstance(state, Tensor):
+        return state
+    if not state:
+        return torch.empty(0)
+    return dim_zero_cat(state)
