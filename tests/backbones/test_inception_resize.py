@@ -58,7 +58,9 @@ def _pytorch_fid_network(path):
 
     state = torch.load(path, weights_only=True)
     with mock.patch.object(pfi, "load_state_dict_from_url", return_value=state):
-        model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
+        model = pfi.InceptionV3(
+            [pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True
+        )
     return model.eval()
 
 
@@ -84,7 +86,9 @@ def test_pytorch_fid_mode_matches_pytorch_fid(inception_weights, photos):
     assert expected_fid > 1e-3
     assert float(frechet_distance(*ours_stats[0], *ours_stats[1])) == pytest.approx(expected_fid, rel=1e-4)
     # the legacy "bilinear" mode scales as (x - 128) / 128: measurably different from pytorch-fid
-    assert float(frechet_distance(*bilinear_stats[0], *bilinear_stats[1])) != pytest.approx(expected_fid, rel=1e-4)
+    assert float(frechet_distance(*bilinear_stats[0], *bilinear_stats[1])) != pytest.approx(
+        expected_fid, rel=1e-4
+    )
 
 
 def _np_stats(features):

@@ -66,8 +66,12 @@ def test_two_paths_agree(features):
 
     real, fake = features
     x, y = fake.double(), real.double()
-    idx_x = torch.stack([torch.randperm(10, generator=torch.Generator().manual_seed(i))[:6] for i in range(5)])
-    idx_y = torch.stack([torch.randperm(12, generator=torch.Generator().manual_seed(9 + i))[:6] for i in range(5)])
+    idx_x = torch.stack(
+        [torch.randperm(10, generator=torch.Generator().manual_seed(i))[:6] for i in range(5)]
+    )
+    idx_y = torch.stack(
+        [torch.randperm(12, generator=torch.Generator().manual_seed(9 + i))[:6] for i in range(5)]
+    )
 
     def kernel(a, b):
         return (a @ b.transpose(-1, -2) / 2048 + 1) ** 3
@@ -80,7 +84,9 @@ def test_two_paths_agree(features):
 
 def test_subset_larger_than_sets_uses_all_samples_with_a_warning(features):
     real, fake = features
-    with pytest.warns(UserWarning, match=r"`subset_size`=1000 is larger than the sets \(12 real, 10 generated"):
+    with pytest.warns(
+        UserWarning, match=r"`subset_size`=1000 is larger than the sets \(12 real, 10 generated"
+    ):
         mean, std = kernel_inception_distance(real, fake, subsets=5, subset_size=1000)
     expected = _torch_fidelity_kid(real, fake, 5, 10)
     assert (float(mean), float(std)) == pytest.approx(expected, rel=1e-6, abs=1e-12)

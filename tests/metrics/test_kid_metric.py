@@ -107,7 +107,9 @@ def test_errors(random_backbone):
         metric.update_features(_features(2, 0), real=True, indices=torch.arange(3))
     with pytest.raises(ValueError, match=r"Expected `subset_size` to be >= 1, but got 0"):
         KernelInceptionDistance(backbone=random_backbone, subset_size=0)
-    with pytest.raises(ValueError, match=r"Expected `resize` to be one of \('tensorflow', 'pytorch_fid', 'clean'"):
+    with pytest.raises(
+        ValueError, match=r"Expected `resize` to be one of \('tensorflow', 'pytorch_fid', 'clean'"
+    ):
         KernelInceptionDistance(weights=None, resize="area")
     with pytest.raises(TypeError, match=r"Expected `backbone` to be an FIDInceptionV3"):
         KernelInceptionDistance(backbone=torch.nn.Identity())
@@ -126,3 +128,15 @@ def test_two_processes_equal_one(tmp_path):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert float(got["mean"]) == pytest.approx(float(expected[0]), rel=1e-6)
         assert float(got["std"]) == pytest.approx(float(expected[1]), rel=1e-6)
+
+
+def test_autocast_does_not_change_the_features(random_backbone, photos):
+    images = photos(2, 32)
+    results = []
+    for autocast in (False, True):
+        metric = KernelInceptionDistance(backbone=random_backbone, subsets=3, subset_size=2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            metric.update(images, real=True)
+            metric.update(images.flip(-1), real=False)
+        results.append(metric.compute())
+    assert results[1] == results[0]
