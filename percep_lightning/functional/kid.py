@@ -172,11 +172,12 @@ def _quadratic_form(
 
 
 def _subset_sums_per_subset(
-    x: Tensor, y: Tensor, x_idx: Tensor, y_idx: Tensor, kernel: _Kernel, max_elements: int = 2**26
+    x: Tensor, y: Tensor, x_idx: Tensor, y_idx: Tensor, kernel: _Kernel, max_elements: int = 2**24
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-subset kernel sums from each subset's own ``m x m`` kernels, several subsets per batch."""
     subsets, m = x_idx.shape
-    per_batch = max(1, max_elements // (m * m))
+    # bounds both the gathered (batch, m, D) features and the (batch, m, m) kernels
+    per_batch = max(1, max_elements // (m * max(m, x.shape[1])))
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
     for start in range(0, subsets, per_batch):
         xs, ys = x[x_idx[start : start + per_batch]], y[y_idx[start : start + per_batch]]

@@ -54,7 +54,8 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         weights: the Inception weights: ``"default"`` (the official
             ``pt_inception-2015-12-05-6726825d.pth``), a path to a file in that format, a state dict, or
             ``None`` (random, for tests). Ignored when ``backbone`` is given.
-        resize: ``"tensorflow"`` (torch-fidelity, published FID) or ``"bilinear"`` (pytorch-fid).
+        resize: ``"tensorflow"`` (torch-fidelity, published FID), ``"pytorch_fid"`` (pytorch-fid), ``"clean"``
+            (clean-fid) or ``"bilinear"`` (legacy); see :class:`~percep_lightning.backbones.FIDInceptionV3`.
         quantize: how float images become ``uint8``: ``"round"`` (``floor(255 x + 0.5)``, as when saving a
             PNG) or ``"truncate"`` (``(255 x).byte()``, torchmetrics' ``normalize=True``).
         reset_real_features: if ``False``, :meth:`reset` keeps the real-image sums, so a fixed reference set
@@ -148,7 +149,7 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
 
     @property
     def resize(self) -> str:
-        """The backbone's resize mode (``"tensorflow"`` or ``"bilinear"``)."""
+        """The backbone's resize mode (one of :data:`~percep_lightning.backbones.RESIZE_MODES`)."""
         return self.backbone.resize
 
     def update(self, images: Tensor, real: bool, indices: Tensor | None = None) -> None:

@@ -92,3 +92,11 @@ def test_errors(patch_features):
         fid_infinity(real[:, :4], fake, min_samples=10)
     with pytest.raises(TypeError, match=r"Expected `min_samples` to be an integer, but got float"):
         fid_infinity(real, fake, min_samples=10.0)
+
+
+def test_float64_maths_under_autocast(patch_features):
+    real, fake = (t.float() for t in patch_features)
+    expected = fid_infinity(real, fake, num_points=3, min_samples=100)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fid_infinity(real, fake, num_points=3, min_samples=100)
+    assert got == expected

@@ -108,3 +108,11 @@ def test_errors(features):
         kernel_inception_distance(real.long(), fake)
     with pytest.raises(ValueError, match=r"Expected `fake_features` to be finite"):
         kernel_inception_distance(real, fake * float("nan"))
+
+
+def test_float64_maths_under_autocast(features):
+    real, fake = features
+    expected = kernel_inception_distance(real, fake, subsets=10, subset_size=6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = kernel_inception_distance(real, fake, subsets=10, subset_size=6)
+    assert got == expected
