@@ -39,7 +39,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DistributedSampler, IterableDataset, RandomSampler
 
-from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
+from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode, check_resize
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.fid import load_stats
 from percep_lightning.metrics._images import Quantize, check_quantize, exact_float32, to_uint8
@@ -117,7 +117,8 @@ class ImageMetricsCallback(Callback):
         prefix: prefix of the logged names (``"val/"`` gives ``val/fid``, ``val/is``, ...).
         dataloader_idx: which validation dataloader feeds the metrics (others are ignored).
         is_splits: the number of Inception Score splits (torch-fidelity: 10).
-        resize: ``"tensorflow"`` (torch-fidelity, default) or ``"bilinear"`` (pytorch-fid) resize to 299.
+        resize: how images reach 299x299: ``"tensorflow"`` (torch-fidelity, default), ``"pytorch_fid"``,
+            ``"clean"`` (clean-fid) or ``"bilinear"`` (legacy); see :class:`~percep_lightning.backbones.FIDInceptionV3`.
         quantize: how float images become ``uint8`` for Inception: ``"round"`` (as when saving a PNG) or
             ``"truncate"`` (torchmetrics' ``normalize=True``).
         cache_real_stats: reuse the real-image statistics across epochs (see above).
@@ -169,8 +170,7 @@ class ImageMetricsCallback(Callback):
             _check_int(max_samples, "max_samples", minimum=needed)
         if extractor is not None and not callable(extractor):
             raise TypeError(f"Expected `extractor` to be callable, but got {type(extractor).__name__}.")
-        if resize not in ("tensorflow", "bilinear"):
-            raise ValueError(f"Expected `resize` to be 'tensorflow' or 'bilinear', but got {resize!r}.")
+        check_resize(resize)
         check_quantize(quantize)
         if cfsd_chunk_size is not None:
             _check_int(cfsd_chunk_size, "cfsd_chunk_size", minimum=1)
