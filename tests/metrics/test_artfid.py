@@ -202,3 +202,17 @@ def test_autocast_does_not_change_the_value(art_weights, torchvision_weights, tr
         values.append(metric.compute())
     for key in ("artfid", "fid", "lpips"):
         assert values[1][key] == values[0][key], key
+
+
+def test_default_weights_offline_name_the_file(monkeypatch):
+    from percep_lightning.backbones import WEIGHTS, WeightsUnavailableError
+    from percep_lightning.backbones import weights as w
+
+    spec = WEIGHTS["art_inception"]
+    assert spec.url == "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth"
+    closed = w.WeightsSpec(
+        spec.name, spec.filename, "http://127.0.0.1:9/art_inception.pth", "", spec.description
+    )
+    monkeypatch.setitem(WEIGHTS, "art_inception", closed)
+    with pytest.raises(WeightsUnavailableError, match=r"art_inception.*art_inception\.pth"):
+        ArtInception(weights="default")
