@@ -68,13 +68,15 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
             ``infinity_min_samples`` to all of them; see
             :func:`~percep_lightning.functional.fid.fid_infinity_from_statistics`. Pass ``indices`` to the
             updates for a value independent of the number of processes.
-        infinity_num_points: the number of subset sizes of the fit (the reference uses 15).
-        infinity_min_samples: the smallest subset (the reference uses 5000).
+        infinity_num_points: the number of subset sizes of the fit (the reference uses 15), at least 2.
+        infinity_min_samples: the smallest subset (the reference uses 5000), at least 2; :meth:`compute`
+            needs more generated images than this.
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
-        ValueError: for an unknown ``resize`` or ``quantize``.
-        TypeError: if ``backbone`` is not an ``FIDInceptionV3`` or ``reset_real_features`` is not a bool.
+        ValueError: for an unknown ``resize`` or ``quantize``, or ``infinity_*`` options below 2.
+        TypeError: if ``backbone`` is not an ``FIDInceptionV3``, or ``reset_real_features`` or ``infinity``
+            is not a bool.
 
     Shape:
         - ``images``: ``(N, 3, H, W)`` or ``(N, 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
@@ -120,6 +122,16 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         check_quantize(quantize)
         if not isinstance(infinity, bool):
             raise TypeError(f"Expected `infinity` to be a bool, but got {type(infinity).__name__}.")
+        for name, value, minimum in (
+            ("infinity_num_points", infinity_num_points, 2),
+            ("infinity_min_samples", infinity_min_samples, 2),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(
+                    f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}."
+                )
+            if value < minimum:
+                raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}.")
         self.infinity = infinity
         self.infinity_num_points = infinity_num_points
         self.infinity_min_samples = infinity_min_samples

@@ -49,3 +49,5 @@ def test_infinity_needs_more_than_min_samples(random_backbone):
         metric.compute()
     with pytest.raises(TypeError, match=r"Expected `infinity` to be a bool, but got str"):
         FrechetInceptionDistance(backbone=random_backbone, infinity="yes")
+    with pytest.raises(ValueError, match=r"Expected `infinity_num_points` to be >= 2, but got 1"):
+        FrechetInceptionDistance(backbone=random_backbone, infinity=True, infinity_num_points=1)
