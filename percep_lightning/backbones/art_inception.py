@@ -137,7 +137,13 @@ class ArtInception(FrozenBackbone):
         self.ignored_keys: list[str] = []
 
         state, source = resolve_state_dict("art_inception", weights)
-        if state is not None:
+        if state is None:
+            # As for the FID Inception: He-normal keeps random features from collapsing through the depth,
+            # so offline smoke runs still give varying numbers.
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        else:
             self._load(state, source)
         self.freeze()
 
