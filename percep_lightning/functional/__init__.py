@@ -1,6 +1,8 @@
 """Pure functions on tensors: the maths behind every loss and metric."""
 
 from percep_lightning.functional.cfsd import cfsd
+from percep_lightning.functional.color import rgb_to_y
+from percep_lightning.functional.cosine import image_cosine_similarity
 from percep_lightning.functional.fid import (
     feature_statistics,
     fid_infinity,
@@ -21,6 +23,7 @@ __all__ = [
     "fid_infinity",
     "frechet_distance",
     "gram_matrix",
+    "image_cosine_similarity",
     "inception_score",
     "kernel_inception_distance",
     "load_stats",
@@ -28,6 +31,7 @@ __all__ = [
     "ms_ssim",
     "pixel_loss",
     "psnr",
+    "rgb_to_y",
     "save_stats",
     "ssim",
 ]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from percep_lightning.backbones import TorchvisionFeatures, WeightsArg
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.functional._checks import check_input_range, check_reduction
-from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd
+from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
 from percep_lightning.losses.perceptual import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -44,7 +44,8 @@ class CFSDLoss(HoldsFrozen, nn.Module):
     Args:
         input_range: the ``(low, high)`` pixel range of the inputs, mapped to [0, 1] first.
         weights: the torchvision VGG19 ``state_dict``: ``"default"`` (IMAGENET1K_V1, cached or downloaded
-            once), a file path, a state dict, or ``None`` (random, with a warning).
+            once), a file path, a state dict, or ``None`` (random, with a warning: CFSD is then ~1e-9 for
+            any images and shows no trend).
         chunk_size: rows of the ``(hw, hw)`` similarity matrices computed at once.
         reduction: ``"mean"`` over the image pairs (StyleID's dataset value), ``"sum"``, or ``"none"``
             (``(N,)``).
@@ -84,6 +85,8 @@ class CFSDLoss(HoldsFrozen, nn.Module):
         self.chunk_size = chunk_size
         self.reduction = reduction
         self._hold("vgg", channels_last(TorchvisionFeatures("vgg19", [CFSD_LAYER], weights=weights)))
+        if weights is None:
+            warn_random_backbone()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
