@@ -3,13 +3,7 @@
 from percep_lightning.functional.cfsd import cfsd
 from percep_lightning.functional.color import rgb_to_y
 from percep_lightning.functional.cosine import image_cosine_similarity
-from percep_lightning.functional.fid import (
-    feature_statistics,
-    fid_infinity,
-    frechet_distance,
-    load_stats,
-    save_stats,
-)
+from percep_lightning.functional.fid import feature_statistics, fid_infinity, frechet_distance
 from percep_lightning.functional.inception_score import inception_score
 from percep_lightning.functional.kid import kernel_inception_distance
 from percep_lightning.functional.lpips import lpips_distance
@@ -26,12 +20,10 @@ __all__ = [
     "image_cosine_similarity",
     "inception_score",
     "kernel_inception_distance",
-    "load_stats",
     "lpips_distance",
     "ms_ssim",
     "pixel_loss",
     "psnr",
     "rgb_to_y",
-    "save_stats",
     "ssim",
 ]

@@ -1,5 +1,9 @@
 """torchmetrics ``Metric``s: FID, Inception Score, KID, ArtFID, CFSD, and the full-reference PSNR, SSIM,
-MS-SSIM and LPIPS (state and multi-process sync, no Lightning code)."""
+MS-SSIM and LPIPS (state and multi-process sync, no Lightning code).
+
+Also here: :class:`SharedInception` (one Inception forward feeding several metrics) and the FID
+statistics files (:func:`save_stats`, :func:`load_stats`).
+"""
 
 from percep_lightning.metrics.artfid import ArtFID
 from percep_lightning.metrics.cfsd import CFSD
@@ -8,6 +12,8 @@ from percep_lightning.metrics.inception_score import InceptionScore
 from percep_lightning.metrics.kid import KernelInceptionDistance
 from percep_lightning.metrics.paired import MSSSIM, PSNR, SSIM
 from percep_lightning.metrics.paired_lpips import LPIPS
+from percep_lightning.metrics.shared_inception import SharedInception
+from percep_lightning.metrics.stats_io import load_stats, save_stats
 
 __all__ = [
     "CFSD",
@@ -19,4 +25,7 @@ __all__ = [
     "FrechetInceptionDistance",
     "InceptionScore",
     "KernelInceptionDistance",
+    "SharedInception",
+    "load_stats",
+    "save_stats",
 ]
