@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import typing
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass

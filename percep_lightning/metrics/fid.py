@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities import rank_zero_warn
+from torchmetrics.utilities.data import dim_zero_cat
 
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
