@@ -345,6 +345,56 @@ def fid_compute_bench(cfg: Config) -> Bench:
     )  # fmt: skip
 
 
+# ----------------------------------------------------------------------------------------- KID compute
+
+
+def _synthetic_features(dim: int, samples: int, seed: int) -> Tensor:
+    """``samples`` ReLU'd random projections (non-negative like pool3 features), float32."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(dim, dim, generator=generator) / math.sqrt(dim)
+    return (torch.randn(samples, dim, generator=generator) @ mixing + 0.1 * seed).relu()
+
+
+def build_kid_compute(cfg: Config) -> Callable[[Env], list[Contender]]:
+    def build(env: Env) -> list[Contender]:
+        from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+        from percep_lightning.functional import kernel_inception_distance
+
+        real = _synthetic_features(2048, cfg.kid_samples, 1).to(env.device)
+        fake = _synthetic_features(2048, cfg.kid_samples, 2).to(env.device)
+        options = {"subsets": cfg.kid_subsets, "subset_size": cfg.kid_subset_size}
+        last: dict[str, Tensor] = {}
+
+        def ours() -> None:
+            last["ours"] = kernel_inception_distance(real, fake, **options)[0]
+
+        def fidelity() -> None:
+            value = kid_features_to_metric(
+                fake, real, kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size, kid_kernel="poly",
+                kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, rng_seed=2020,
+                verbose=False,
+            )[KEY_METRIC_KID_MEAN]  # fmt: skip
+            last["fidelity"] = torch.tensor(value, dtype=torch.float64)
+
+        return [
+            Contender("percep_lightning kernel_inception_distance", OURS, ours, lambda: [last["ours"]]),
+            Contender("torch-fidelity kid_features_to_metric", PEER, fidelity, lambda: [last["fidelity"]]),
+        ]
+
+    return build
+
+
+def kid_compute_bench(cfg: Config) -> Bench:
+    n, subsets, size = cfg.kid_samples, cfg.kid_subsets, cfg.kid_subset_size
+    return Bench(
+        "kid_compute", "KID compute, 2048-d", f"{n} real + {n} generated float32 features, {subsets} subsets of "
+        f"{size} (float64 here, float32 numpy in torch-fidelity)", build_kid_compute(cfg), reps=cfg.reps_fid,
+        warmup=0, rtol=(1e-3,), variants=False,
+        targets=(Target("KID compute <= 1.0x torch-fidelity", "torch-fidelity kid_features_to_metric", 1.0),),
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------- CFSD update
 
 
@@ -380,6 +430,7 @@ def metric_benches(cfg: Config, assets: Assets) -> list[Bench]:
     return [
         epoch_bench(cfg, assets),
         fid_compute_bench(cfg),
+        kid_compute_bench(cfg),
         Bench(
             "cfsd_update", "CFSD metric update", f"1 pair, 1x3x{side}x{side}", build_cfsd_update(cfg, assets),
             reps=cfg.reps_heavy, warmup=cfg.warmup_heavy, rtol=(1e-4,), variants=False,

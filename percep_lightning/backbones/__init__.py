@@ -1,7 +1,15 @@
 """Frozen pretrained feature extractors with named outputs, and the resolution of their weights."""
 
+from percep_lightning.backbones.art_inception import ArtInception, resize_shorter_side
 from percep_lightning.backbones.base import FrozenBackbone, HoldsFrozen
-from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures, resize_like_tensorflow1
+from percep_lightning.backbones.inception import (
+    RESIZE_MODES,
+    FIDInceptionV3,
+    InceptionFeatures,
+    ResizeMode,
+    resize_like_clean_fid,
+    resize_like_tensorflow1,
+)
 from percep_lightning.backbones.lpips_weights import lpips_linear_weights
 from percep_lightning.backbones.torchvision_trunks import LAYER_NAMES, TorchvisionFeatures, layer_index
 from percep_lightning.backbones.weights import (
@@ -14,11 +22,14 @@ from percep_lightning.backbones.weights import (
 )
 
 __all__ = [
+    "ArtInception",
     "FIDInceptionV3",
     "FrozenBackbone",
     "HoldsFrozen",
     "InceptionFeatures",
     "LAYER_NAMES",
+    "RESIZE_MODES",
+    "ResizeMode",
     "TorchvisionFeatures",
     "WEIGHTS",
     "WeightsArg",
@@ -27,6 +38,8 @@ __all__ = [
     "fetch",
     "layer_index",
     "lpips_linear_weights",
+    "resize_like_clean_fid",
     "resize_like_tensorflow1",
+    "resize_shorter_side",
     "resolve_state_dict",
 ]

@@ -2,9 +2,23 @@
 
 This is the network every published FID and Inception Score comes from (pytorch-fid's
 ``pt_inception-2015-12-05-6726825d.pth``, the same file torch-fidelity and torchmetrics load). It
-differs from torchvision's Inception v3 in four places, all reproduced here: average pools that do not
-count padding, a max pool in the last block, a 1008-way classifier, and TensorFlow 1.x's bilinear
-resize to 299x299 (no half-pixel offset).
+differs from torchvision's Inception v3 in three places, all reproduced here: average pools that do not
+count padding, a max pool in the last block, and a 1008-way classifier.
+
+The reference implementations agree on the network but not on how an image reaches 299x299, and the
+published numbers differ by that alone. ``resize`` chooses one of them (see :data:`RESIZE_MODES`):
+
+* ``"tensorflow"``: torch-fidelity (and the TensorFlow FID code of the original papers): TensorFlow 1.x
+  bilinear resize (no half-pixel offset, no antialiasing) of ``[0, 255]`` pixels, then
+  ``(x - 128) / 128``.
+* ``"pytorch_fid"``: pytorch-fid: pixels as float in [0, 1], ``F.interpolate(bilinear,
+  align_corners=False)``, then ``2 x - 1``.
+* ``"clean"``: clean-fid (Parmar et al. 2022): each channel as a float32 Pillow image resized with
+  antialiased bicubic filtering (``make_resizer("PIL", False, "bicubic", (299, 299))``), values kept
+  unquantised in [0, 255], then ``(x - 128) / 128``.
+* ``"bilinear"``: the pytorch-fid resize with torch-fidelity's ``(x - 128) / 128`` scaling; kept for
+  compatibility with earlier versions of this package, it reproduces no published number (its features
+  are about 0.3% from pytorch-fid's): prefer ``"pytorch_fid"``.
 
 One forward pass returns both the 2048-d pool3 features (FID) and the classifier logits without the
 bias (the "logits_unbiased" that Inception Score uses).
@@ -14,6 +28,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,7 +37,20 @@ from percep_lightning.backbones.base import FrozenBackbone
 from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
 
 INCEPTION_SIZE = 299
-ResizeMode = Literal["tensorflow", "bilinear"]
+ResizeMode = Literal["tensorflow", "pytorch_fid", "clean", "bilinear"]
+RESIZE_MODES: tuple[str, ...] = ("tensorflow", "pytorch_fid", "clean", "bilinear")
+"""The accepted ``resize`` values, in the order the documentation lists them."""
+
+
+def check_resize(resize: object) -> None:
+    """Raise a ValueError listing :data:`RESIZE_MODES` unless ``resize`` is one of them.
+
+    Example:
+        >>> from percep_lightning.backbones.inception import check_resize
+        >>> check_resize("clean")
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"Expected `resize` to be one of {RESIZE_MODES}, but got {resize!r}.")
 
 
 class InceptionFeatures(NamedTuple):
@@ -218,6 +246,36 @@ def resize_like_tensorflow1(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
     return upper + (lower - upper) * dy.view(-1, 1)
 
 
+def resize_like_clean_fid(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
+    """Resize as clean-fid does: each channel a float32 Pillow image, antialiased bicubic, clipped to [0, 255].
+
+    This is ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (size, size))``: Pillow's ``"F"`` mode
+    keeps the values unquantised, and its bicubic filter widens with the downscaling factor (antialiasing).
+    It runs on the CPU through NumPy; the result comes back on the device of ``x``.
+
+    Args:
+        x: ``(N, C, H, W)`` floating-point images with values in [0, 255].
+        size: the output height and width.
+
+    Returns:
+        ``(N, C, size, size)`` float32 on the device of ``x``.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.backbones.inception import resize_like_clean_fid
+        >>> resize_like_clean_fid(torch.full((1, 3, 40, 30), 7.0), size=20).unique()
+        tensor([7.])
+    """
+    from PIL import Image
+
+    planes = x.detach().to("cpu", torch.float32).numpy()
+    out = np.empty((*planes.shape[:2], size, size), dtype=np.float32)
+    for index in np.ndindex(*planes.shape[:2]):
+        plane = Image.fromarray(np.ascontiguousarray(planes[index]), mode="F")
+        out[index] = np.asarray(plane.resize((size, size), resample=Image.BICUBIC))
+    return torch.from_numpy(out.clip(0, 255)).to(x.device)
+
+
 class FIDInceptionV3(FrozenBackbone):
     """The frozen FID Inception v3, returning pool3 features and unbiased logits in one pass.
 
@@ -225,8 +283,10 @@ class FIDInceptionV3(FrozenBackbone):
         weights: ``"default"`` (``pt_inception-2015-12-05-6726825d.pth``, from the cache or downloaded),
             a path to a file in that format (pytorch-fid / torch-fidelity), a state dict, or ``None``
             for random weights.
-        resize: ``"tensorflow"`` (default, torch-fidelity's TF1-compatible bilinear resize, matching
-            published FID) or ``"bilinear"`` (``F.interpolate(..., align_corners=False)``, pytorch-fid's).
+        resize: how images reach 299x299 and [-1, 1] (see the module notes): ``"tensorflow"`` (default,
+            torch-fidelity and the TensorFlow FID papers), ``"pytorch_fid"`` (pytorch-fid), ``"clean"``
+            (clean-fid) or ``"bilinear"`` (the pytorch-fid resize with ``(x - 128) / 128`` scaling, for
+            compatibility; prefer ``"pytorch_fid"``).
 
     Shape:
         - Input: ``(N, 3, H, W)`` pixel values in [0, 255], ``uint8`` or floating point.
@@ -239,8 +299,7 @@ class FIDInceptionV3(FrozenBackbone):
 
     def __init__(self, weights: WeightsArg = "default", resize: ResizeMode = "tensorflow") -> None:
         super().__init__()
-        if resize not in ("tensorflow", "bilinear"):
-            raise ValueError(f"Expected `resize` to be 'tensorflow' or 'bilinear', but got {resize!r}.")
+        check_resize(resize)
         self.resize = resize
         self.Conv2d_1a_3x3 = _ConvBN(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = _ConvBN(32, 32, 3)
@@ -277,13 +336,21 @@ class FIDInceptionV3(FrozenBackbone):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """Resize ``[0, 255]`` images to 299x299 and scale them to [-1, 1) as ``(x - 128) / 128``."""
+        """Resize ``[0, 255]`` images to 299x299 and scale them to [-1, 1] as the ``resize`` mode's reference."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"Expected images of shape (N, 3, H, W), but got {tuple(images.shape)}.")
         x = images.to(torch.float32)
         if self.resize == "tensorflow":
-            x = resize_like_tensorflow1(x)
-        elif x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+            return (resize_like_tensorflow1(x) - 128) / 128
+        if self.resize == "clean":
+            return (resize_like_clean_fid(x) - 128) / 128
+        if self.resize == "pytorch_fid":
+            # pytorch-fid reads images as float in [0, 1] and interpolates even at 299x299 (an identity).
+            x = F.interpolate(
+                x / 255, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False
+            )
+            return 2 * x - 1
+        if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
             x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
         return (x - 128) / 128
 

@@ -45,7 +45,8 @@ class WeightsSpec:
         name: the short name used by the CLI (``percep-lightning weights download NAME``).
         filename: the file name of the official download; the cache keeps it unchanged.
         url: where the official file is published.
-        sha256_prefix: the leading hex digits of the file's SHA-256 (the suffix of ``filename``).
+        sha256_prefix: the leading hex digits of the file's SHA-256 (the suffix of ``filename``); empty
+            when the publisher gives no digest, and then the download is not checked.
         description: what the weights are, for ``percep-lightning weights list``.
     """
 
@@ -98,6 +99,13 @@ WEIGHTS: dict[str, WeightsSpec] = {
             "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
             "6726825d",
             "TensorFlow Inception 2015-12-05 ported to PyTorch (FID and Inception Score)",
+        ),
+        WeightsSpec(
+            "art_inception",
+            "art_inception.pth",
+            "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth",
+            "",
+            "Inception v3 trained on art (Wright & Ommer 2022; ArtFID, as StyleID evaluates it)",
         ),
     )
 }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import typing
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from torchmetrics import Metric
 
-from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
+from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode, check_resize
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.callbacks.metric_table import METRICS, CallbackMetric, MetricOptions
 from percep_lightning.callbacks.real_stats import (
@@ -118,7 +117,8 @@ class ImageMetricsCallback(Callback):
         prog_bar: also show the logged values in the progress bar.
         dataloader_idx: which evaluation dataloader feeds the metrics (others are ignored).
         is_splits: the number of Inception Score splits (torch-fidelity: 10).
-        resize: the Inception resize mode (``"tensorflow"``: torch-fidelity, default).
+        resize: how images reach 299x299: ``"tensorflow"`` (torch-fidelity, default), ``"pytorch_fid"``,
+            ``"clean"`` (clean-fid) or ``"bilinear"`` (legacy); see :class:`~percep_lightning.backbones.FIDInceptionV3`.
         quantize: how float images become ``uint8`` for Inception: ``"round"`` (as when saving a PNG) or
             ``"truncate"`` (torchmetrics' ``normalize=True``).
         cache_real_stats: reuse the real-image statistics across epochs (see above).
@@ -177,9 +177,7 @@ class ImageMetricsCallback(Callback):
         _check_int(dataloader_idx, "dataloader_idx", minimum=0)
         if extractor is not None and not callable(extractor):
             raise TypeError(f"Expected `extractor` to be callable, but got {type(extractor).__name__}.")
-        modes = typing.get_args(ResizeMode)
-        if resize not in modes:
-            raise ValueError(f"Expected `resize` to be one of {modes}, but got {resize!r}.")
+        check_resize(resize)
         check_quantize(quantize)
         if cfsd_chunk_size is not None:
             _check_int(cfsd_chunk_size, "cfsd_chunk_size", minimum=1)

@@ -3,8 +3,9 @@
 from percep_lightning.functional.cfsd import cfsd
 from percep_lightning.functional.color import rgb_to_y
 from percep_lightning.functional.cosine import image_cosine_similarity
-from percep_lightning.functional.fid import feature_statistics, frechet_distance
+from percep_lightning.functional.fid import feature_statistics, fid_infinity, frechet_distance
 from percep_lightning.functional.inception_score import inception_score
+from percep_lightning.functional.kid import kernel_inception_distance
 from percep_lightning.functional.lpips import lpips_distance
 from percep_lightning.functional.perceptual import gram_matrix
 from percep_lightning.functional.pixel import pixel_loss, psnr
@@ -13,10 +14,12 @@ from percep_lightning.functional.ssim import ms_ssim, ssim
 __all__ = [
     "cfsd",
     "feature_statistics",
+    "fid_infinity",
     "frechet_distance",
     "gram_matrix",
     "image_cosine_similarity",
     "inception_score",
+    "kernel_inception_distance",
     "lpips_distance",
     "ms_ssim",
     "pixel_loss",

@@ -31,6 +31,8 @@ from torch import Tensor
 __all__ = [
     "feature_statistics",
     "feature_sums",
+    "fid_infinity",
+    "fid_infinity_from_statistics",
     "frechet_distance",
     "frechet_distance_from_features",
 ]
@@ -145,6 +147,171 @@ def frechet_distance_from_features(features1: Tensor, features2: Tensor) -> Tens
         )
     (mu1, sigma1), (mu2, sigma2) = stats
     return frechet_distance(mu1, sigma1, mu2, sigma2)
+
+
+def fid_infinity(
+    real_features: Tensor,
+    fake_features: Tensor,
+    *,
+    num_points: int = 15,
+    min_samples: int = 5000,
+    seed: int = 2020,
+    paired: bool = False,
+) -> Tensor:
+    r"""FID extrapolated to infinitely many generated samples (Chong & Forsyth 2020), ``FID_inf``.
+
+    FID is biased upwards by an amount that, to first order, is proportional to ``1/N`` for ``N`` generated
+    samples. ``FID_N`` is computed on random subsets of ``N`` samples for ``num_points`` values of ``N``
+    evenly spaced from ``min_samples`` to the number of generated samples
+    (``numpy.linspace(min_samples, n, num_points).astype(int32)``), a least-squares line
+    ``FID_N = FID_inf + slope / N`` is fitted, and its intercept is returned.
+
+    Subsets follow the reference code: one index array ``arange(n)`` is shuffled in place with
+    ``numpy.random.RandomState(seed).shuffle`` before each ``N`` and its first ``N`` entries are taken.
+    With ``paired=False`` (Chong & Forsyth) only the generated set is subsampled and the real statistics
+    come from every real sample; with ``paired=True`` (StyleID's ``art_fid_inf``) both sets are indexed by
+    the same subset, which needs sets of equal size.
+
+    Args:
+        real_features: ``(N_real, D)`` reference features.
+        fake_features: ``(N_fake, D)`` generated features.
+        num_points: the number of subset sizes (the references use 15), at least 2.
+        min_samples: the smallest subset size (the references use 5000), at least 2 and below ``N_fake``.
+        seed: the seed of ``numpy.random.RandomState`` that draws the subsets.
+        paired: subsample both sets with the same indices (StyleID) instead of only the generated one.
+
+    Returns:
+        ``FID_inf`` as a 0-dim float64 tensor (it may be slightly negative for very close sets).
+
+    Raises:
+        TypeError: if the features are not floating-point tensors or an option has the wrong type.
+        ValueError: on bad shapes or NaN/Inf, ``num_points < 2``, ``min_samples < 2``, fewer generated
+            samples than ``min_samples + 1``, or unequal set sizes with ``paired=True``.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional import fid_infinity
+        >>> g = torch.Generator().manual_seed(0)
+        >>> real, fake = torch.randn(400, 4, generator=g), torch.randn(400, 4, generator=g) + 0.5
+        >>> value = fid_infinity(real, fake, num_points=5, min_samples=100)
+        >>> bool(0.5 < value < 1.5), value.dtype  # the squared mean difference is 4 * 0.5 ** 2
+        (True, torch.float64)
+    """
+    for name, features in (("real_features", real_features), ("fake_features", fake_features)):
+        _check_features(features, name)
+    if real_features.shape[1] != fake_features.shape[1]:
+        raise ValueError(
+            "Expected `real_features` and `fake_features` to have the same feature dimension, but got shapes "
+            f"{tuple(real_features.shape)} and {tuple(fake_features.shape)}."
+        )
+    if not isinstance(paired, bool):
+        raise TypeError(f"Expected `paired` to be a bool, but got {type(paired).__name__}.")
+    n = fake_features.shape[0]
+    _check_infinity_options(n, num_points, min_samples, seed)
+    if paired and real_features.shape[0] != n:
+        raise ValueError(
+            "Expected `real_features` and `fake_features` to have the same number of samples with "
+            f"`paired=True`, but got {real_features.shape[0]} and {n}."
+        )
+    real = _float64(real_features)
+    if paired:
+        return _extrapolate_fid(real, _float64(fake_features), num_points, min_samples, seed)
+    return _extrapolate_fid(
+        _mean_and_covariance(real), _float64(fake_features), num_points, min_samples, seed
+    )
+
+
+def _extrapolate_fid(
+    real: Tensor | tuple[Tensor, Tensor], fake: Tensor, num_points: int, min_samples: int, seed: int
+) -> Tensor:
+    """FID_inf from float64 generated features and either real features (paired) or real ``(mu, sigma)``."""
+    n = fake.shape[0]
+    sizes = np.linspace(min_samples, n, num_points).astype(np.int32)
+    order = np.arange(n)
+    rng = np.random.RandomState(int(seed))
+    values = []
+    for size in sizes:
+        rng.shuffle(order)
+        subset = torch.from_numpy(order[:size].copy()).to(fake.device)
+        mu_fake, sigma_fake = _mean_and_covariance(fake[subset])
+        mu_real, sigma_real = real if isinstance(real, tuple) else _mean_and_covariance(real[subset])
+        values.append(frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake))
+    fids = torch.stack(values)
+    inverse = torch.from_numpy(1.0 / sizes.astype(np.float64)).to(fids.device)
+    centred = inverse - inverse.mean()
+    slope = (centred * (fids - fids.mean())).sum() / (centred * centred).sum()
+    return fids.mean() - slope * inverse.mean()
+
+
+def fid_infinity_from_statistics(
+    mu_real: Tensor,
+    sigma_real: Tensor,
+    fake_features: Tensor,
+    *,
+    num_points: int = 15,
+    min_samples: int = 5000,
+    seed: int = 2020,
+) -> Tensor:
+    """:func:`fid_infinity` (``paired=False``) with the real side given by its mean and covariance.
+
+    This is the form a streaming metric uses: the real set is summarised by its statistics (or loaded from
+    a cache), and only the generated features are kept.
+
+    Args:
+        mu_real: ``(D,)`` mean of the real features.
+        sigma_real: ``(D, D)`` covariance of the real features.
+        fake_features: ``(N_fake, D)`` generated features.
+        num_points: the number of subset sizes, at least 2.
+        min_samples: the smallest subset size, at least 2 and below ``N_fake``.
+        seed: the seed of ``numpy.random.RandomState`` that draws the subsets.
+
+    Returns:
+        ``FID_inf`` as a 0-dim float64 tensor.
+
+    Raises:
+        TypeError, ValueError: as :func:`fid_infinity`.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.fid import fid_infinity_from_statistics
+        >>> fake = torch.randn(300, 3, generator=torch.Generator().manual_seed(0))
+        >>> value = fid_infinity_from_statistics(torch.zeros(3), torch.eye(3), fake, num_points=4, min_samples=50)
+        >>> value.shape, value.dtype
+        (torch.Size([]), torch.float64)
+    """
+    _check_statistics(mu_real, sigma_real, "mu_real", "sigma_real")
+    _check_features(fake_features, "fake_features")
+    if fake_features.shape[1] != mu_real.shape[0]:
+        raise ValueError(
+            f"Expected `fake_features` to have {mu_real.shape[0]} features like `mu_real`, but got shape "
+            f"{tuple(fake_features.shape)}."
+        )
+    _check_infinity_options(fake_features.shape[0], num_points, min_samples, seed)
+    fake = _float64(fake_features)
+    real = (_float64(mu_real).to(fake.device), _float64(sigma_real).to(fake.device))
+    return _extrapolate_fid(real, fake, num_points, min_samples, seed)
+
+
+def _check_infinity_options(n: int, num_points: int, min_samples: int, seed: int) -> None:
+    for name, value in (("num_points", num_points), ("min_samples", min_samples), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}.")
+    if num_points < 2:
+        raise ValueError(f"Expected `num_points` to be >= 2 (a line needs two points), but got {num_points}.")
+    if min_samples < 2:
+        raise ValueError(f"Expected `min_samples` to be >= 2, but got {min_samples}.")
+    if n <= min_samples:
+        raise ValueError(
+            f"FID-infinity needs at least {min_samples + 1} generated samples (more than `min_samples`="
+            f"{min_samples}), but got {n}; add samples or lower `min_samples`."
+        )
+
+
+def _mean_and_covariance(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Float64 mean and unbiased covariance (``numpy.cov(x, rowvar=False)``) of the rows of ``x``."""
+    mu = x.mean(dim=0)
+    centred = x - mu
+    return mu, centred.T @ centred / (x.shape[0] - 1)
 
 
 def feature_sums(features: Tensor) -> tuple[Tensor, Tensor, int]:

@@ -11,11 +11,17 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
+from torchmetrics.utilities.data import dim_zero_cat
 
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.functional.fid import feature_statistics, feature_sums, frechet_distance
+from percep_lightning.functional.fid import (
+    feature_statistics,
+    feature_sums,
+    fid_infinity_from_statistics,
+    frechet_distance,
+)
 from percep_lightning.metrics._images import (
     KeepFloat64States,
     Quantize,
@@ -52,18 +58,29 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         weights: the Inception weights: ``"default"`` (the official
             ``pt_inception-2015-12-05-6726825d.pth``), a path to a file in that format, a state dict, or
             ``None`` (random, for tests). Ignored when ``backbone`` is given.
-        resize: ``"tensorflow"`` (torch-fidelity, published FID) or ``"bilinear"`` (pytorch-fid).
+        resize: ``"tensorflow"`` (torch-fidelity, published FID), ``"pytorch_fid"`` (pytorch-fid), ``"clean"``
+            (clean-fid) or ``"bilinear"`` (legacy); see :class:`~percep_lightning.backbones.FIDInceptionV3`.
         quantize: how float images become ``uint8``: ``"round"`` (``floor(255 x + 0.5)``, as when saving a
             PNG) or ``"truncate"`` (``(255 x).byte()``, torchmetrics' ``normalize=True``).
         reset_real_features: if ``False``, :meth:`reset` keeps the real-image sums, so a fixed reference set
             is processed once.
         backbone: an existing :class:`~percep_lightning.backbones.FIDInceptionV3` to share (e.g. with
             :class:`~percep_lightning.metrics.InceptionScore`) instead of building one.
+        infinity: if ``True``, :meth:`compute` returns FID-infinity (Chong & Forsyth 2020) instead of FID:
+            the generated features are kept per image (2048 float32 each, gathered across processes) and
+            FID is extrapolated to infinitely many generated images from random subsets of
+            ``infinity_min_samples`` to all of them; see
+            :func:`~percep_lightning.functional.fid.fid_infinity_from_statistics`. Pass ``indices`` to the
+            updates for a value independent of the number of processes.
+        infinity_num_points: the number of subset sizes of the fit (the reference uses 15), at least 2.
+        infinity_min_samples: the smallest subset (the reference uses 5000), at least 2; :meth:`compute`
+            needs more generated images than this.
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
-        ValueError: for an unknown ``resize`` or ``quantize``.
-        TypeError: if ``backbone`` is not an ``FIDInceptionV3`` or ``reset_real_features`` is not a bool.
+        ValueError: for an unknown ``resize`` or ``quantize``, or ``infinity_*`` options below 2.
+        TypeError: if ``backbone`` is not an ``FIDInceptionV3``, or ``reset_real_features`` or ``infinity``
+            is not a bool.
 
     Shape:
         - ``images``: ``(N, 3, H, W)`` or ``(N, 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
@@ -100,10 +117,28 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         quantize: Quantize = "round",
         reset_real_features: bool = True,
         backbone: FIDInceptionV3 | None = None,
+        infinity: bool = False,
+        infinity_num_points: int = 15,
+        infinity_min_samples: int = 5000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_quantize(quantize)
+        if not isinstance(infinity, bool):
+            raise TypeError(f"Expected `infinity` to be a bool, but got {type(infinity).__name__}.")
+        for name, value, minimum in (
+            ("infinity_num_points", infinity_num_points, 2),
+            ("infinity_min_samples", infinity_min_samples, 2),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(
+                    f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}."
+                )
+            if value < minimum:
+                raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}.")
+        self.infinity = infinity
+        self.infinity_num_points = infinity_num_points
+        self.infinity_min_samples = infinity_min_samples
         if not isinstance(reset_real_features, bool):
             raise TypeError(
                 f"Expected `reset_real_features` to be a bool, but got {type(reset_real_features).__name__}."
@@ -119,6 +154,9 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
                 f"{side}_outer_sum", torch.zeros(FEATURE_DIM, FEATURE_DIM, dtype=torch.float64), "sum"
             )
             self.add_state(f"{side}_num_samples", torch.zeros((), dtype=torch.long), "sum")
+        if infinity:
+            self.add_state("fake_features", [], dist_reduce_fx="cat")
+            self.add_state("fake_indices", [], dist_reduce_fx="cat")
 
     @property
     def backbone(self) -> FIDInceptionV3:
@@ -127,16 +165,19 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
 
     @property
     def resize(self) -> str:
-        """The backbone's resize mode (``"tensorflow"`` or ``"bilinear"``)."""
+        """The backbone's resize mode (one of :data:`~percep_lightning.backbones.RESIZE_MODES`)."""
         return self.backbone.resize
 
-    def update(self, images: Tensor, real: bool, *, precomputed: bool = False) -> None:
+    def update(
+        self, images: Tensor, real: bool, indices: Tensor | None = None, *, precomputed: bool = False
+    ) -> None:
         """Add a batch of real or generated images (or their precomputed pool3 features).
 
         Args:
             images: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1]; with
                 ``precomputed=True``, ``(N, 2048)`` pool3 features of the same Inception.
             real: ``True`` for reference images, ``False`` for generated ones.
+            indices: optional ``(N,)`` dataset positions, used only with ``infinity=True`` (see there).
             precomputed: whether ``images`` are pool3 features (the Inception forward already done).
 
         Raises:
@@ -149,9 +190,9 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
             features = images
         else:
             features = inception_forward(self.backbone, images, "images", self.quantize).pool3
-        self._add_features(features, real)
+        self._add_features(features, real, indices)
 
-    def update_features(self, features: Tensor, real: bool) -> None:
+    def update_features(self, features: Tensor, real: bool, indices: Tensor | None = None) -> None:
         """Add precomputed pool3 features (the Inception forward already done, e.g. shared with IS).
 
         The same as ``update(features, real, precomputed=True)``; see
@@ -160,13 +201,14 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         Args:
             features: ``(N, 2048)`` pool3 features of :class:`~percep_lightning.backbones.FIDInceptionV3`.
             real: ``True`` for reference images, ``False`` for generated ones.
+            indices: optional ``(N,)`` dataset positions, used only with ``infinity=True``.
 
         Raises:
             RuntimeError: when adding real features while real statistics are fixed.
         """
-        self.update(features, real, precomputed=True)
+        self.update(features, real, indices, precomputed=True)
 
-    def _add_features(self, features: Tensor, real: bool) -> None:
+    def _add_features(self, features: Tensor, real: bool, indices: Tensor | None = None) -> None:
         if not isinstance(features, Tensor) or not features.is_floating_point():
             raise TypeError("Expected `features` to be a floating-point tensor.")
         if features.ndim != 2 or features.shape[1] != FEATURE_DIM:
@@ -185,16 +227,52 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         setattr(self, f"{side}_features_sum", getattr(self, f"{side}_features_sum") + total)
         setattr(self, f"{side}_outer_sum", getattr(self, f"{side}_outer_sum") + outer)
         setattr(self, f"{side}_num_samples", getattr(self, f"{side}_num_samples") + n)
+        if self.infinity and not real:
+            self._keep_fake_features(features, indices)
+
+    def _keep_fake_features(self, features: Tensor, indices: Tensor | None) -> None:
+        if indices is not None:
+            if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+                raise TypeError("Expected `indices` to be an integer tensor.")
+            if tuple(indices.shape) != (features.shape[0],):
+                raise ValueError(
+                    f"Expected `indices` to have shape ({features.shape[0]},), but got {tuple(indices.shape)}."
+                )
+            self.fake_indices.append(indices.detach().to(self.device, torch.long))
+        self.fake_features.append(features.detach().to(self.device, torch.float32))
+
+    def _ordered_fake_features(self) -> Tensor:
+        features = _concatenated(self.fake_features).reshape(-1, FEATURE_DIM)
+        indices = _concatenated(self.fake_indices).reshape(-1)
+        if indices.numel() == 0:
+            return features
+        if indices.numel() != features.shape[0]:
+            raise ValueError(
+                f"Expected `indices` for every generated image or for none, but got {indices.numel()} indices "
+                f"for {features.shape[0]} images."
+            )
+        return features[torch.argsort(indices.to(features.device), stable=True)]
 
     def compute(self) -> Tensor:
-        """The FID between the accumulated (or fixed) real statistics and the generated images.
+        """The FID (FID-infinity with ``infinity=True``) between the real statistics and the generated images.
 
         Raises:
-            ValueError: if either side has fewer than 2 images.
+            ValueError: if either side has fewer than 2 images (with ``infinity=True``: if there are not
+                more than ``infinity_min_samples`` generated images).
 
         Warns:
             UserWarning: once per call (on rank zero) when a side has fewer images than feature dimensions.
         """
+        if self.infinity:
+            with _quiet_rank_warning():
+                mu_real, sigma_real, _ = self._statistics("real")
+            return fid_infinity_from_statistics(
+                mu_real,
+                sigma_real,
+                self._ordered_fake_features(),
+                num_points=self.infinity_num_points,
+                min_samples=self.infinity_min_samples,
+            )
         with _quiet_rank_warning():
             mu_real, sigma_real, n_real = self._statistics("real")
             mu_fake, sigma_fake, n_fake = self._statistics("fake")
@@ -317,3 +395,12 @@ def _quiet_rank_warning() -> Iterator[None]:
 def _check_real_flag(real: object) -> None:
     if not isinstance(real, bool):
         raise TypeError(f"Expected `real` to be a bool, but got {type(real).__name__} {real!r}.")
+
+
+def _concatenated(state: list[Tensor] | Tensor) -> Tensor:
+    """A list state as one tensor (after a distributed sync it already is one)."""
+    if isinstance(state, Tensor):
+        return state
+    if not state:
+        return torch.empty(0)
+    return dim_zero_cat(state)

@@ -42,7 +42,8 @@ class InceptionScore(HoldsFrozen, Metric):
         splits: the number of groups (torch-fidelity: 10).
         shuffle: shuffle the images before splitting (torch-fidelity: ``True``).
         seed: seed of the shuffle (torch-fidelity: 2020).
-        resize: ``"tensorflow"`` (torch-fidelity) or ``"bilinear"``.
+        resize: ``"tensorflow"`` (torch-fidelity), ``"pytorch_fid"``, ``"clean"`` or ``"bilinear"``
+            (see :class:`~percep_lightning.backbones.FIDInceptionV3`).
         quantize: how float images become ``uint8``: ``"round"`` or ``"truncate"``
             (see :class:`~percep_lightning.metrics.FrechetInceptionDistance`).
         backbone: an existing :class:`~percep_lightning.backbones.FIDInceptionV3` to share.
