@@ -1,32 +1,24 @@
-"""Frozen pretrained feature extractors with named outputs, and the resolution of their weights."""
+"""Frozen pretrained feature extractors with named outputs, and the resolution of their weights.
 
-from percep_lightning.backbones.base import FrozenBackbone, HoldsFrozen
-from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures, resize_like_tensorflow1
-from percep_lightning.backbones.lpips_weights import lpips_linear_weights
-from percep_lightning.backbones.torchvision_trunks import LAYER_NAMES, TorchvisionFeatures, layer_index
-from percep_lightning.backbones.weights import (
-    WEIGHTS,
-    WeightsArg,
-    WeightsSpec,
-    WeightsUnavailableError,
-    fetch,
-    resolve_state_dict,
+What users call is exported here; the building blocks (``FrozenBackbone``, ``HoldsFrozen``,
+``layer_index``, ``lpips_linear_weights``, ``resolve_state_dict``, ...) are imported from their modules.
+"""
+
+from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
+from percep_lightning.backbones.torchvision_trunks import (
+    LAYER_NAMES,
+    TorchvisionFeatures,
+    preferred_memory_format,
 )
+from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError, fetch
 
 __all__ = [
     "FIDInceptionV3",
-    "FrozenBackbone",
-    "HoldsFrozen",
     "InceptionFeatures",
     "LAYER_NAMES",
     "TorchvisionFeatures",
     "WEIGHTS",
-    "WeightsArg",
-    "WeightsSpec",
     "WeightsUnavailableError",
     "fetch",
-    "layer_index",
-    "lpips_linear_weights",
-    "resize_like_tensorflow1",
-    "resolve_state_dict",
+    "preferred_memory_format",
 ]

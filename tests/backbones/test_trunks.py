@@ -7,8 +7,9 @@ import torch
 import torchvision
 from torch import nn
 
-from percep_lightning.backbones import LAYER_NAMES, TorchvisionFeatures, layer_index
+from percep_lightning.backbones import LAYER_NAMES, TorchvisionFeatures
 from percep_lightning.backbones.base import HoldsFrozen
+from percep_lightning.backbones.torchvision_trunks import layer_index
 
 
 def _torchvision_model(arch, path):
@@ -28,7 +29,8 @@ def _torchvision_model(arch, path):
 )
 def test_named_outputs_equal_torchvision(arch, layers, torchvision_weights, photos):
     path = torchvision_weights(arch)
-    ours = TorchvisionFeatures(arch, layers, weights=path)
+    # torchvision's layout, for bit-equal outputs (the layout choice itself is tested below)
+    ours = TorchvisionFeatures(arch, layers, weights=path, memory_format="contiguous")
     reference = _torchvision_model(arch, path).features
     x = photos(2, 64)
     out = ours(x)
