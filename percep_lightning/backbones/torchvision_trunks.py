@@ -293,14 +293,15 @@ def _time_layouts(trunk: TorchvisionFeatures, dtype: torch.dtype, rounds: int = 
     training-size images, small enough to cost a fraction of a second once per process.
     """
     side = max(64, *trunk.min_size)
-    layers = copy.deepcopy(trunk.layers).to(dtype)
-    for layer in layers.modules():
-        if isinstance(layer, nn.ReLU):
-            layer.inplace = False
-    probe = torch.randn(1, 3, side, side, dtype=dtype, generator=torch.Generator().manual_seed(0))
     layouts = (torch.contiguous_format, torch.channels_last)
     times: dict[torch.memory_format, list[float]] = {layout: [] for layout in layouts}
+    # (also when called from a metric's inference-mode update: the copy must hold ordinary tensors)
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+        layers = copy.deepcopy(trunk.layers).to(dtype)
+        for layer in layers.modules():
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False
+        probe = torch.randn(1, 3, side, side, dtype=dtype, generator=torch.Generator().manual_seed(0))
         for round_ in range(rounds + 1):  # round 0 warms up oneDNN's kernel caches
             for layout in layouts if round_ % 2 else layouts[::-1]:
                 layers.to(memory_format=layout)

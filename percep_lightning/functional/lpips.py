@@ -14,7 +14,7 @@ gradient stays finite where a feature vector is zero (the package's gradient is 
 Speed: the normalisation, the squared difference and the weighted channel sum of a layer form one
 custom autograd function whose backward is written out (one pass over the saved maps instead of the
 dozen element-wise operations autograd would chain); the lin layer is a matrix-vector product over a
-view of the maps, in either memory format (the losses run their trunks in channels-last layout).
+view of the maps, in either memory format (each loss runs its trunk in the layout faster on the device).
 Everything runs in float32 (float64 for float64 features) with autocast disabled.
 """
 
