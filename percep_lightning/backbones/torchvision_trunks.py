@@ -214,12 +214,8 @@ class TorchvisionFeatures(FrozenBackbone):
             [('conv1_2', (1, 64, 16, 16)), ('relu2_1', (1, 128, 8, 8))]
         """
         x, y = self.prepare(x, "x"), self.prepare(y, "y")
-        release = {
-            self._index[name] + 1
-            for name in consumed
-            if self._index[name] + 1 < len(self.layers)
-            and isinstance(self.layers[self._index[name] + 1], nn.ReLU)
-        }
+        after = [self._index[name] + 1 for name in consumed if name in self._index]
+        release = {i for i in after if i < len(self.layers) and isinstance(self.layers[i], nn.ReLU)}
         for i, layer in enumerate(self.layers):
             if i in release:
                 x, y = torch.relu_(x), y.relu_()
@@ -263,11 +259,12 @@ def preferred_memory_format(
     """The faster layout for ``trunk`` on ``device``: decided once per process, architecture and depth.
 
     On CUDA, channels-last (cuDNN's tensor-core kernels read NHWC). On the CPU the answer depends on the
-    processor (oneDNN's channels-last kernels win by 15-40% on some x86 CPUs and lose on others), so it is
-    measured: the first call times a forward and backward of a small batch through the trunk in each
-    layout, interleaved, and keeps the faster one for the rest of the process. Other devices keep
-    torchvision's default (contiguous) layout. Pass ``memory_format`` to the trunk (or the loss) to skip
-    the measurement.
+    processor and the network (oneDNN's channels-last kernels are the faster on some x86 CPUs and the
+    slower on others; ``benchmarks/README.md`` keeps one table per CPU kind), so it is measured: the first
+    call times a forward and backward of a small image through the trunk in each layout, interleaved,
+    and keeps the faster for the rest of the process (each process of a multi-process run decides for
+    itself). Other devices keep torchvision's default (contiguous) layout. Pass ``memory_format`` to the
+    trunk (or the loss) to skip the measurement.
 
     Example:
         >>> trunk = TorchvisionFeatures("alexnet", ["relu1"], weights=None)
