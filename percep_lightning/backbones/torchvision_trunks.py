@@ -82,10 +82,11 @@ def layer_index(arch: str, name: str) -> int:
     return names.index(name)
 
 
-MemoryFormatArg = Literal["auto", "channels_last", "contiguous"]
-"""How a trunk lays out its weights and inputs; ``"auto"`` is :func:`preferred_memory_format`'s choice."""
+MemoryFormatArg = Literal["auto", "measure", "channels_last", "contiguous"]
+"""How a trunk lays out its weights and inputs: ``"auto"`` follows :func:`preferred_memory_format`'s rule,
+``"measure"`` times both layouts once per process, the other two fix the layout."""
 _MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
-_PREFERRED: dict[tuple[str, int, str, torch.dtype], torch.memory_format] = {}
+_MEASURED: dict[tuple[str, int, torch.dtype], torch.memory_format] = {}
 
 
 class TorchvisionFeatures(FrozenBackbone):
@@ -101,9 +102,10 @@ class TorchvisionFeatures(FrozenBackbone):
         layers: the names of the outputs, see :data:`LAYER_NAMES` (e.g. ``"relu3_1"`` for VGG).
         weights: ``"default"`` (torchvision's IMAGENET1K_V1 file), a path to a file in the same format
             (the full model's ``state_dict``), a state dict, or ``None`` for random weights.
-        memory_format: the layout of the weights and inputs: ``"auto"`` (default) lets
-            :func:`preferred_memory_format` pick the faster one for this trunk on the input's device, once
-            per process; ``"channels_last"`` or ``"contiguous"`` fix it. The values do not depend on it
+        memory_format: the layout of the weights and inputs: ``"auto"`` (default) follows
+            :func:`preferred_memory_format`'s rule for the input's device; ``"measure"`` times a forward
+            and backward of this trunk in both layouts on the first CPU input and keeps the faster for
+            the process; ``"channels_last"`` or ``"contiguous"`` fix it. The values do not depend on it
             beyond float rounding.
 
     Attributes:
@@ -140,9 +142,10 @@ class TorchvisionFeatures(FrozenBackbone):
             layers = [layers]
         if not layers:
             raise ValueError("Expected `layers` to name at least one layer, but got none.")
-        if memory_format not in ("auto", *_MEMORY_FORMATS):
+        if memory_format not in ("auto", "measure", *_MEMORY_FORMATS):
             raise ValueError(
-                f"Expected `memory_format` to be one of {('auto', *_MEMORY_FORMATS)}, but got {memory_format!r}."
+                f"Expected `memory_format` to be one of {('auto', 'measure', *_MEMORY_FORMATS)}, but got "
+                f"{memory_format!r}."
             )
         self.arch = arch
         self.layer_names = tuple(layers)
@@ -242,10 +245,12 @@ class TorchvisionFeatures(FrozenBackbone):
         check_min_size(images, names, self.min_size, f"{self.arch} up to {self.deepest}")
 
     def _layout(self, x: Tensor) -> torch.memory_format:
-        if self.memory_format != "auto":
+        if self.memory_format in _MEMORY_FORMATS:
             layout = _MEMORY_FORMATS[self.memory_format]
+        elif self.memory_format == "measure" and x.device.type == "cpu" and x.dtype in _MEASURED_DTYPES:
+            layout = measured_memory_format(self, x.dtype)
         else:
-            layout = preferred_memory_format(self, x.device, x.dtype)
+            layout = preferred_memory_format(x.device)
         weight = self.layers[0].weight
         if not weight.is_contiguous(memory_format=layout):
             with torch.inference_mode(False), torch.no_grad():
@@ -253,34 +258,54 @@ class TorchvisionFeatures(FrozenBackbone):
         return layout
 
 
-def preferred_memory_format(
-    trunk: TorchvisionFeatures, device: torch.device, dtype: torch.dtype
-) -> torch.memory_format:
-    """The faster layout for ``trunk`` on ``device``: decided once per process, architecture and depth.
+_MEASURED_DTYPES = (torch.float32, torch.float64)
 
-    On CUDA, channels-last (cuDNN's tensor-core kernels read NHWC). On the CPU the answer depends on the
-    processor and the network (oneDNN's channels-last kernels are the faster on some x86 CPUs and the
-    slower on others; ``benchmarks/README.md`` keeps one table per CPU kind), so it is measured: the first
-    call times a forward and backward of a small image through the trunk in each layout, interleaved,
-    and keeps the faster for the rest of the process (each process of a multi-process run decides for
-    itself). Other devices keep torchvision's default (contiguous) layout. Pass ``memory_format`` to the
-    trunk (or the loss) to skip the measurement.
+
+def preferred_memory_format(device: torch.device) -> torch.memory_format:
+    """The layout the backbone losses use on ``device`` by default (``memory_format="auto"``).
+
+    The rule, from the side-by-side runs in ``benchmarks/README.md`` (one table per CPU kind):
+
+    * CUDA: channels-last (cuDNN's tensor-core kernels read NHWC).
+    * CPU with AVX-512 (``torch.backends.cpu.get_cpu_capability()``): channels-last. On the Intel Xeon
+      machines measured, oneDNN's channels-last convolutions, pooling and the losses' channel reductions
+      beat the default layout for VGG, AlexNet and SqueezeNet.
+    * other CPUs (AVX2 and below): torchvision's default layout. On an AMD EPYC run channels-last AlexNet
+      was the slower; whether that follows the instruction set is not established, so pass
+      ``memory_format`` to override.
+    * other devices: the default layout.
+
+    A rule, not a measurement, so that the layout (and float rounding) does not depend on what else
+    the machine was doing at start-up. ``memory_format="measure"`` times both layouts instead, once per
+    process, network and dtype (:func:`measured_memory_format`).
+
+    Example:
+        >>> preferred_memory_format(torch.device("cuda"))
+        torch.channels_last
+    """
+    if device.type == "cuda":
+        return torch.channels_last
+    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def measured_memory_format(trunk: TorchvisionFeatures, dtype: torch.dtype) -> torch.memory_format:
+    """The faster layout for ``trunk`` on the CPU, timed once per process, architecture, depth and dtype.
+
+    The first call times a forward and backward of a small image through the trunk in each layout,
+    interleaved, and keeps the faster for the rest of the process (each process of a multi-process run
+    decides for itself). On a machine busy with other work the timing, and so the choice, is noisy.
 
     Example:
         >>> trunk = TorchvisionFeatures("alexnet", ["relu1"], weights=None)
-        >>> preferred_memory_format(trunk, torch.device("cpu"), torch.float32) in (
-        ...     torch.channels_last, torch.contiguous_format)
+        >>> measured_memory_format(trunk, torch.float32) in (torch.channels_last, torch.contiguous_format)
         True
     """
-    key = (trunk.arch, len(trunk.layers), device.type, dtype)
-    if key not in _PREFERRED:
-        if device.type == "cuda":
-            _PREFERRED[key] = torch.channels_last
-        elif device.type == "cpu" and dtype in (torch.float32, torch.float64):
-            _PREFERRED[key] = _time_layouts(trunk, dtype)
-        else:
-            _PREFERRED[key] = torch.contiguous_format
-    return _PREFERRED[key]
+    key = (trunk.arch, len(trunk.layers), dtype)
+    if key not in _MEASURED:
+        _MEASURED[key] = _time_layouts(trunk, dtype)
+    return _MEASURED[key]
 
 
 def _time_layouts(trunk: TorchvisionFeatures, dtype: torch.dtype, rounds: int = 2) -> torch.memory_format:

@@ -47,9 +47,9 @@ class CFSDLoss(HoldsFrozen, nn.Module):
         chunk_size: rows of the ``(hw, hw)`` similarity matrices computed at once.
         reduction: ``"mean"`` over the image pairs (StyleID's dataset value), ``"sum"``, or ``"none"``
             (``(N,)``).
-        memory_format: the trunk's layout: ``"auto"`` (the faster on the device, see
-            :func:`~percep_lightning.backbones.preferred_memory_format`), ``"channels_last"`` or
-            ``"contiguous"``.
+        memory_format: the trunk's layout: ``"auto"`` (the device's rule, see
+            :func:`~percep_lightning.backbones.preferred_memory_format`), ``"measure"``,
+            ``"channels_last"`` or ``"contiguous"``.
 
     Raises:
         ValueError: for a bad ``input_range``, ``chunk_size``, ``reduction`` or ``memory_format``; in the

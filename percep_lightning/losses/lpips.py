@@ -47,11 +47,10 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
     ``spatial=True``) and summed over layers. See :mod:`percep_lightning.functional.lpips`.
 
     The target goes through the trunk under ``torch.no_grad()`` in its own pass: it is a constant and
-    builds no graph even if it requires grad. The trunk's memory layout is the faster one for that
-    network on the device (``memory_format="auto"``: channels-last on CUDA, measured once per process and
-    network on the CPU, where the winner depends on the processor; see
-    :func:`~percep_lightning.backbones.preferred_memory_format`); the values do not depend on it beyond
-    float rounding.
+    builds no graph even if it requires grad. The trunk's memory layout follows the device
+    (``memory_format="auto"``: channels-last on CUDA and on AVX-512 CPUs, see
+    :func:`~percep_lightning.backbones.preferred_memory_format`; ``"measure"`` times both once per
+    process); the values do not depend on it beyond float rounding.
 
     Args:
         net: ``"alex"`` (default, the package's recommended metric), ``"vgg"`` or ``"squeeze"``.
@@ -63,7 +62,7 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
             weights always come from the package data.
         reduction: ``"mean"`` or ``"sum"`` over every value of the output, or ``"none"``: ``(N, 1, 1, 1)``
             per image as the ``lpips`` package (``(N, 1, H, W)`` with ``spatial=True``).
-        memory_format: the trunk's layout: ``"auto"``, ``"channels_last"`` or ``"contiguous"``.
+        memory_format: the trunk's layout: ``"auto"``, ``"measure"``, ``"channels_last"`` or ``"contiguous"``.
 
     Raises:
         ValueError: for an unknown ``net``, ``reduction`` or ``memory_format`` or a bad ``input_range``;

@@ -70,9 +70,9 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per image, ``(N,)``). For ``criterion="fro"``,
             ``"mean"`` is BasicSR's single norm over the whole batch, see
             :mod:`percep_lightning.functional.perceptual`.
-        memory_format: the trunk's layout, ``"auto"`` (the faster on the device, measured once per
-            process on the CPU; see :func:`~percep_lightning.backbones.preferred_memory_format`),
-            ``"channels_last"`` or ``"contiguous"``.
+        memory_format: the trunk's layout: ``"auto"`` (the rule of
+            :func:`~percep_lightning.backbones.preferred_memory_format` for the device), ``"measure"``
+            (both timed once per process on the CPU), ``"channels_last"`` or ``"contiguous"``.
 
     Attributes:
         parts: after each forward, the detached unweighted values: ``"perceptual"`` and ``"style"`` (the

@@ -201,20 +201,20 @@ def test_walk_pair_yields_the_forward_features_and_gradients(torchvision_weights
     torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)
 
 
-def test_layout_choice_is_made_once_per_process_and_works_under_inference_mode():
+def test_measured_layout_is_decided_once_per_process_and_works_under_inference_mode():
     code = (
         "import time, warnings, torch\n"
         "warnings.simplefilter('ignore')\n"
-        "from percep_lightning.backbones import TorchvisionFeatures, preferred_memory_format\n"
-        "net = TorchvisionFeatures('alexnet', ['relu2'], weights=None)\n"
+        "from percep_lightning.backbones import TorchvisionFeatures\n"
+        "from percep_lightning.backbones.torchvision_trunks import measured_memory_format\n"
+        "net = TorchvisionFeatures('alexnet', ['relu2'], weights=None, memory_format='measure')\n"
         "with torch.inference_mode():\n"
         "    net(torch.rand(1, 3, 64, 64))\n"  # the first use decides, inside inference mode
         "x = torch.rand(1, 3, 64, 64, requires_grad=True)\n"
         "net(x)['relu2'].sum().backward()\n"
-        "first = preferred_memory_format(net, torch.device('cpu'), torch.float32)\n"
+        "first = measured_memory_format(net, torch.float32)\n"
         "start = time.perf_counter()\n"
-        "again = preferred_memory_format(TorchvisionFeatures('alexnet', ['relu2'], weights=None),\n"
-        "                                torch.device('cpu'), torch.float32)\n"
+        "again = measured_memory_format(TorchvisionFeatures('alexnet', ['relu2'], weights=None), torch.float32)\n"
         "assert again is first and time.perf_counter() - start < 1.0\n"
         "assert first in (torch.channels_last, torch.contiguous_format)\n"
         "assert net.layers[0].weight.is_contiguous(memory_format=first)\n"
@@ -223,3 +223,15 @@ def test_layout_choice_is_made_once_per_process_and_works_under_inference_mode()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ok torch.Size([1, 3, 64, 64])")
+
+
+def test_default_layout_follows_the_device_rule():
+    from percep_lightning.backbones import preferred_memory_format
+
+    assert preferred_memory_format(torch.device("cuda")) is torch.channels_last
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    expected = torch.channels_last if avx512 else torch.contiguous_format
+    assert preferred_memory_format(torch.device("cpu")) is expected
+    net = TorchvisionFeatures("alexnet", ["relu1"], weights=None)
+    net(torch.rand(1, 3, 64, 64))
+    assert net.layers[0].weight.is_contiguous(memory_format=expected)

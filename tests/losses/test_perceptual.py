@@ -365,6 +365,6 @@ def test_memory_format_is_a_choice_that_keeps_the_values(torchvision_weights, im
         if fmt == "contiguous":
             assert weight.is_contiguous()
     with pytest.raises(
-        ValueError, match=r"Expected `memory_format` to be one of \('auto', 'channels_last', "
+        ValueError, match=r"Expected `memory_format` to be one of \('auto', 'measure', 'channels_last', "
     ):
         VGGPerceptualLoss(weights=None, memory_format="nhwc")
