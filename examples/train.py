@@ -57,15 +57,21 @@ def backbone_fields(cfg: DictConfig) -> Iterator[tuple[DictConfig, str]]:
 
     That is a field ``weights`` or ``*_weights`` holding a string or null, in a node with a ``_target_``.
     ``CompositeLoss`` also has a ``weights`` field, but it is the mapping of term weights: left alone.
+    The terms of weight 0 are skipped: CompositeLoss never builds them, so their weights are not needed.
     """
 
     def walk(node: Any) -> Iterator[tuple[DictConfig, str]]:
         if isinstance(node, DictConfig):
+            unbuilt = _zero_weight_terms(node)
             for key in node:
                 if OmegaConf.is_missing(node, key):
                     continue
                 value = node[key]
-                if OmegaConf.is_config(value):
+                if key == "terms" and unbuilt:  # CompositeLoss never builds a term of weight 0
+                    for name in value:
+                        if str(name) not in unbuilt:
+                            yield from walk(value[name])
+                elif OmegaConf.is_config(value):
                     yield from walk(value)
                 elif _is_weights_field(node, str(key), value):
                     yield node, str(key)
@@ -76,6 +82,14 @@ def backbone_fields(cfg: DictConfig) -> Iterator[tuple[DictConfig, str]]:
     for group in ("loss", "callbacks"):
         if cfg.get(group) is not None:
             yield from walk(cfg[group])
+
+
+def _zero_weight_terms(node: DictConfig) -> set[str]:
+    """The names of the terms of weight 0 when ``node`` is a CompositeLoss config (``terms`` + ``weights``)."""
+    weights = node.get("weights") if "terms" in node else None
+    if not isinstance(weights, DictConfig):
+        return set()
+    return {str(name) for name, weight in weights.items() if weight == 0}
 
 
 def resolve_pretrained(cfg: DictConfig) -> bool:
@@ -135,14 +149,15 @@ def _warn_random_backbones(reason: str, missing: list[str] | None = None) -> Non
     from percep_lightning.backbones import WEIGHTS
 
     warnings.filterwarnings("ignore", message=r".*built with random weights.*")
+    warnings.filterwarnings("ignore", message=r"CFSD with a randomly initialised VGG19.*")
     if rank_zero_only.rank != 0:
         return
     bar = "!" * 100
     lines = [bar, f"WARNING: RANDOMLY INITIALISED BACKBONES ({reason})."]
     lines.append(
         "The loss still trains the network, but FID, IS, CFSD and the perceptual loss values are NOT\n"
-        "comparable to published numbers (random networks give near-constant FID/IS/CFSD); val/psnr and\n"
-        "val/ssim need no pretrained weights."
+        "comparable to published numbers (random networks give near-constant FID/IS, and CFSD ~1e-9 with\n"
+        "no trend); val/psnr and val/ssim need no pretrained weights."
     )
     if missing:
         lines.append(

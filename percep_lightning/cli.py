@@ -1,10 +1,15 @@
-"""The ``percep-lightning`` command line: manage the pretrained weights cache.
+"""The ``percep-lightning`` command line.
 
 Examples::
 
+    percep-lightning --version
     percep-lightning weights list
     percep-lightning weights download vgg19 inception_fid
     percep-lightning weights download --all
+
+Building the parser imports nothing heavy: torch is imported by a command's handler only, so
+``--help`` and ``--version`` answer at once. Each command group registers its subcommands in its own
+``_add_<group>_commands`` function and sets ``handler`` on its parsers.
 """
 
 from __future__ import annotations
@@ -13,10 +18,21 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError, fetch
+from percep_lightning import __version__
+
+DESCRIPTION = (
+    "Perceptual losses and image metrics for PyTorch Lightning: manage the pretrained weights cache."
+)
+EPILOG = """examples:
+  percep-lightning weights list                          what is cached, and where
+  percep-lightning weights download vgg19 inception_fid  fetch into the torch hub cache (TORCH_HOME)
+  percep-lightning weights download --all                every known file
+"""
 
 
-def _list() -> int:
+def _list(args: argparse.Namespace) -> int:
+    from percep_lightning.backbones.weights import WEIGHTS
+
     rows = [
         (spec.name, "yes" if spec.cache_path.is_file() else "no", str(spec.cache_path), spec.description)
         for spec in WEIGHTS.values()
@@ -28,9 +44,10 @@ def _list() -> int:
     return 0
 
 
-def _download(names: Sequence[str], everything: bool) -> int:
-    if everything:
-        names = list(WEIGHTS)
+def _download(args: argparse.Namespace) -> int:
+    from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError, fetch
+
+    names: Sequence[str] = list(WEIGHTS) if args.all else args.names
     if not names:
         print(
             "Name the weights to download, or pass --all. Known names: " + ", ".join(WEIGHTS), file=sys.stderr
@@ -50,25 +67,46 @@ def _download(names: Sequence[str], everything: bool) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``percep-lightning``."""
-    parser = argparse.ArgumentParser(prog="percep-lightning", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    weights = commands.add_parser("weights", help="list or pre-fetch the pretrained weights")
-    actions = weights.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="show every known weights file, its cache path and whether it is present")
+def _add_weights_commands(commands: argparse._SubParsersAction) -> None:
+    weights = commands.add_parser(
+        "weights",
+        help="list or pre-fetch the pretrained weights",
+        description="List the official pretrained weight files or download them into the torch hub cache.",
+    )
+    actions = weights.add_subparsers(dest="action", required=True, metavar="{list,download}")
+    listing = actions.add_parser(
+        "list", help="show every known weights file, its cache path and whether it is present"
+    )
+    listing.set_defaults(handler=_list)
     download = actions.add_parser("download", help="download weights into the torch hub cache (TORCH_HOME)")
-    download.add_argument("names", nargs="*", help=f"weights to fetch: {', '.join(WEIGHTS)}")
+    download.add_argument("names", nargs="*", help="weights to fetch (the names shown by `weights list`)")
     download.add_argument("--all", action="store_true", help="fetch every known weights file")
+    download.set_defaults(handler=_download)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``percep-lightning`` (building it imports neither torch nor Lightning).
+
+    Example:
+        >>> build_parser().parse_args(["weights", "download", "vgg19"]).names
+        ['vgg19']
+    """
+    parser = argparse.ArgumentParser(
+        prog="percep-lightning",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_weights_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``percep-lightning`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.action == "list":
-        return _list()
-    return _download(args.names, args.all)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ TINY = [
     "data.val_batch_size=2",
     "model.net.num_blocks=1",
     "callbacks.image_metrics.is_splits=2",
-    "callbacks.sr_grid.num_samples=2",
+    "callbacks.image_grid.num_samples=2",
 ]
 
 
@@ -101,6 +101,13 @@ def test_backbone_fields_skip_term_weights(tmp_path: Path) -> None:
     assert "ImageMetricsCallback.weights" in fields
     assert "ImageMetricsCallback.vgg_weights" in fields
     assert not any(name.startswith("CompositeLoss.") for name in fields)  # term weights are not backbones
+
+
+def test_backbone_fields_skip_terms_of_weight_zero(tmp_path: Path) -> None:
+    """``loss.weights.perceptual=0``: the VGG of that term is never built, so never fetched."""
+    assert "VGGPerceptualLoss.weights" in _fields(_compose([], tmp_path))
+    fields = _fields(_compose(["loss.weights.perceptual=0"], tmp_path))
+    assert "VGGPerceptualLoss.weights" not in fields and "ImageMetricsCallback.weights" in fields
 
 
 def test_pretrained_auto_offline_falls_back_with_one_warning(

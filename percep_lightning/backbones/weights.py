@@ -198,12 +198,15 @@ def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor
         human-readable description of where they came from, used in error messages.
 
     Raises:
+        ValueError: if ``weights`` is a number or a mapping whose values are not all tensors (a loss
+            weight given where the backbone's weights belong).
         TypeError: if ``weights`` is of an unsupported type.
         FileNotFoundError: if a path is given and no file is there.
         RuntimeError: if the file cannot be read as a state dict.
         WeightsUnavailableError: if ``"default"`` is neither cached nor downloadable.
     """
     get_spec(name)
+    _reject_loss_weights(name, weights)
     if weights is None:
         if name not in _warned_random:
             _warned_random.add(name)
@@ -233,6 +236,25 @@ def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise RuntimeError(f"Weights file {path} for {name} does not hold a state dict of tensors.")
     return dict(state), str(path)
+
+
+def _reject_loss_weights(name: str, weights: object) -> None:
+    """Raise a ValueError when ``weights`` holds numbers: a loss weight put where the backbone's belongs."""
+    if isinstance(weights, (bool, int, float)):
+        got = f"the number {weights!r}"
+    elif isinstance(weights, Mapping) and not all(isinstance(v, Tensor) for v in weights.values()):
+        got = (
+            "a mapping of "
+            + ", ".join(sorted({type(v).__name__ for v in weights.values() if not isinstance(v, Tensor)}))
+            + f" values ({_preview([f'{k}={v!r}' for k, v in weights.items()], 3)})"
+        )
+    else:
+        return
+    raise ValueError(
+        f"Expected `weights` of the {name} backbone to be 'default', a file path, a state dict of tensors "
+        f"or None, but got {got}. In a CompositeLoss config a term's loss weight is `weights.<term>`, "
+        "its backbone file `terms.<term>.weights`."
+    )
 
 
 def check_state_dict(reference: nn.Module, state: Mapping[str, Tensor], source: str, name: str) -> None:

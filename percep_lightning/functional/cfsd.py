@@ -42,7 +42,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from percep_lightning.functional._checks import check_reduction, reduce
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "cfsd", "patch_features"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "cfsd", "patch_features", "warn_random_backbone"]
 
 DEFAULT_CHUNK_SIZE = 1024
 """Rows of the similarity matrix per chunk: ``1024 * h * w`` floats per buffer (64 MiB at 512x512 input,
@@ -101,6 +101,31 @@ def cfsd(
             with torch.no_grad():
                 values = _cfsd_values(preds, content, chunk_size)
     return reduce(values, reduction)
+
+
+_warned_random = False
+
+
+def warn_random_backbone() -> None:
+    """Warn once per process (on rank zero) that CFSD from a randomly initialised VGG19 carries no signal.
+
+    A random relu3_1 has small activations, so ``M = F F^T`` is ~1e-4 and every row of ``P`` and ``Q``
+    is uniform to within that: CFSD is ~1e-9 to 1e-8 for any pair of images, whether they are the same
+    photograph, unrelated ones or noise, and it shows no trend over training. The CFSD loss and metric
+    call this when they build their VGG19 with ``weights=None``.
+    """
+    global _warned_random
+    if _warned_random:
+        return
+    _warned_random = True
+    from torchmetrics.utilities import rank_zero_warn
+
+    rank_zero_warn(
+        "CFSD with a randomly initialised VGG19 (weights=None) is ~1e-9 for any pair of images and shows "
+        "no trend: use the official VGG19 weights (weights='default' or the path of vgg19-dcbb9e9d.pth) "
+        "for a meaningful value.",
+        UserWarning,
+    )
 
 
 def patch_features(features: Tensor) -> Tensor:

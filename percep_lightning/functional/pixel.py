@@ -21,6 +21,7 @@ from percep_lightning.functional._checks import (
     check_reduction,
     reduce,
 )
+from percep_lightning.functional._paired import Channel, prepare_pair
 
 __all__ = ["PIXEL_LOSS_KINDS", "pixel_loss", "psnr"]
 
@@ -121,35 +122,49 @@ def psnr(
     preds: Tensor,
     target: Tensor,
     *,
-    data_range: float = 1.0,
+    data_range: float | None = None,
+    channel: Channel = "rgb",
+    crop_border: int = 0,
     reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
-    """Peak signal-to-noise ratio in decibels, per image.
+    """Peak signal-to-noise ratio in decibels, per image, in the three ways super-resolution papers report it.
 
     .. math::
         \\operatorname{PSNR}(x, y) = 10 \\log_{10} \\frac{L^2}{\\operatorname{MSE}(x, y)}
 
-    with the mean squared error taken over the channels and pixels of each image (as scikit-image's
-    ``peak_signal_noise_ratio`` on one image), then reduced over the batch. Identical images have an
-    infinite PSNR, so ``reduction="mean"`` over a batch containing one is ``inf``; the gradient there is
-    0 (never NaN).
+    ``channel`` chooses what the mean squared error is taken over:
+
+    * ``"rgb"`` (default): all channels and pixels of each image (scikit-image's
+      ``peak_signal_noise_ratio`` on one image; BasicSR's ``calculate_psnr`` without ``test_y_channel``);
+    * ``"y"``: the ITU-R BT.601 luma of MATLAB's ``rgb2ycbcr`` (:func:`~percep_lightning.functional.rgb_to_y`,
+      in ``[16, 235]`` on the 255 scale), compared with the same ``L``: BasicSR's ``test_y_channel=True``,
+      the number most super-resolution papers publish;
+    * ``"per_channel"``: the mean of the PSNRs of each channel.
+
+    ``crop_border=s`` first removes ``s`` pixels from every side (by convention ``s`` is the upscaling
+    factor). Identical images have an infinite PSNR, so ``reduction="mean"`` over a batch containing one
+    is ``inf``; the gradient there is 0 (never NaN).
 
     Args:
-        preds: the predicted images.
-        target: the reference images.
+        preds: the predicted images, ``uint8`` or floating point.
+        target: the reference images, the same shape and dtype kind.
         data_range: the value range ``L`` of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255],
-            ``2.0`` for [-1, 1]).
+            ``2.0`` for [-1, 1]); ``None`` means 255 for ``uint8`` images and 1.0 otherwise.
+        channel: ``"rgb"``, ``"y"`` (RGB or grey images; grey counts as R = G = B) or ``"per_channel"``.
+        crop_border: pixels removed from every side before the comparison.
         reduction: ``"mean"`` or ``"sum"`` of the per-image values, or ``"none"`` for one value per image.
-        validate_args: check the input tensors (type, shape, finite values); ``False`` skips these checks.
+        validate_args: check the input values for NaN/Inf; ``False`` skips this pass. Types, shapes and
+            scalar arguments are always checked.
 
     Returns:
         The PSNR in dB (higher is better), float32 (float64 for float64 inputs).
 
     Raises:
-        TypeError: if ``preds`` or ``target`` is not a floating-point tensor.
-        ValueError: on different shapes, a rank other than 4, NaN/Inf values, ``data_range <= 0`` or an
-            unknown ``reduction``.
+        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``.
+        ValueError: on different shapes, a rank other than 4, NaN/Inf values, ``data_range <= 0``, an
+            unknown ``channel`` or ``reduction`` (the message lists the choices), ``channel="y"`` on
+            images without 3 or 1 channels, or a ``crop_border`` that is negative or leaves no pixels.
 
     Shape:
         - ``preds``, ``target``: ``(N, C, H, W)``
@@ -163,16 +178,31 @@ def psnr(
         tensor(20.)
         >>> psnr(target, target, reduction="none")
         tensor([inf, inf])
+        >>> psnr(torch.full((1, 3, 8, 8), 10, dtype=torch.uint8), torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
+        ...      channel="y", crop_border=2)
+        tensor(29.4527)
     """
-    check_positive(data_range, "data_range")
     check_reduction(reduction)
-    if validate_args:
-        check_pair(preds, target)
-    dtype = _compute_dtype(preds, target)
     with torch.autocast(device_type=preds.device.type, enabled=False):
-        mse = (preds.to(dtype) - target.to(dtype)).square().flatten(1).mean(dim=1)
-        positive = mse > 0
-        # log of a placeholder where mse == 0, so that the gradient there is 0 instead of NaN
-        values = 10.0 * torch.log10(data_range**2 / torch.where(positive, mse, torch.ones_like(mse)))
-        values = torch.where(positive, values, torch.full_like(values, float("inf")))
+        x, y, value_range = prepare_pair(
+            preds,
+            target,
+            data_range=data_range,
+            channel=channel,
+            crop_border=crop_border,
+            validate_args=validate_args,
+        )
+        squared = (x - y).square()
+        if channel == "per_channel":
+            values = _decibels(squared.flatten(2).mean(dim=2), value_range).mean(dim=1)
+        else:
+            values = _decibels(squared.flatten(1).mean(dim=1), value_range)
         return reduce(values, reduction)
+
+
+def _decibels(mse: Tensor, data_range: float) -> Tensor:
+    """``10 log10(L^2 / mse)``, ``inf`` where ``mse == 0`` with a zero (not NaN) gradient there."""
+    positive = mse > 0
+    # log of a placeholder where mse == 0, so that the gradient there is 0 instead of NaN
+    values = 10.0 * torch.log10(data_range**2 / torch.where(positive, mse, torch.ones_like(mse)))
+    return torch.where(positive, values, torch.full_like(values, float("inf")))

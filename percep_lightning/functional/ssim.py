@@ -26,13 +26,14 @@ variances lose too many digits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from percep_lightning.functional._checks import check_pair, check_positive, check_reduction, reduce
+from percep_lightning.functional._checks import check_positive, check_reduction, reduce
+from percep_lightning.functional._paired import Channel, prepare_pair
 
 __all__ = ["MS_SSIM_WEIGHTS", "gaussian_window", "ms_ssim", "ssim"]
 
@@ -113,8 +114,9 @@ def check_ms_ssim_weights(weights: Sequence[float]) -> tuple[float, ...]:
     return values
 
 
-def _check_constants(data_range: float, k1: float, k2: float) -> None:
-    check_positive(data_range, "data_range")
+def _check_constants(data_range: float | None, k1: float, k2: float) -> None:
+    if data_range is not None:
+        check_positive(data_range, "data_range")
     check_positive(k1, "k1")
     check_positive(k2, "k2")
 
@@ -265,6 +267,14 @@ def _ssim_and_cs_reference(
     preds: Tensor, target: Tensor, window: Tensor, c1: float, c2: float
 ) -> tuple[Tensor, Tensor]:
     """The same values as :class:`_SSIMFunction`, through ordinary differentiable operations."""
+    ssim_map, cs = _ssim_and_cs_maps(preds, target, window, c1, c2)
+    return ssim_map.mean(dim=(-2, -1)), cs.mean(dim=(-2, -1))
+
+
+def _ssim_and_cs_maps(
+    preds: Tensor, target: Tensor, window: Tensor, c1: float, c2: float
+) -> tuple[Tensor, Tensor]:
+    """The SSIM and contrast-structure maps ``(N, C, H', W')``, through ordinary differentiable operations."""
     channels = preds.shape[1]
     stats = _filter_valid(
         torch.cat((preds, target, preds * preds, target * target, preds * target), dim=1), window
@@ -273,7 +283,7 @@ def _ssim_and_cs_reference(
     mu11, mu22, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     cs = (2 * (e12 - mu12) + c2) / (e11 - mu11 + e22 - mu22 + c2)
     luminance = (2 * mu12 + c1) / (mu11 + mu22 + c1)
-    return (luminance * cs).mean(dim=(-2, -1)), cs.mean(dim=(-2, -1))
+    return luminance * cs, cs
 
 
 def _double_backward(ctx, grad_ssim: Tensor | None, grad_cs: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -299,18 +309,60 @@ def _double_backward(ctx, grad_ssim: Tensor | None, grad_cs: Tensor | None) -> t
 # Public functions.
 
 
+@overload
 def ssim(
     preds: Tensor,
     target: Tensor,
     *,
-    data_range: float = 1.0,
+    data_range: float | None = None,
     kernel_size: int = 11,
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    channel: Channel = "rgb",
+    crop_border: int = 0,
+    input_range: Sequence[float] | None = None,
+    return_map: Literal[False] = False,
     reduction: Reduction = "mean",
     validate_args: bool = True,
-) -> Tensor:
+) -> Tensor: ...
+
+
+@overload
+def ssim(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    data_range: float | None = None,
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    channel: Channel = "rgb",
+    crop_border: int = 0,
+    input_range: Sequence[float] | None = None,
+    return_map: Literal[True],
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> tuple[Tensor, Tensor]: ...
+
+
+def ssim(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    data_range: float | None = None,
+    kernel_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    channel: Channel = "rgb",
+    crop_border: int = 0,
+    input_range: Sequence[float] | None = None,
+    return_map: bool = False,
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Structural similarity index (Wang et al. 2004), per image, with pytorch-msssim's conventions.
 
     .. math::
@@ -322,32 +374,56 @@ def ssim(
     filtering, no padding). The SSIM map is averaged over space, then over channels. Higher is more
     similar; ``ssim(x, x) == 1``. Computed in float32 (float64 for float64 inputs) with autocast disabled.
 
+    As super-resolution papers report it (BasicSR's ``calculate_ssim``): ``crop_border=s`` removes ``s``
+    pixels from every side first, and ``channel="y"`` compares the ITU-R BT.601 luma of MATLAB's
+    ``rgb2ycbcr`` (:func:`~percep_lightning.functional.rgb_to_y`) instead of the colour channels.
+    ``"rgb"`` and ``"per_channel"`` are the same thing for SSIM (it is defined per channel, then
+    averaged); both are accepted so that one ``channel`` setting serves PSNR and SSIM.
+
+    The luminance term depends on the absolute pixel level, so the images must lie in ``[0, L]``: values
+    far outside it warn (once per calling line); images in another range, such as ``[-1, 1]``, are
+    declared with ``input_range`` and shifted to start at 0 (``L = high - low``).
+
     Args:
-        preds: the predicted images.
-        target: the reference images.
-        data_range: the value range ``L`` of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255],
-            ``2.0`` for [-1, 1]).
+        preds: the predicted images, ``uint8`` or floating point.
+        target: the reference images, the same shape and dtype kind.
+        data_range: the value range ``L`` of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255]);
+            ``None`` means 255 for ``uint8`` images, ``high - low`` of ``input_range`` when it is given, and
+            1.0 otherwise.
         kernel_size: the number of Gaussian taps, odd.
         sigma: the Gaussian standard deviation in pixels.
         k1: the luminance stabilising constant.
         k2: the contrast stabilising constant.
+        channel: ``"rgb"`` / ``"per_channel"`` (every channel, averaged) or ``"y"`` (BT.601 luma of RGB
+            images; a grey image counts as R = G = B).
+        crop_border: pixels removed from every side before the comparison.
+        input_range: ``(low, high)`` of images that do not start at 0, e.g. ``(-1, 1)``.
+        return_map: also return the SSIM map (see Returns).
         reduction: ``"mean"`` or ``"sum"`` over images, or ``"none"`` for one value per image.
-        validate_args: check the input tensors (type, shape, finite values); ``False`` skips these checks
-            (and the device synchronisation the finiteness check costs). Scalar arguments and the image
-            size are always checked.
+        validate_args: check the input values (NaN/Inf, and the range warning); ``False`` skips this pass
+            (and the device synchronisation it costs). Types, shapes, scalar arguments and the image size
+            are always checked.
 
     Returns:
-        The SSIM, float32 (float64 for float64 inputs).
+        The SSIM, float32 (float64 for float64 inputs). With ``return_map=True``, the tuple ``(ssim,
+        ssim_map)`` where ``ssim_map`` holds the SSIM of every window position and channel: the "valid"
+        region, ``kernel_size - 1`` pixels smaller than the (cropped) image along each side. Its mean
+        over space and channels is the per-image value; it is differentiable.
 
     Raises:
-        TypeError: if ``preds`` or ``target`` is not a floating-point tensor.
+        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``.
         ValueError: on different shapes, a rank other than 4, NaN/Inf values, an image side smaller
-            than ``kernel_size``, ``data_range``, ``sigma``, ``k1`` or ``k2`` not positive, an even or
-            non-positive ``kernel_size``, or an unknown ``reduction``.
+            than ``kernel_size`` (after the crop), ``data_range``, ``sigma``, ``k1`` or ``k2`` not
+            positive, an even or non-positive ``kernel_size``, an unknown ``channel`` or ``reduction``
+            (the message lists the choices), ``channel="y"`` on images without 3 or 1 channels, a
+            ``crop_border`` that is negative or leaves no pixels, a bad ``input_range``, or a
+            ``data_range`` that disagrees with it.
 
     Shape:
-        - ``preds``, ``target``: ``(N, C, H, W)`` with ``H, W >= kernel_size``
+        - ``preds``, ``target``: ``(N, C, H, W)`` with ``H, W >= kernel_size + 2 crop_border``
         - Output: ``()``, or ``(N,)`` with ``reduction="none"``
+        - ``ssim_map``: ``(N, C', H - 2 crop_border - kernel_size + 1, W - 2 crop_border - kernel_size + 1)``
+          with ``C' = 1`` for ``channel="y"``, else ``C``
 
     Example:
         >>> import torch
@@ -357,6 +433,11 @@ def ssim(
         tensor(1.)
         >>> ssim(0.9 * target, target, reduction="none").shape
         torch.Size([2])
+        >>> value, ssim_map = ssim(0.9 * target, target, channel="y", crop_border=4, return_map=True)
+        >>> ssim_map.shape
+        torch.Size([2, 1, 14, 14])
+        >>> ssim(2 * target - 1, 2 * target - 1, input_range=(-1, 1))
+        tensor(1.)
     """
     window = gaussian_window(kernel_size, sigma, dtype=torch.float64)
     return _ssim_with_window(
@@ -366,8 +447,13 @@ def ssim(
         data_range=data_range,
         k1=k1,
         k2=k2,
+        channel=channel,
+        crop_border=crop_border,
+        input_range=input_range,
+        return_map=return_map,
         reduction=reduction,
         validate_args=validate_args,
+        stacklevel=3,
     )
 
 
@@ -375,12 +461,15 @@ def ms_ssim(
     preds: Tensor,
     target: Tensor,
     *,
-    data_range: float = 1.0,
+    data_range: float | None = None,
     kernel_size: int = 11,
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
     weights: Sequence[float] = MS_SSIM_WEIGHTS,
+    channel: Channel = "rgb",
+    crop_border: int = 0,
+    input_range: Sequence[float] | None = None,
     reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
@@ -395,35 +484,40 @@ def ms_ssim(
     len(weights)``; each scale halves the image with 2x2 average pooling (odd sides padded by one, as in
     pytorch-msssim). Negative terms are clamped to 0 so the fractional powers stay real (pytorch-msssim
     does the same); the gradient of a clamped term is 0. Computed in float32 (float64 for float64
-    inputs) with autocast disabled.
+    inputs) with autocast disabled. ``data_range``, ``channel``, ``crop_border``, ``input_range`` and the
+    range warning are as in :func:`ssim`.
 
     Args:
-        preds: the predicted images.
-        target: the reference images.
-        data_range: the value range ``L`` of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255],
-            ``2.0`` for [-1, 1]).
+        preds: the predicted images, ``uint8`` or floating point.
+        target: the reference images, the same shape and dtype kind.
+        data_range: the value range ``L`` of the images; ``None`` means 255 for ``uint8`` images,
+            ``high - low`` of ``input_range`` when it is given, and 1.0 otherwise.
         kernel_size: the number of Gaussian taps, odd.
         sigma: the Gaussian standard deviation in pixels.
         k1: the luminance stabilising constant.
         k2: the contrast stabilising constant.
         weights: one positive exponent per scale, finest first; fewer weights mean fewer scales and
             smaller admissible images.
+        channel: ``"rgb"`` / ``"per_channel"`` (every channel, averaged) or ``"y"`` (BT.601 luma).
+        crop_border: pixels removed from every side before the comparison.
+        input_range: ``(low, high)`` of images that do not start at 0, e.g. ``(-1, 1)``.
         reduction: ``"mean"`` or ``"sum"`` over images, or ``"none"`` for one value per image.
-        validate_args: check the input tensors (type, shape, finite values); ``False`` skips these checks.
-            Scalar arguments and the image size are always checked.
+        validate_args: check the input values (NaN/Inf, and the range warning); ``False`` skips this pass.
+            Types, shapes, scalar arguments and the image size are always checked.
 
     Returns:
         The MS-SSIM, float32 (float64 for float64 inputs).
 
     Raises:
-        TypeError: if ``preds`` or ``target`` is not a floating-point tensor.
+        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``.
         ValueError: on different shapes, a rank other than 4, NaN/Inf values, images whose smaller side
-            does not exceed ``(kernel_size - 1) * 2 ** (len(weights) - 1)`` (160 by default),
-            ``data_range``, ``sigma``, ``k1`` or ``k2`` not positive, an even or non-positive
-            ``kernel_size``, empty or non-positive ``weights``, or an unknown ``reduction``.
+            (after the crop) does not exceed ``(kernel_size - 1) * 2 ** (len(weights) - 1)`` (160 by
+            default), ``data_range``, ``sigma``, ``k1`` or ``k2`` not positive, an even or non-positive
+            ``kernel_size``, empty or non-positive ``weights``, an unknown ``channel`` or ``reduction``,
+            or a bad ``crop_border`` or ``input_range`` (as :func:`ssim`).
 
     Shape:
-        - ``preds``, ``target``: ``(N, C, H, W)`` with ``min(H, W) > (kernel_size - 1) * 2 ** (len(weights) - 1)``
+        - ``preds``, ``target``: ``(N, C, H, W)`` with ``min(H, W) - 2 crop_border > (kernel_size - 1) * 2 ** (len(weights) - 1)``
         - Output: ``()``, or ``(N,)`` with ``reduction="none"``
 
     Example:
@@ -445,8 +539,12 @@ def ms_ssim(
         data_range=data_range,
         k1=k1,
         k2=k2,
+        channel=channel,
+        crop_border=crop_border,
+        input_range=input_range,
         reduction=reduction,
         validate_args=validate_args,
+        stacklevel=3,
     )
 
 
@@ -455,24 +553,44 @@ def _ssim_with_window(
     target: Tensor,
     *,
     window: Tensor,
-    data_range: float,
+    data_range: float | None,
     k1: float,
     k2: float,
     reduction: Reduction,
     validate_args: bool,
-) -> Tensor:
+    channel: str = "rgb",
+    crop_border: int = 0,
+    input_range: Sequence[float] | None = None,
+    return_map: bool = False,
+    stacklevel: int = 2,
+) -> Tensor | tuple[Tensor, Tensor]:
     """:func:`ssim` with a precomputed :func:`gaussian_window` (modules cache it as a buffer).
 
     The window is cast to the compute dtype; pass it in at least that precision (float64 for float64
     inputs), since a float32 window cast up carries float32 round-off into float64 results.
+    ``stacklevel`` points the range warning at the user's call (as ``warnings.warn`` counts it from here).
     """
-    _check_call(preds, target, data_range, k1, k2, reduction, validate_args)
-    _check_min_size(preds, window.numel(), scales=1)
-    dtype = _compute_dtype(preds, target)
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    with torch.autocast(device_type=preds.device.type, enabled=False):
-        window = window.to(device=preds.device, dtype=dtype)
-        ssim_per_channel, _ = _SSIMFunction.apply(preds.to(dtype), target.to(dtype), window, c1, c2)
+    _check_constants(data_range, k1, k2)
+    check_reduction(reduction)
+    with torch.autocast(device_type=_device_type(preds), enabled=False):
+        x, y, value_range = prepare_pair(
+            preds,
+            target,
+            data_range=data_range,
+            input_range=input_range,
+            channel=channel,
+            crop_border=crop_border,
+            validate_args=validate_args,
+            warn_range=True,
+            stacklevel=stacklevel + 1,
+        )
+        _check_min_size(x, window.numel(), scales=1, crop_border=crop_border)
+        c1, c2 = (k1 * value_range) ** 2, (k2 * value_range) ** 2
+        window = window.to(device=x.device, dtype=x.dtype)
+        if return_map:
+            ssim_map, _ = _ssim_and_cs_maps(x, y, window, c1, c2)
+            return reduce(ssim_map.mean(dim=(-3, -2, -1)), reduction), ssim_map
+        ssim_per_channel, _ = _SSIMFunction.apply(x, y, window, c1, c2)
         return reduce(ssim_per_channel.mean(dim=1), reduction)
 
 
@@ -482,21 +600,35 @@ def _ms_ssim_with_window(
     *,
     window: Tensor,
     weights: Tensor,
-    data_range: float,
+    data_range: float | None,
     k1: float,
     k2: float,
     reduction: Reduction,
     validate_args: bool,
+    channel: str = "rgb",
+    crop_border: int = 0,
+    input_range: Sequence[float] | None = None,
+    stacklevel: int = 2,
 ) -> Tensor:
     """:func:`ms_ssim` with a precomputed window and weights tensor (modules cache them as buffers)."""
-    _check_call(preds, target, data_range, k1, k2, reduction, validate_args)
+    _check_constants(data_range, k1, k2)
+    check_reduction(reduction)
     levels = weights.numel()
-    _check_min_size(preds, window.numel(), scales=levels)
-    dtype = _compute_dtype(preds, target)
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    with torch.autocast(device_type=preds.device.type, enabled=False):
-        window = window.to(device=preds.device, dtype=dtype)
-        x, y = preds.to(dtype), target.to(dtype)
+    with torch.autocast(device_type=_device_type(preds), enabled=False):
+        x, y, value_range = prepare_pair(
+            preds,
+            target,
+            data_range=data_range,
+            input_range=input_range,
+            channel=channel,
+            crop_border=crop_border,
+            validate_args=validate_args,
+            warn_range=True,
+            stacklevel=stacklevel + 1,
+        )
+        _check_min_size(x, window.numel(), scales=levels, crop_border=crop_border)
+        c1, c2 = (k1 * value_range) ** 2, (k2 * value_range) ** 2
+        window = window.to(device=x.device, dtype=x.dtype)
         terms = []
         for level in range(levels):
             ssim_per_channel, cs_per_channel = _SSIMFunction.apply(x, y, window, c1, c2)
@@ -507,40 +639,33 @@ def _ms_ssim_with_window(
                 padding = (x.shape[-2] % 2, x.shape[-1] % 2)
                 x = F.avg_pool2d(x, kernel_size=2, padding=padding)
                 y = F.avg_pool2d(y, kernel_size=2, padding=padding)
-        exponents = weights.to(device=preds.device, dtype=dtype).view(-1, 1, 1)
+        exponents = weights.to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
         values = torch.relu(torch.stack(terms)).pow(exponents).prod(dim=0)  # (N, C)
         return reduce(values.mean(dim=1), reduction)
 
 
-def _check_call(
-    preds: Tensor,
-    target: Tensor,
-    data_range: float,
-    k1: float,
-    k2: float,
-    reduction: str,
-    validate_args: bool,
-) -> None:
-    _check_constants(data_range, k1, k2)
-    check_reduction(reduction)
-    if validate_args:
-        check_pair(preds, target)
+def _device_type(x: object) -> str:
+    """The device type for ``torch.autocast`` (``"cpu"`` for a non-tensor, whose check then raises)."""
+    return x.device.type if isinstance(x, Tensor) else "cpu"
 
 
-def _check_min_size(preds: Tensor, kernel_size: int, *, scales: int) -> None:
+def _check_min_size(x: Tensor, kernel_size: int, *, scales: int, crop_border: int = 0) -> None:
     """Raise a ValueError unless the images are large enough for ``scales`` scales of ``kernel_size`` taps."""
-    height, width = preds.shape[-2:]
+    height, width = x.shape[-2:]
+    size = f"spatial size ({height}, {width})"
+    if crop_border:
+        size += f" after crop_border={crop_border}"
     if scales == 1:
         if min(height, width) < kernel_size:
             raise ValueError(
                 f"Expected `preds` and `target` to be at least kernel_size={kernel_size} pixels along each side, "
-                f"but got spatial size ({height}, {width})."
+                f"but got {size}."
             )
         return
     minimum = (kernel_size - 1) * 2 ** (scales - 1)
     if min(height, width) <= minimum:
         raise ValueError(
             f"MS-SSIM with kernel_size={kernel_size} and {scales} scales needs the smaller image side to exceed "
-            f"(kernel_size - 1) * 2 ** (scales - 1) = {minimum} pixels, but got spatial size ({height}, {width}); "
+            f"(kernel_size - 1) * 2 ** (scales - 1) = {minimum} pixels, but got {size}; "
             "use larger images, fewer `weights` or a smaller `kernel_size`."
         )

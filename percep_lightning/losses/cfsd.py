@@ -17,7 +17,7 @@ from percep_lightning.functional._images import (
     check_image_pair,
     imagenet_normalize,
 )
-from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd
+from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
 
 __all__ = ["CFSDLoss"]
 
@@ -43,7 +43,8 @@ class CFSDLoss(HoldsFrozen, nn.Module):
     Args:
         input_range: the ``(low, high)`` pixel range of the inputs, mapped to [0, 1] first.
         weights: the torchvision VGG19 ``state_dict``: ``"default"`` (IMAGENET1K_V1, cached or downloaded
-            once), a file path, a state dict, or ``None`` (random, with a warning).
+            once), a file path, a state dict, or ``None`` (random, with a warning: CFSD is then ~1e-9 for
+            any images and shows no trend).
         chunk_size: rows of the ``(hw, hw)`` similarity matrices computed at once.
         reduction: ``"mean"`` over the image pairs (StyleID's dataset value), ``"sum"``, or ``"none"``
             (``(N,)``).
@@ -90,6 +91,8 @@ class CFSDLoss(HoldsFrozen, nn.Module):
         self._hold(
             "vgg", TorchvisionFeatures("vgg19", [CFSD_LAYER], weights=weights, memory_format=memory_format)
         )
+        if weights is None:
+            warn_random_backbone()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

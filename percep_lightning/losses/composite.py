@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
 __all__ = ["CompositeLoss"]
+
+
+TermSpec = nn.Module | Mapping[str, Any] | Callable[[], nn.Module]
+"""A term of :class:`CompositeLoss`: a loss module, a Hydra config of one, or a factory of one."""
 
 
 class CompositeLoss(nn.Module):
@@ -18,20 +23,27 @@ class CompositeLoss(nn.Module):
         \\mathcal{L} = \\sum_k \\lambda_k \\, \\mathcal{L}_k(\\hat y, y_k)
 
     Terms whose weight is 0 are skipped (never called), so a preset can switch a term off from the
-    command line (``loss.weights.perceptual=0``) at no cost. After each forward, :attr:`parts` holds the
-    detached, unweighted value of every computed term and :attr:`total` the detached weighted sum;
-    :meth:`log_parts` logs them from a ``LightningModule``.
+    command line (``loss.weights.perceptual=0``) at no cost. A term given as a config or a factory is
+    not even built while its weight is 0 (no backbone loaded or downloaded); it is built at the first
+    forward after its weight becomes non-zero, on the device of ``preds``. After each forward,
+    :attr:`parts` holds the detached, unweighted value of every computed term and :attr:`total` the
+    detached weighted sum; :meth:`log_parts` logs them from a ``LightningModule``.
 
-    The terms are registered submodules (an ``nn.ModuleDict``), so ``.to(device)`` moves them; the
+    The built terms are registered submodules (an ``nn.ModuleDict``), so ``.to(device)`` moves them; the
     pretrained backbones inside them stay out of ``parameters()`` and ``state_dict()``.
 
     Every term compares ``preds`` with ``target``, unless ``targets`` routes it to another keyword
     argument of :meth:`forward`: with ``targets={"style": "style"}``, ``loss(preds, content, style=s)``
     compares the ``"style"`` term with ``s`` (the style images of style transfer).
 
+    The packaged Hydra presets (``loss=sr_perceptual``, ...) set ``_recursive_: false`` so that the term
+    configs reach this class unbuilt and a term of weight 0 is never instantiated.
+
     Args:
-        terms: ``{name: loss module}``, each called as ``term(preds, target)``. A Hydra ``DictConfig`` of
-            instantiated modules is accepted.
+        terms: ``{name: term}``, each term called as ``term(preds, target)``. A term is a loss module, a
+            Hydra config of one (a mapping with ``_target_``, built with ``hydra.utils.instantiate``), or
+            a factory called without arguments (an ``nn.Module`` subclass or a ``functools.partial``,
+            e.g. from Hydra's ``_partial_: true``). A Hydra ``DictConfig`` is accepted.
         weights: ``{name: weight}``; a term without an entry gets weight 1.0. Names that are not terms
             raise an error listing the terms.
         targets: ``{name: keyword}``: the terms that take their target from a keyword argument of
@@ -40,15 +52,20 @@ class CompositeLoss(nn.Module):
     Attributes:
         weights: the ``{name: weight}`` in use (a plain dict: changing a value between steps changes the
             next forward).
+        terms: the built terms (an ``nn.ModuleDict``; a term of weight 0 given as a config or factory is
+            absent until its weight becomes non-zero).
         parts: ``{name: detached unweighted value}`` from the last forward (terms of weight 0 absent).
         total: the detached weighted total of the last forward.
 
     Raises:
-        TypeError: if a term is not an ``nn.Module`` or a weight is not a number.
-        ValueError: if there are no terms, a name is not a valid module name, ``weights`` or ``targets``
-            name something that is not a term, or a weight is not finite.
+        TypeError: if a term is neither a module, a config nor a factory, a config or factory does not
+            build an ``nn.Module``, or a weight is not a number.
+        ValueError: if there are no terms, a name is not a valid module name, a config has no
+            ``_target_``, ``weights`` or ``targets`` name something that is not a term, or a weight is
+            not finite.
 
     Example:
+        >>> import functools
         >>> import torch
         >>> from torch import nn
         >>> from percep_lightning.losses.composite import CompositeLoss
@@ -57,11 +74,17 @@ class CompositeLoss(nn.Module):
         tensor(4.)
         >>> {name: float(value) for name, value in loss.parts.items()}
         {'l1': 2.0, 'l2': 4.0}
+        >>> lazy = CompositeLoss(
+        ...     {"l1": nn.L1Loss(), "smooth": functools.partial(nn.SmoothL1Loss, beta=0.5)},
+        ...     weights={"smooth": 0.0},
+        ... )
+        >>> list(lazy.terms)  # the zero-weight term is not built
+        ['l1']
     """
 
     def __init__(
         self,
-        terms: Mapping[str, nn.Module],
+        terms: Mapping[str, TermSpec],
         weights: Mapping[str, float] | None = None,
         targets: Mapping[str, str] | None = None,
     ) -> None:
@@ -70,27 +93,36 @@ class CompositeLoss(nn.Module):
             raise ValueError(
                 f"Expected `terms` to be a non-empty mapping {{name: loss module}}, but got {terms!r}."
             )
-        modules = {}
+        specs: dict[str, TermSpec] = {}
         for name, term in terms.items():
             name = str(name)
             if not name or "." in name:
                 raise ValueError(f"Expected term names without '.', but got {name!r}.")
-            if not isinstance(term, nn.Module):
-                raise TypeError(f"Expected term {name!r} to be an nn.Module, but got {type(term).__name__}.")
-            modules[name] = term
-        self.terms = nn.ModuleDict(modules)
-        self.weights: dict[str, float] = {name: 1.0 for name in modules}
+            specs[name] = _checked_term(name, term)
+        self._names = tuple(specs)
+        self.weights: dict[str, float] = {name: 1.0 for name in specs}
         self.weights.update(self._checked_weights(weights or {}))
         self.targets: dict[str, str] = self._checked_targets(targets or {})
+        # Terms not built yet (configs and factories of weight 0), built when their weight becomes non-zero.
+        self._pending: dict[str, TermSpec] = {}
+        built = {}
+        for name, spec in specs.items():
+            if isinstance(spec, nn.Module):
+                built[name] = spec
+            elif self.weights[name] == 0:
+                self._pending[name] = spec
+            else:
+                built[name] = _build(name, spec)
+        self.terms = nn.ModuleDict(built)
         self.parts: dict[str, Tensor] = {}
         self.total: Tensor | None = None
 
     def _unknown(self, what: str, names: Mapping[str, Any]) -> None:
-        unknown = sorted(str(n) for n in names if str(n) not in self.terms)
+        unknown = sorted(str(n) for n in names if str(n) not in self._names)
         if unknown:
             raise ValueError(
                 f"`{what}` names {unknown}, which are not terms of this loss; the terms are: "
-                f"{', '.join(self.terms)}."
+                f"{', '.join(self._names)}."
             )
 
     def _checked_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
@@ -144,10 +176,11 @@ class CompositeLoss(nn.Module):
             )
         parts: dict[str, Tensor] = {}
         total: Tensor | None = None
-        for name, term in self.terms.items():
+        for name in self._names:
             weight = self.weights[name]
             if weight == 0:
                 continue
+            term = self._term(name, preds)
             keyword = self.targets.get(name)
             if keyword is not None and keyword not in other_targets:
                 raise ValueError(
@@ -184,6 +217,53 @@ class CompositeLoss(nn.Module):
                 f"{prefix}/{name}", value.mean() if value.numel() != 1 else value.reshape(()), **log_kwargs
             )
 
+    def _term(self, name: str, preds: Tensor) -> nn.Module:
+        """The built term ``name``, building it first (on the device of ``preds``) if it is pending."""
+        if name in self._pending:
+            self.terms[name] = _build(name, self._pending.pop(name)).to(preds.device)
+        return self.terms[name]
+
     def extra_repr(self) -> str:
         routed = f", targets={self.targets}" if self.targets else ""
-        return f"weights={self.weights}{routed}"
+        pending = f", not built (weight 0): {sorted(self._pending)}" if self._pending else ""
+        return f"weights={self.weights}{routed}{pending}"
+
+
+def _is_config(term: Any) -> bool:
+    return isinstance(term, Mapping)
+
+
+def _checked_term(name: str, term: Any) -> TermSpec:
+    """``term`` if it is a module, a config with ``_target_`` or a factory; an error naming it otherwise."""
+    if isinstance(term, nn.Module):
+        return term
+    if _is_config(term):
+        if "_target_" not in term:
+            raise ValueError(
+                f"Expected the config of term {name!r} to name its class with `_target_`, but got the keys "
+                f"{sorted(str(k) for k in term)}."
+            )
+        return term
+    if isinstance(term, functools.partial) or (isinstance(term, type) and issubclass(term, nn.Module)):
+        return term
+    raise TypeError(
+        f"Expected term {name!r} to be an nn.Module, a config with `_target_` or a factory of one (an "
+        f"nn.Module subclass or a functools.partial), but got {type(term).__name__}."
+    )
+
+
+def _build(name: str, spec: TermSpec) -> nn.Module:
+    """Instantiate a term from its config (with Hydra) or its factory, checking it is a module."""
+    if _is_config(spec):
+        from hydra.utils import instantiate  # only configs need Hydra
+
+        term = instantiate(spec)
+        origin = "its config"
+    else:
+        term = spec()
+        origin = "its factory"
+    if not isinstance(term, nn.Module):
+        raise TypeError(
+            f"Expected term {name!r} built from {origin} to be an nn.Module, but got {type(term).__name__}."
+        )
+    return term

@@ -8,7 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from percep_lightning.functional._checks import check_reduction, reduce
+from percep_lightning.functional._checks import check_input_range, check_reduction, reduce
+from percep_lightning.functional._paired import resolve_range
 from percep_lightning.functional.ssim import (
     MS_SSIM_WEIGHTS,
     _check_constants,
@@ -30,14 +31,16 @@ class _WindowedLoss(nn.Module):
     window: Tensor
 
     def __init__(
-        self, data_range: float, kernel_size: int, sigma: float, k1: float, k2: float, reduction: str,
-        validate_args: bool,
+        self, data_range: float | None, kernel_size: int, sigma: float, k1: float, k2: float, reduction: str,
+        input_range: Sequence[float] | None, validate_args: bool,
     ) -> None:  # fmt: skip
         super().__init__()
         _check_constants(data_range, k1, k2)
         check_reduction(reduction)
         self.register_buffer("window", gaussian_window(kernel_size, sigma), persistent=False)
-        self.data_range = float(data_range)
+        self.input_range = None if input_range is None else check_input_range(input_range)
+        resolve_range(False, data_range, self.input_range)  # raises if the two disagree
+        self.data_range = None if data_range is None else float(data_range)
         self.kernel_size = kernel_size
         self.sigma = float(sigma)
         self.k1 = float(k1)
@@ -57,7 +60,8 @@ class _WindowedLoss(nn.Module):
         return gaussian_window(self.kernel_size, self.sigma, dtype=dtype, device=self.window.device)
 
     def _constants_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, sigma={self.sigma}, k1={self.k1}, k2={self.k2}"
+        text = f"kernel_size={self.kernel_size}, sigma={self.sigma}, k1={self.k1}, k2={self.k2}"
+        return text if self.input_range is None else f"{text}, input_range={self.input_range}"
 
 
 class SSIMLoss(_WindowedLoss):
@@ -69,19 +73,25 @@ class SSIMLoss(_WindowedLoss):
     The Gaussian window is a non-persistent buffer: it follows ``.to(device)`` and stays out of
     checkpoints. The loss is 0 for identical images and computed in float32 with autocast disabled.
 
+    Images must lie in ``[0, data_range]``; values far outside it warn once per calling line, as the
+    backbone losses do. Images in another range, such as a tanh output in [-1, 1], are declared with
+    ``input_range=(-1, 1)``: they are shifted to start at 0 and ``data_range`` becomes ``high - low``.
+
     Args:
-        data_range: the value range of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255], ``2.0``
-            for [-1, 1]).
+        data_range: the value range of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255]); ``None``
+            means ``high - low`` of ``input_range`` when it is given, else 1.0.
         kernel_size: the number of Gaussian taps, odd.
         sigma: the Gaussian standard deviation in pixels.
         k1: the luminance stabilising constant.
         k2: the contrast stabilising constant.
         reduction: ``"mean"`` or ``"sum"`` over images, or ``"none"`` for one value per image.
-        validate_args: check the input tensors on every call (type, shape, finite values).
+        input_range: ``(low, high)`` of images that do not start at 0, e.g. ``(-1, 1)``.
+        validate_args: check the input values on every call (NaN/Inf and the range warning).
 
     Raises:
         ValueError: at construction if ``data_range``, ``sigma``, ``k1`` or ``k2`` is not positive,
-            ``kernel_size`` is not an odd positive integer, or ``reduction`` is unknown; when called, on
+            ``kernel_size`` is not an odd positive integer, ``reduction`` is unknown, ``input_range`` is
+            not ``(low, high)`` with ``low < high``, or ``data_range`` disagrees with it; when called, on
             bad inputs as :func:`~percep_lightning.functional.ssim.ssim`.
 
     Shape:
@@ -99,16 +109,17 @@ class SSIMLoss(_WindowedLoss):
 
     def __init__(
         self,
-        data_range: float = 1.0,
+        data_range: float | None = None,
         kernel_size: int = 11,
         sigma: float = 1.5,
         k1: float = 0.01,
         k2: float = 0.03,
         reduction: Reduction = "mean",
         *,
+        input_range: Sequence[float] | None = None,
         validate_args: bool = True,
     ) -> None:
-        super().__init__(data_range, kernel_size, sigma, k1, k2, reduction, validate_args)
+        super().__init__(data_range, kernel_size, sigma, k1, k2, reduction, input_range, validate_args)
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """Compute ``1 - SSIM(preds, target)``."""
@@ -119,8 +130,10 @@ class SSIMLoss(_WindowedLoss):
             data_range=self.data_range,
             k1=self.k1,
             k2=self.k2,
+            input_range=self.input_range,
             reduction="none",
             validate_args=self.validate_args,
+            stacklevel=5,  # forward <- Module._call_impl <- Module._wrapped_call_impl <- user
         )
         return reduce(1.0 - value, self.reduction)
 
@@ -137,21 +150,25 @@ class MSSSIMLoss(_WindowedLoss):
     The Gaussian window and the scale weights are non-persistent buffers. The smaller image side must
     exceed ``(kernel_size - 1) * 2 ** (len(weights) - 1)`` (160 pixels by default).
 
+    ``data_range``, ``input_range`` and the range warning are as in :class:`SSIMLoss`.
+
     Args:
-        data_range: the value range of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255], ``2.0``
-            for [-1, 1]).
+        data_range: the value range of the images (``1.0`` for [0, 1], ``255.0`` for [0, 255]); ``None``
+            means ``high - low`` of ``input_range`` when it is given, else 1.0.
         weights: one positive exponent per scale, finest first.
         kernel_size: the number of Gaussian taps, odd.
         sigma: the Gaussian standard deviation in pixels.
         k1: the luminance stabilising constant.
         k2: the contrast stabilising constant.
         reduction: ``"mean"`` or ``"sum"`` over images, or ``"none"`` for one value per image.
-        validate_args: check the input tensors on every call (type, shape, finite values).
+        input_range: ``(low, high)`` of images that do not start at 0, e.g. ``(-1, 1)``.
+        validate_args: check the input values on every call (NaN/Inf and the range warning).
 
     Raises:
         ValueError: at construction if ``data_range``, ``sigma``, ``k1`` or ``k2`` is not positive,
-            ``kernel_size`` is not an odd positive integer, ``weights`` is empty or not all positive, or
-            ``reduction`` is unknown; when called, on bad inputs (including too small images) as
+            ``kernel_size`` is not an odd positive integer, ``weights`` is empty or not all positive,
+            ``reduction`` is unknown, or ``input_range`` is bad or disagrees with ``data_range``; when
+            called, on bad inputs (including too small images) as
             :func:`~percep_lightning.functional.ssim.ms_ssim`.
 
     Shape:
@@ -171,7 +188,7 @@ class MSSSIMLoss(_WindowedLoss):
 
     def __init__(
         self,
-        data_range: float = 1.0,
+        data_range: float | None = None,
         weights: Sequence[float] = MS_SSIM_WEIGHTS,
         kernel_size: int = 11,
         sigma: float = 1.5,
@@ -179,10 +196,11 @@ class MSSSIMLoss(_WindowedLoss):
         k2: float = 0.03,
         reduction: Reduction = "mean",
         *,
+        input_range: Sequence[float] | None = None,
         validate_args: bool = True,
     ) -> None:
         weight_values = check_ms_ssim_weights(weights)
-        super().__init__(data_range, kernel_size, sigma, k1, k2, reduction, validate_args)
+        super().__init__(data_range, kernel_size, sigma, k1, k2, reduction, input_range, validate_args)
         self.register_buffer("weights", torch.tensor(weight_values, dtype=torch.float32), persistent=False)
         self._weight_values = weight_values
 
@@ -196,8 +214,10 @@ class MSSSIMLoss(_WindowedLoss):
             data_range=self.data_range,
             k1=self.k1,
             k2=self.k2,
+            input_range=self.input_range,
             reduction="none",
             validate_args=self.validate_args,
+            stacklevel=5,  # forward <- Module._call_impl <- Module._wrapped_call_impl <- user
         )
         return reduce(1.0 - value, self.reduction)
 

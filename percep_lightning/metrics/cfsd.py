@@ -12,7 +12,7 @@ from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.torchvision_trunks import TorchvisionFeatures
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
-from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd
+from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
 from percep_lightning.metrics._images import KeepFloat64States, exact_float32, to_float
 
 LAYER = "relu3_1"
@@ -37,7 +37,8 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
 
     Args:
         weights: the VGG19 weights: ``"default"`` (torchvision's ``vgg19-dcbb9e9d.pth``), a path to a file
-            in that format, a state dict, or ``None`` (random, for tests). Ignored when ``backbone`` is given.
+            in that format, a state dict, or ``None`` (random, for tests: CFSD is then ~1e-9 for any images,
+            with a warning). Ignored when ``backbone`` is given.
         chunk_size: rows of the similarity matrices computed at once (memory ``O(chunk_size * h * w)``).
         backbone: an existing ``TorchvisionFeatures("vgg19", [..., "relu3_1", ...])`` to share.
         kwargs: torchmetrics ``Metric`` options.
@@ -81,6 +82,8 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
             raise ValueError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}.")
         if backbone is None:
             backbone = TorchvisionFeatures("vgg19", [LAYER], weights=weights)
+            if weights is None:
+                warn_random_backbone()
         elif not (
             isinstance(backbone, TorchvisionFeatures)
             and backbone.arch == "vgg19"

@@ -109,9 +109,13 @@ def test_missing_file_and_bad_type(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         TorchvisionFeatures("vgg19", ["relu1_1"], weights=tmp_path / "nope.pth")
     with pytest.raises(
-        TypeError, match=r"Expected `weights` to be 'default', a path, a state dict or None, but got int"
+        TypeError, match=r"Expected `weights` to be 'default', a path, a state dict or None, but got list"
     ):
-        TorchvisionFeatures("vgg19", ["relu1_1"], weights=3)
+        TorchvisionFeatures("vgg19", ["relu1_1"], weights=[3])
+    with pytest.raises(
+        ValueError, match=r"Expected `weights` of the vgg19 backbone .* but got the number 3\."
+    ):
+        TorchvisionFeatures("vgg19", ["relu1_1"], weights=3)  # a loss weight put where the file belongs
     not_weights = tmp_path / "garbage.pth"
     not_weights.write_bytes(b"not a torch file")
     with pytest.raises(RuntimeError, match=r"Could not read weights file .*garbage\.pth"):

@@ -108,3 +108,24 @@ def test_cli_download_offline_fails_cleanly(capsys, unreachable):
     assert "percep-lightning weights download vgg16" in capsys.readouterr().err
     assert cli.main(["weights", "download"]) == 2
     assert cli.main(["weights", "download", "resnet"]) == 2
+
+
+@pytest.mark.parametrize("value", [0.5, 1, True, {"lpips": 0.5}, {"perceptual": 1, "pixel": 0.1}])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda weights: TorchvisionFeatures("vgg19", ["relu1_1"], weights=weights),
+        lambda weights: TorchvisionFeatures("alexnet", ["relu1"], weights=weights),
+        lambda weights: FIDInceptionV3(weights=weights),
+        lambda weights: __import__("percep_lightning.losses", fromlist=["LPIPSLoss"]).LPIPSLoss(
+            weights=weights
+        ),
+    ],
+    ids=["vgg19", "alexnet", "inception", "lpips"],
+)
+def test_loss_weights_given_as_backbone_weights_raise_a_value_error(build, value):
+    """A number or a mapping of numbers where a backbone's weights belong (a loss weight misplaced)."""
+    with pytest.raises(
+        ValueError, match=r"Expected `weights` of the \w+ backbone to be 'default', a file path"
+    ):
+        build(value)

@@ -23,19 +23,21 @@ from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
+PRESETS = ROOT / "percep_lightning" / "conf"  # loss/ and callbacks/image_metrics, installed with the package
 DOCS = (ROOT / "README.md",)
 OWN_GROUPS = (
     "model",
     "data",
     "trainer",
     "logger",
-)  # groups written for the example (loss/ and callbacks/ are shared)
+)  # groups written for the example (loss/ and callbacks/image_metrics come from the package)
 
 sys.path.insert(0, str(ROOT / "examples"))  # the configs name the example's classes as sr_module.X, sr_data.X
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The options of a group: the example's own files and the package's presets (the search path)."""
+    return sorted({p.stem for root in (CONF, PRESETS) for p in (root / group).glob("*.yaml")})
 
 
 def _compose(overrides: list[str], tmp_path: Path) -> DictConfig:
@@ -150,3 +152,19 @@ def test_every_value_is_commented() -> None:
             if key == "_target_" or "#" in line or (i and lines[i - 1].strip().startswith("#")):
                 continue
             pytest.fail(f"{path.relative_to(ROOT)}:{i + 1} has no comment: {stripped}")
+
+
+def test_every_callback_instantiates(tmp_path: Path) -> None:
+    """callbacks=default: the packaged image_metrics preset, the checkpoint and the image grid."""
+    import lightning.pytorch as pl
+
+    from percep_lightning.callbacks import ImageGridCallback, ImageMetricsCallback
+
+    cfg = _compose(
+        ["callbacks.image_metrics.weights=null", "callbacks.image_metrics.vgg_weights=null"], tmp_path
+    )
+    callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
+    assert isinstance(callbacks["image_metrics"], ImageMetricsCallback)
+    assert isinstance(callbacks["image_grid"], ImageGridCallback)
+    assert callbacks["image_grid"].keys == ("lr", "preds", "target")
+    assert all(isinstance(c, pl.Callback) for c in callbacks.values())

@@ -1,8 +1,11 @@
-"""Every conf/loss/*.yaml composes with Hydra and instantiates; term weights are overridable."""
+"""Every packaged loss preset (percep_lightning/conf/loss) composes and instantiates; term weights override.
+
+The presets reach Hydra through the package's search-path plugin: composed here through the example
+app's config (conf/config.yaml) and through a user's own config directory that holds nothing else.
+"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,18 +16,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from percep_lightning.backbones import WEIGHTS
+from percep_lightning.backbones import weights as w
 from percep_lightning.losses.composite import CompositeLoss
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-LOSS_CONFIGS = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"  # the example app's own configs
+PRESETS = ROOT / "percep_lightning" / "conf"  # the presets installed with the package
+LOSS_CONFIGS = sorted(p.stem for p in (PRESETS / "loss").glob("*.yaml"))
 _LPIPS_ARCH = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
 def _compose_loss(name: str, overrides: tuple[str, ...] = (), conf: Path = CONF) -> DictConfig:
-    """conf/loss/<name>.yaml as the ``loss`` node, through conf/config.yaml when it exists.
+    """The preset ``loss/<name>`` as the ``loss`` node, through ``conf``'s config.yaml when it exists.
 
-    Without the app's primary config the group file is composed on its own (Hydra then puts it in the
-    ``loss`` package as well).
+    Without a primary config the group file is composed on its own (Hydra then puts it in the ``loss``
+    package as well).
     """
     prefixed = [f"+loss.{o[1:]}" if o.startswith("+") else f"loss.{o}" for o in overrides]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -78,9 +85,19 @@ def test_loss_config_instantiates(name, torchvision_weights):
         assert set(loss.weights) == set(cfg.weights)
 
 
+@pytest.fixture
+def unreachable(monkeypatch):
+    """Point every official URL at a closed local port: a download fails at once."""
+    for name, spec in list(WEIGHTS.items()):
+        url = "http://127.0.0.1:9/" + spec.filename
+        monkeypatch.setitem(
+            WEIGHTS, name, w.WeightsSpec(spec.name, spec.filename, url, spec.sha256_prefix, spec.description)
+        )
+
+
 def test_every_value_is_commented():
-    """Each value of conf/loss carries a comment, on its line or on the line of its parent mapping."""
-    for path in sorted((CONF / "loss").glob("*.yaml")):
+    """Each value of a loss preset carries a comment, on its line or on the line of its parent mapping."""
+    for path in sorted((PRESETS / "loss").glob("*.yaml")):
         parents: list[tuple[int, bool]] = []  # (indentation, commented) of the enclosing mappings
         for i, line in enumerate(path.read_text().splitlines()):
             stripped = line.strip()
@@ -94,7 +111,7 @@ def test_every_value_is_commented():
                 parents.append((indent, "#" in line))
                 continue
             if not commented:
-                pytest.fail(f"conf/loss/{path.name}:{i + 1} has no comment: {stripped}")
+                pytest.fail(f"percep_lightning/conf/loss/{path.name}:{i + 1} has no comment: {stripped}")
 
 
 @pytest.mark.parametrize("name", ["sr_perceptual", "style_transfer"])
@@ -105,13 +122,72 @@ def test_term_weight_override(name, torchvision_weights):
     assert loss.weights["perceptual"] == 0.1
 
 
-def test_loss_files_compose_without_the_app_config(tmp_path):
-    shutil.copytree(CONF / "loss", tmp_path / "loss")
+def test_presets_compose_from_a_users_own_config_dir(tmp_path):
+    """A user's config dir without any loss file: the plugin supplies the presets."""
+    (tmp_path / "config.yaml").write_text("defaults:\n  - loss: sr_perceptual\n  - _self_\n")
     for name in LOSS_CONFIGS:
         assert _compose_loss(name, conf=tmp_path) == _compose_loss(name)
     assert (
         _compose_loss("sr_perceptual", ("weights.perceptual=0.1",), conf=tmp_path).weights.perceptual == 0.1
     )
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        cfg = compose("config", overrides=["+callbacks=image_metrics"])
+    assert cfg.callbacks._target_ == "percep_lightning.callbacks.ImageMetricsCallback"
+
+
+def test_a_users_own_preset_wins(tmp_path):
+    """The app's own directory comes first on the search path: its loss/pixel.yaml replaces ours."""
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "loss" / "pixel.yaml").write_text("_target_: torch.nn.L1Loss\n")
+    (tmp_path / "config.yaml").write_text("defaults:\n  - loss: pixel\n  - _self_\n")
+    assert _compose_loss("pixel", conf=tmp_path) == {"_target_": "torch.nn.L1Loss"}
+
+
+def test_the_example_has_no_copy_of_the_presets():
+    assert not (CONF / "loss").exists()
+    assert not (CONF / "callbacks" / "image_metrics.yaml").exists()
+
+
+@pytest.mark.parametrize("name", LOSS_CONFIGS)
+def test_every_preset_is_a_composite_loss_that_builds_its_terms(name):
+    cfg = _compose_loss(name)
+    assert cfg._target_ == "percep_lightning.losses.CompositeLoss"
+    assert cfg._recursive_ is False, "CompositeLoss builds the terms, so that weight-0 terms are never built"
+    assert set(cfg.weights) == set(cfg.terms) and len(cfg.terms) >= 1
+
+
+@pytest.mark.parametrize(
+    ("name", "term"),
+    [("sr_perceptual", "perceptual"), ("perceptual", "perceptual"), ("lpips", "lpips"), ("cfsd", "cfsd")],
+)
+def test_zero_weight_backbone_term_is_never_built_offline(name, term, unreachable):
+    """Offline with an empty cache, ``weights: default`` of a weight-0 term is never resolved."""
+    others = [t for t in _compose_loss(name).terms if t != term]
+    if not others:  # a one-term preset: add a cheap term, or nothing would be left to compute
+        overrides = (f"weights.{term}=0", "+terms.pixel._target_=percep_lightning.losses.PixelLoss")
+    else:
+        overrides = (f"weights.{term}=0",)
+    loss = instantiate(_compose_loss(name, overrides))
+    assert term not in loss.terms
+    value = loss(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
+    assert torch.isfinite(value) and term not in loss.parts
+    loss.weights[term] = 1.0  # raised again: the term is built at the next forward, and needs its weights
+    with pytest.raises(Exception, match=r"are not in the cache and could not be downloaded"):
+        loss(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
+
+
+def test_backbone_file_is_set_on_the_term(torchvision_weights):
+    path = torchvision_weights("alexnet")
+    loss = instantiate(_compose_loss("lpips", (f"terms.lpips.weights={path}", "weights.lpips=0.5")))
+    assert loss.weights == {"lpips": 0.5}
+    assert torch.isfinite(loss(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)))
+
+
+def test_a_loss_weight_given_as_backbone_weights_names_the_argument():
+    with pytest.raises(
+        Exception, match=r"Expected `weights` of the alexnet backbone .* but got a mapping of"
+    ):
+        instantiate(_compose_loss("lpips", ("+terms.lpips.weights.lpips=0.5",)))
 
 
 def test_restoration_weights_follow_zhao_et_al():

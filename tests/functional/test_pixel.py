@@ -178,7 +178,7 @@ def test_input_errors(fn) -> None:
         fn(x, torch.full_like(x, float("-inf")))
     with pytest.raises(ValueError, match=r"`reduction` to be one of .* but got 'mena'"):
         fn(x, x, reduction="mena")
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match=r"`preds` to be .*floating[- ]point.*, but got dtype torch.int64"):
         fn(x.long(), x.long())
 
 

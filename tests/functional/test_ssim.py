@@ -356,8 +356,10 @@ def test_input_errors(fn) -> None:
         fn(torch.full_like(x, float("nan")), x)
     with pytest.raises(ValueError, match="`target` to be finite"):
         fn(x, torch.full_like(x, float("inf")))
-    with pytest.raises(TypeError, match="floating-point"):
-        fn((x * 255).byte(), (x * 255).byte())
+    with pytest.raises(TypeError, match=r"`preds` to be uint8 or floating point, but got dtype torch.int32"):
+        fn((x * 255).int(), (x * 255).int())
+    with pytest.raises(TypeError, match=r"both uint8 or both floating point, but got dtypes torch.uint8 and"):
+        fn((x * 255).byte(), x)
 
 
 @pytest.mark.parametrize("fn", [ssim, ms_ssim])

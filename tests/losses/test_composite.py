@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -52,6 +54,67 @@ def test_zero_weight_terms_are_not_computed_and_missing_weights_default_to_one()
     loss.weights["b"] = 1.0  # weights can change between steps
     loss(*_pair())
     assert b.calls == 1
+
+
+class Built:
+    """Records the terms a factory built."""
+
+    names: list[str] = []
+
+    @classmethod
+    def factory(cls, name: str, scale: float = 1.0) -> nn.Module:
+        cls.names.append(name)
+        return CountingLoss(scale)
+
+
+@pytest.fixture
+def built():
+    Built.names = []
+    return Built.names
+
+
+@pytest.mark.parametrize("form", ["factory", "config"])
+def test_zero_weight_terms_given_as_factories_or_configs_are_never_built(form, built):
+    def spec(name, scale=1.0):
+        if form == "factory":
+            return functools.partial(Built.factory, name, scale)
+        return OmegaConf.create({"_target_": f"{__name__}.Built.factory", "name": name, "scale": scale})
+
+    loss = CompositeLoss({"a": spec("a"), "b": spec("b", 2.0), "c": spec("c")}, weights={"b": 0})
+    assert built == ["a", "c"] and list(loss.terms) == ["a", "c"]
+    assert "not built (weight 0): ['b']" in repr(loss)
+    preds, target = _pair()
+    torch.testing.assert_close(loss(preds, target), torch.tensor(2.0))
+    assert set(loss.parts) == {"a", "c"}
+    loss.weights["b"] = 0.5  # raised later: built at the next forward, in the order of the terms
+    torch.testing.assert_close(loss(preds.double(), target.double()), torch.tensor(3.0, dtype=torch.float64))
+    assert built == ["a", "c", "b"] and list(loss.parts) == ["a", "b", "c"]
+    assert "not built" not in repr(loss)
+
+
+def test_a_hydra_config_with_recursive_false_builds_only_nonzero_terms(built):
+    from hydra.utils import instantiate
+
+    cfg = OmegaConf.create(
+        {
+            "_target_": "percep_lightning.losses.CompositeLoss",
+            "_recursive_": False,
+            "terms": {
+                "a": {"_target_": f"{__name__}.Built.factory", "name": "a"},
+                "b": {"_target_": f"{__name__}.Built.factory", "name": "b"},
+            },
+            "weights": {"a": 1.0, "b": 0.0},
+        }
+    )
+    loss = instantiate(cfg)
+    assert built == ["a"] and isinstance(loss.terms["a"], CountingLoss)
+    cfg._recursive_ = True  # a user config without the flag still works, building every term
+    assert set(instantiate(cfg).terms) == {"a", "b"}
+
+
+def test_unknown_weight_names_list_unbuilt_terms_too():
+    with pytest.raises(ValueError, match=r"the terms are: a, b"):
+        CompositeLoss({"a": nn.L1Loss(), "b": functools.partial(nn.MSELoss)}, {"b": 0, "c": 1})
 
 
 def test_terms_are_submodules():
@@ -155,8 +218,18 @@ def test_errors():
         CompositeLoss({"a": nn.L1Loss()}, targets={"a": "target"})
     with pytest.raises(ValueError, match=r"Expected `terms` to be a non-empty mapping"):
         CompositeLoss({})
-    with pytest.raises(TypeError, match=r"Expected term 'a' to be an nn.Module, but got function"):
+    with pytest.raises(
+        TypeError, match=r"Expected term 'a' to be an nn.Module, a config with `_target_` or a factory of one"
+    ):
         CompositeLoss({"a": torch.nn.functional.l1_loss})
+    with pytest.raises(
+        ValueError, match=r"Expected the config of term 'a' to name its class with `_target_`"
+    ):
+        CompositeLoss({"a": {"kind": "l1"}})
+    with pytest.raises(TypeError, match=r"Expected term 'a' built from its factory to be an nn.Module"):
+        CompositeLoss({"a": functools.partial(torch.zeros, 1)})
+    with pytest.raises(TypeError, match=r"Expected term 'a' built from its config to be an nn.Module"):
+        CompositeLoss({"a": {"_target_": "builtins.dict", "kind": "l1"}})
     with pytest.raises(ValueError, match=r"Expected term names without '.', but got 'a.b'"):
         CompositeLoss({"a.b": nn.L1Loss()})
     with pytest.raises(TypeError, match=r"Expected the weight of 'a' to be a number, but got '1'"):

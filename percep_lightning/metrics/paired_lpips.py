@@ -1,0 +1,88 @@
+"""LPIPS (Zhang et al. 2018) as a streaming torchmetrics ``Metric``, averaged per image over a dataset."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor
+
+from percep_lightning.backbones.base import HoldsFrozen
+from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.losses.lpips import LPIPSLoss
+from percep_lightning.metrics._images import exact_float32, to_float
+from percep_lightning.metrics.paired import PerImageMean
+
+__all__ = ["LPIPS"]
+
+
+class LPIPS(HoldsFrozen, PerImageMean):
+    """Learned Perceptual Image Patch Similarity between image pairs, averaged per image over the dataset.
+
+    Each pair's distance is :class:`~percep_lightning.losses.LPIPSLoss`'s (the ``lpips`` package's v0.1
+    metric: ``lpips.LPIPS(net=net)(preds, target, normalize=True)`` for images in [0, 1]), computed in
+    float32 with autocast and TF32 off, whatever the surrounding precision. The state is a float64 sum of
+    the per-pair distances and a pair count, reduced with ``sum`` across processes. The network is held
+    outside the module tree: it never enters ``state_dict()`` or checkpoints, stays in float32 under
+    ``.half()``, and moves with ``.to(device)``.
+
+    Args:
+        net: ``"alex"`` (default, the package's recommended metric), ``"vgg"`` or ``"squeeze"``.
+        weights: the torchvision ``state_dict`` of the trunk: ``"default"`` (IMAGENET1K_V1, cached or
+            downloaded once), a file path, a state dict, or ``None`` (random, with a warning). The
+            calibrated lin weights always come from the package data.
+        kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
+
+    Raises:
+        ValueError: for an unknown ``net`` (the message lists the choices).
+        RuntimeError: if ``weights`` does not hold the official keys and shapes of the trunk.
+
+    Shape:
+        - ``preds``, ``target``: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1] (grey
+          images are repeated to three channels).
+        - Output: ``()``, float64.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.metrics import LPIPS
+        >>> metric = LPIPS("alex", weights=None)  # doctest: +SKIP
+        >>> target = torch.rand(2, 3, 64, 64)  # doctest: +SKIP
+        >>> metric.update(target, target)  # doctest: +SKIP
+        >>> metric.compute()  # doctest: +SKIP
+        tensor(0., dtype=torch.float64)
+    """
+
+    higher_is_better = False
+    plot_lower_bound = 0.0
+    _frozen_keep_float32 = True
+
+    def __init__(
+        self,
+        net: Literal["alex", "vgg", "squeeze"] = "alex",
+        *,
+        weights: WeightsArg = "default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.net = net
+        self._hold("lpips", LPIPSLoss(net, weights=weights, reduction="none"))
+
+    @property
+    def loss(self) -> LPIPSLoss:
+        """The frozen :class:`~percep_lightning.losses.LPIPSLoss` that computes each distance."""
+        return self._held("lpips")  # type: ignore[return-value]
+
+    def per_image(self, preds: Tensor, target: Tensor) -> Tensor:
+        """Each pair's LPIPS distance, ``(N,)``."""
+        preds_f = to_float(preds, "preds")
+        target_f = to_float(target, "target")
+        if preds_f.shape != target_f.shape:
+            raise ValueError(
+                f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
+                f"{tuple(target.shape)}."
+            )
+        if preds_f.shape[0] == 0:
+            return preds_f.new_zeros(0)
+        loss = self.loss
+        device = loss.shift.device
+        with exact_float32(device):
+            return loss(preds_f.to(device), target_f.to(device)).flatten()
