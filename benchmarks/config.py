@@ -19,6 +19,8 @@ class Config:
         is_splits: Inception Score splits.
         fid_dim, fid_samples: dimension of the FID-compute statistics and the number of samples they are
             estimated from (``> fid_dim``: full-rank covariances, the usual case for a test set).
+        eval_pairs, eval_size, eval_batch, eval_workers: the folder pairs of the ``evaluate --preset lpips``
+            row (PNG files), its batch size and DataLoader workers.
         reps_light, reps_heavy, reps_epoch, reps_fid: timed repetitions of the cheap losses, the backbone
             losses, the validation epoch and the FID compute.
         warmup_light, warmup_heavy: untimed repetitions before them. The correctness check before timing
@@ -36,6 +38,10 @@ class Config:
     is_splits: int = 10
     fid_dim: int = 2048
     fid_samples: int = 4096
+    eval_pairs: int = 64
+    eval_size: int = 256
+    eval_batch: int = 16
+    eval_workers: int = 2
     reps_light: int = 15
     reps_heavy: int = 3
     reps_epoch: int = 3
@@ -51,6 +57,6 @@ FULL_CUDA = replace(
 )  # fmt: skip
 QUICK = Config(
     loss_batch=1, loss_size=48, msssim_size=176, cfsd_size=48, cfsd_big=64, fid_images=2, fid_size=32, fid_batch=2,
-    is_splits=2, fid_dim=64, fid_samples=128, reps_light=1, reps_heavy=1, reps_epoch=1, reps_fid=1,
+    is_splits=2, fid_dim=64, fid_samples=128, eval_pairs=2, eval_size=32, eval_batch=2, eval_workers=0, reps_light=1, reps_heavy=1, reps_epoch=1, reps_fid=1,
     warmup_light=0, warmup_heavy=0,
 )  # fmt: skip

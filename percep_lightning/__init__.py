@@ -8,6 +8,7 @@ Public API:
 * :mod:`percep_lightning.metrics`: torchmetrics ``Metric``s (FID, Inception Score, CFSD).
 * :mod:`percep_lightning.callbacks`: ``ImageMetricsCallback`` for the Lightning ``Trainer``.
 * :mod:`percep_lightning.backbones`: the frozen pretrained networks and their weights.
+* :mod:`percep_lightning.evaluation`: metrics over folders of saved images (``percep-lightning evaluate``).
 """
 
 from importlib import import_module
@@ -15,7 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("functional", "losses", "metrics", "callbacks", "backbones")
+_SUBMODULES = ("functional", "losses", "metrics", "callbacks", "backbones", "evaluation")
 __all__ = ["__version__", *_SUBMODULES]
 
 

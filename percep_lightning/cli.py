@@ -6,6 +6,8 @@ Examples::
     percep-lightning weights list
     percep-lightning weights download vgg19 inception_fid
     percep-lightning weights download --all
+    percep-lightning evaluate PRED_DIR TARGET --preset lpips
+    percep-lightning stats DIR -o stats.npz
 
 Building the parser imports nothing heavy: torch is imported by a command's handler only, so
 ``--help`` and ``--version`` answer at once. Each command group registers its subcommands in its own
@@ -21,12 +23,15 @@ from collections.abc import Sequence
 from percep_lightning import __version__
 
 DESCRIPTION = (
-    "Perceptual losses and image metrics for PyTorch Lightning: manage the pretrained weights cache."
+    "Perceptual losses and image metrics for PyTorch Lightning: manage the pretrained weights cache, "
+    "evaluate folders of images."
 )
 EPILOG = """examples:
   percep-lightning weights list                          what is cached, and where
   percep-lightning weights download vgg19 inception_fid  fetch into the torch hub cache (TORCH_HOME)
   percep-lightning weights download --all                every known file
+  percep-lightning evaluate results/ gt/ --preset lpips    metrics of image folders (evaluate --help)
+  percep-lightning stats real/ -o real_stats.npz         FID statistics of a folder (pytorch-fid .npz)
 """
 
 
@@ -100,7 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_weights_commands(commands)
+    _add_evaluation_commands(commands)
     return parser
+
+
+def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
+    from percep_lightning.evaluation.command import (
+        add_evaluate_parser,
+        add_stats_parser,
+        run_evaluate,
+        run_stats,
+    )
+
+    add_evaluate_parser(commands).set_defaults(handler=run_evaluate)
+    add_stats_parser(commands).set_defaults(handler=run_stats)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

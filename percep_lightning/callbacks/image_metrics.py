@@ -1,34 +1,23 @@
-r"""FID, Inception Score and CFSD logged at the end of every validation epoch, exact under DDP.
+r"""FID, Inception Score and CFSD logged at the end of every validation (and test) epoch, exact under DDP.
 
-The callback reads images from what ``validation_step`` returns, feeds the metrics of
-:mod:`percep_lightning.metrics`, and logs ``val/fid``, ``val/is``, ``val/is_std`` and ``val/cfsd``.
+The callback reads images from what ``validation_step`` / ``test_step`` returns, feeds the metrics of
+:mod:`percep_lightning.metrics` and logs ``val/fid``, ``val/is``, ``val/is_std`` and ``val/cfsd`` (``test/...``
+under ``trainer.test()``). Its collaborators each hold one concern: :mod:`.metric_table` (which metrics
+exist, what they read and log), :mod:`.sample_plan` (which images a process keeps under DDP),
+:mod:`.real_stats` (the cached real statistics) and :mod:`.step_outputs` (reading the step outputs).
 
-Exact multi-process results. Under DDP Lightning gives the validation dataloader a
-``DistributedSampler``, which pads the dataset with repeats of its first samples so that every process
-gets the same number of batches: process ``r`` of ``W`` sees the positions ``r, r + W, r + 2W, ...`` of the
-padded list, and positions ``>= len(dataset)`` are the repeats. The callback counts the images each
-process has seen in the epoch and keeps local image ``k`` only if its position ``k * W + r`` is below
-``len(dataset)`` (and below ``max_samples``), so the metrics see every sample exactly once. The metric
-states are then summed or gathered across processes by torchmetrics on every process (``compute`` is never
-wrapped in ``rank_zero_only``, which would deadlock), and every process logs the same values. For IS, the
-position of each image is kept too, so the gathered logits are put back in dataset order before the
-seeded shuffle: on ``W`` processes the values equal those of one process.
-
-This relies on each ``validation_step`` output holding one image per sample of its batch, in batch order.
+Metric states are synchronised across processes on every process (``compute`` is never wrapped in
+``rank_zero_only``, which would deadlock), and every process logs the same values.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import logging
-import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import typing
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,42 +26,43 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DistributedSampler, IterableDataset, RandomSampler
+from torchmetrics import Metric
 
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.functional.fid import load_stats
-from percep_lightning.metrics._images import Quantize, check_quantize, exact_float32, to_uint8
-from percep_lightning.metrics.cfsd import CFSD
-from percep_lightning.metrics.fid import FrechetInceptionDistance
-from percep_lightning.metrics.inception_score import InceptionScore
+from percep_lightning.callbacks.metric_table import METRICS, CallbackMetric, MetricOptions
+from percep_lightning.callbacks.real_stats import (
+    RealStats,
+    RealStatsStore,
+    qualname,
+    real_stats_key,
+    weights_digest,
+)
+from percep_lightning.callbacks.sample_plan import SamplePlan, plan_samples
+from percep_lightning.callbacks.step_outputs import Extractor, extract_images
+from percep_lightning.metrics import FrechetInceptionDistance, SharedInception
+from percep_lightning.metrics._images import Quantize, check_quantize, to_uint8
 
-log = logging.getLogger(__name__)
-
-METRIC_NAMES = ("fid", "is", "cfsd")
-Extractor = Callable[[Any, Any], Mapping[str, Tensor]]
-_CACHE_FORMAT = 1
+METRIC_NAMES = tuple(METRICS)
+STAGES = {"validate": "val", "test": "test"}
 
 
-@dataclass(frozen=True)
-class _SamplePlan:
-    """Which of a process's validation images to keep, and their positions in the global order.
+@dataclass
+class _Epoch:
+    """What one evaluation epoch accumulates besides the metric states."""
 
-    Local image ``k`` (counted from the start of the epoch) has global position ``k * world_size + rank``
-    and is kept if ``k < keep`` (``keep=None``: all).
-    """
-
-    world_size: int
-    rank: int
-    keep: int | None
-    dataset_len: int | None
-    shuffled: bool
+    stage: str
+    plan: SamplePlan
+    seen: int = 0
+    real_key: str | None = None  # the real-statistics key when caching is on this epoch
+    cached_real: bool = False  # FID's real side fixed from the store
+    fingerprint: Tensor | None = None
 
 
 class ImageMetricsCallback(Callback):
-    r"""Log FID, Inception Score and CFSD at the end of each validation epoch, on one or many processes.
+    r"""Log FID, Inception Score and CFSD at the end of each validation (and test) epoch, on one or many processes.
 
-    Add it to the ``Trainer`` and return a dict from ``validation_step``::
+    Add it to the ``Trainer`` and return a dict from ``validation_step`` (and ``test_step``)::
 
         def validation_step(self, batch, batch_idx):
             x, y = batch
@@ -83,52 +73,71 @@ class ImageMetricsCallback(Callback):
     Images are ``uint8`` in [0, 255] or float in [0, 1], ``(N, 3, H, W)`` (or one channel). FID compares
     ``preds`` with ``target``; IS scores ``preds``; CFSD compares the structure of ``preds`` with the
     ``content`` images (``content_key``, by default the ``target`` images). One Inception forward per image
-    feeds both FID and IS.
+    feeds both FID and IS (:class:`~percep_lightning.metrics.SharedInception`).
 
-    Speed: the real-image statistics are computed in the first validation epoch and reused while the
-    validation set is unchanged (``cache_real_stats``), and optionally stored in ``real_stats_dir`` as a
-    pytorch-fid ``.npz`` (``mu``, ``sigma``) whose file name is a hash of everything the statistics depend
-    on: the Inception weights, the resize and quantisation, the dataset (type, length and a digest of a few
-    of its samples), ``max_samples``, ``limit_val_batches`` and the target key. At the end of an epoch that
-    reused them, a checksum of the target images seen is compared with the cached one; if they differ (e.g.
-    random augmentation of the validation set) a warning is given and caching is switched off for the run.
-    The cached statistics are part of the callback's checkpoint state, so a resumed run does not recompute
-    them and logs the same values as an uninterrupted one. Sanity-check validation is skipped.
+    Early errors: at the start of every evaluation (the sanity check included) the callback checks that the
+    evaluation set holds enough images for the metrics, and during the sanity check it validates the step
+    outputs (a dict or ``extractor``, keys present, ``(N, 1 or 3, H, W)``, uint8 or float in [0, 1] up to a
+    rounding tolerance) without computing metrics.
 
-    Distributed runs: see the module docstring. The duplicates that ``DistributedSampler`` pads the last
-    batches with are dropped, so the values on several processes equal those on one process (for FID and
-    CFSD always; for IS when the validation sampler does not shuffle, Lightning's default). With
-    ``use_distributed_sampler=False`` and a sampler that is not a ``DistributedSampler``, duplicates cannot
-    be recognised: a warning is given and every image each process sees is counted.
+    Real statistics: they are computed in the first epoch and reused while the evaluation set is unchanged
+    (``cache_real_stats``); the key is a hash of everything they depend on (Inception weights, resize,
+    quantisation, dataset type, length and a digest of a few samples, ``max_samples``, the batch limit and
+    the target key). At the end of an epoch that reused them, a checksum of the target images seen is
+    compared with the cached one; if they differ (e.g. random augmentation) a warning is given and caching
+    is switched off for the run. Checkpoints hold only the key and a file name (a few hundred bytes): the
+    statistics are written once as a pytorch-fid ``.npz`` into ``real_stats_dir`` (a folder shared by runs,
+    written at once and read by key), or by default into ``<log_dir or default_root_dir>/real_stats`` when
+    a checkpoint is saved. A resumed run reads that file and logs the same values as an uninterrupted one;
+    when the file is gone it recomputes the statistics (one info line).
+
+    Distributed runs: the duplicates that ``DistributedSampler`` pads the last batches with are dropped
+    (:mod:`percep_lightning.callbacks.sample_plan`), so the values on several processes equal those on one
+    process (for FID and CFSD always; for IS when the sampler does not shuffle, Lightning's default). With
+    ``use_distributed_sampler=False`` duplicates cannot be recognised: a warning is given and every image
+    each process sees is counted. Warnings of the metrics and backbones (random weights, rank-deficient
+    covariance) are given once per run, on rank zero.
 
     Args:
         metrics: which of ``"fid"``, ``"is"``, ``"cfsd"`` to compute.
-        preds_key: key of the generated images in the ``validation_step`` output.
+        preds_key: key of the generated images in the step output.
         target_key: key of the real images (FID, and CFSD's content when ``content_key`` is ``None``).
         content_key: key of the content images for CFSD; ``None`` uses ``target_key``.
-        every_n_epochs: compute on every n-th validation epoch only (``(epoch + 1) % n == 0``).
-        max_samples: at most this many images per validation epoch (the first ones of the dataset, the
-            same on any number of processes); ``None`` for all.
+        every_n_epochs: compute on every n-th validation epoch only (``(epoch + 1) % n == 0``); ``trainer.validate``
+            and ``trainer.test`` always compute.
+        max_samples: at most this many images per epoch (the first ones of the dataset, the same on any number
+            of processes); ``None`` for all.
         weights: the Inception weights for FID and IS: ``"default"`` (the official
-            ``pt_inception-2015-12-05-6726825d.pth``), a path to a file in that format, or a state dict.
+            ``pt_inception-2015-12-05-6726825d.pth``), a path to a file in that format, a state dict, or
+            ``None`` (random, for smoke tests).
         vgg_weights: the VGG19 weights for CFSD (``"default"``: torchvision's ``vgg19-dcbb9e9d.pth``).
-        extractor: ``extractor(outputs, batch) -> dict`` to build the dict of images from the
-            ``validation_step`` output and the batch, when the output is not such a dict already.
-        prefix: prefix of the logged names (``"val/"`` gives ``val/fid``, ``val/is``, ...).
-        dataloader_idx: which validation dataloader feeds the metrics (others are ignored).
+        extractor: ``extractor(outputs, batch) -> dict`` to build the dict of images from the step output and
+            the batch, when the output is not such a dict already.
+        prefix: prefix of the logged names; ``None`` (default) uses the stage, ``"val/"`` during validation
+            and ``"test/"`` during ``trainer.test()``.
+        prog_bar: also show the logged values in the progress bar.
+        dataloader_idx: which evaluation dataloader feeds the metrics (others are ignored).
         is_splits: the number of Inception Score splits (torch-fidelity: 10).
-        resize: ``"tensorflow"`` (torch-fidelity, default) or ``"bilinear"`` (pytorch-fid) resize to 299.
+        resize: the Inception resize mode (``"tensorflow"``: torch-fidelity, default).
         quantize: how float images become ``uint8`` for Inception: ``"round"`` (as when saving a PNG) or
             ``"truncate"`` (torchmetrics' ``normalize=True``).
         cache_real_stats: reuse the real-image statistics across epochs (see above).
-        real_stats_dir: a folder to also store and load them as ``.npz`` files (``None``: memory only).
+        real_stats_dir: a folder shared by runs for the statistics files (``None``: the run's folder).
         cfsd_chunk_size: rows of the CFSD similarity matrix processed at once (``None``: the metric's
             default), bounding its memory at high resolution.
+        inception: an :class:`~percep_lightning.backbones.FIDInceptionV3` to use instead of building one from
+            ``weights`` and ``resize``.
 
     Raises:
         ValueError: for an unknown metric name, a missing key needed by a metric, ``every_n_epochs < 1``,
             ``max_samples`` too small for the metrics, or an unknown ``resize`` / ``quantize``.
-        TypeError: if ``extractor`` is not callable.
+        TypeError: if ``extractor`` is not callable or ``inception`` is not an ``FIDInceptionV3``.
+
+    Example:
+        >>> from percep_lightning.callbacks import ImageMetricsCallback
+        >>> callback = ImageMetricsCallback(metrics=("fid", "is"), is_splits=2, prog_bar=True)
+        >>> callback.metric_names
+        ('fid', 'is')
     """
 
     def __init__(
@@ -143,7 +152,8 @@ class ImageMetricsCallback(Callback):
         *,
         vgg_weights: WeightsArg = "default",
         extractor: Extractor | None = None,
-        prefix: str = "val/",
+        prefix: str | None = None,
+        prog_bar: bool = False,
         dataloader_idx: int = 0,
         is_splits: int = 10,
         resize: ResizeMode = "tensorflow",
@@ -151,6 +161,7 @@ class ImageMetricsCallback(Callback):
         cache_real_stats: bool = True,
         real_stats_dir: str | os.PathLike[str] | None = None,
         cfsd_chunk_size: int | None = None,
+        inception: FIDInceptionV3 | None = None,
     ) -> None:
         super().__init__()
         self.metric_names = _check_metric_names(metrics)
@@ -164,53 +175,49 @@ class ImageMetricsCallback(Callback):
         _check_int(every_n_epochs, "every_n_epochs", minimum=1)
         _check_int(is_splits, "is_splits", minimum=1)
         _check_int(dataloader_idx, "dataloader_idx", minimum=0)
-        if max_samples is not None:
-            needed = max(2, is_splits) if "is" in self.metric_names else 2
-            _check_int(max_samples, "max_samples", minimum=needed)
         if extractor is not None and not callable(extractor):
             raise TypeError(f"Expected `extractor` to be callable, but got {type(extractor).__name__}.")
-        if resize not in ("tensorflow", "bilinear"):
-            raise ValueError(f"Expected `resize` to be 'tensorflow' or 'bilinear', but got {resize!r}.")
+        modes = typing.get_args(ResizeMode)
+        if resize not in modes:
+            raise ValueError(f"Expected `resize` to be one of {modes}, but got {resize!r}.")
         check_quantize(quantize)
         if cfsd_chunk_size is not None:
             _check_int(cfsd_chunk_size, "cfsd_chunk_size", minimum=1)
+        if inception is not None and not isinstance(inception, FIDInceptionV3):
+            raise TypeError(
+                f"Expected `inception` to be an FIDInceptionV3, but got {type(inception).__name__}."
+            )
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError(f"Expected `prefix` to be a str or None, but got {type(prefix).__name__}.")
         self.every_n_epochs = every_n_epochs
         self.max_samples = max_samples
         self.weights = weights
         self.vgg_weights = vgg_weights
         self.extractor = extractor
         self.prefix = prefix
+        self.prog_bar = bool(prog_bar)
         self.dataloader_idx = dataloader_idx
         self.is_splits = is_splits
         self.resize = resize
         self.quantize = quantize
         self.cache_real_stats = cache_real_stats
-        self.real_stats_dir = Path(real_stats_dir) if real_stats_dir is not None else None
+        self.cfsd_chunk_size = cfsd_chunk_size
+        self._inception = inception
+        if max_samples is not None:
+            needed = max(self._minimum_images()[0], 1)
+            _check_int(max_samples, "max_samples", minimum=needed)
 
-        # Built in `setup` (after DDP processes are spawned; nothing heavy is pickled with the callback).
-        self._inception: FIDInceptionV3 | None = None
-        self._fid: FrechetInceptionDistance | None = None
-        self._is: InceptionScore | None = None
-        self._cfsd: CFSD | None = None
-        self._cfsd_chunk_size = cfsd_chunk_size
+        self._shared: SharedInception | None = None
+        self._metrics: dict[str, Metric] = {}  # built in `setup` (after DDP processes are spawned)
+        self._store = RealStatsStore(real_stats_dir)
+        self._caching_disabled = False
+        self._epoch: _Epoch | None = None
+        self._check_only = False
+        self._real_forwarded = 0
+        self._warned: set[str] = set()
         self._weights_digest: str | None = None
 
-        # Real-statistics cache: {"key", "mu", "sigma", "num_samples", "fingerprint"} (CPU tensors).
-        self._real_cache: dict[str, Any] | None = None
-        self._caching_disabled = False
-
-        # Per-epoch state.
-        self._active = False
-        self._plan: _SamplePlan | None = None
-        self._seen = 0
-        self._epoch_key: str | None = None
-        self._using_cached_real = False
-        self._fingerprint: Tensor | None = None
-        self._num_real_forwarded = 0  # images of the target set run through Inception (for tests and logs)
-        self._warned_sampler = False
-        self._warned_shuffle = False
-
-    # ------------------------------------------------------------------ Lightning state
+    # ------------------------------------------------------------------ public state
 
     @property
     def state_key(self) -> str:
@@ -221,59 +228,52 @@ class ImageMetricsCallback(Callback):
             prefix=self.prefix,
         )
 
-    def state_dict(self) -> dict[str, Any]:
-        """The cached real-image statistics (so a resumed run does not recompute them)."""
-        return {"format": _CACHE_FORMAT, "real_stats": self._real_cache}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        cache = state_dict.get("real_stats")
-        if state_dict.get("format") == _CACHE_FORMAT and cache is not None:
-            self._real_cache = dict(cache)
+    @property
+    def metrics(self) -> Mapping[str, Metric]:
+        """The metrics by name (built in ``setup``); their public states hold the epoch's accumulation."""
+        return dict(self._metrics)
 
     @property
     def real_stats_cached(self) -> bool:
-        """Whether real-image statistics are cached (in memory) for reuse."""
-        return self._real_cache is not None
+        """Whether real-image statistics are held for reuse."""
+        return self._store.entry is not None
+
+    @property
+    def real_images_forwarded(self) -> int:
+        """Real images run through Inception so far (epochs that reuse cached statistics add none)."""
+        return self._real_forwarded
+
+    def state_dict(self) -> dict[str, Any]:
+        """The key and file of the cached real statistics (not the statistics themselves)."""
+        return self._store.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._store.load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Random backbones (weights=None, for smoke tests) are built from a fixed seed, so that every process
-        # of a distributed run holds the same network.
-        with torch.random.fork_rng(devices=[]):
+        self._store.set_run_directory(os.path.join(trainer.log_dir or trainer.default_root_dir, "real_stats"))
+        self._warned.clear()
+        if self._metrics:
+            return
+        # Random backbones (weights=None) come from a fixed seed, so every process holds the same network.
+        with torch.random.fork_rng(devices=[]), self._warnings_once():
             torch.manual_seed(0)
-            if self._inception is None and ({"fid", "is"} & set(self.metric_names)):
+            if self._inception is None and any(METRICS[name].uses_inception for name in self.metric_names):
                 self._inception = FIDInceptionV3(self.weights, resize=self.resize)
-            if "fid" in self.metric_names and self._fid is None:
-                self._fid = FrechetInceptionDistance(backbone=self._inception, quantize=self.quantize)
-            if "is" in self.metric_names and self._is is None:
-                self._is = InceptionScore(
-                    backbone=self._inception, splits=self.is_splits, quantize=self.quantize
-                )
-            if "cfsd" in self.metric_names and self._cfsd is None:
-                kwargs = {} if self._cfsd_chunk_size is None else {"chunk_size": self._cfsd_chunk_size}
-                self._cfsd = CFSD(self.vgg_weights, **kwargs)
+            self._metrics = {name: METRICS[name].build(self._options()) for name in self.metric_names}
+        if self._inception is not None:
+            self._shared = SharedInception(self._inception, quantize=self.quantize)
+            if "fid" in self._metrics and self.cache_real_stats and trainer.is_global_zero:
+                # Hashing the weights is cached per file or module; done here, once, not inside an epoch.
+                self._weights_digest = weights_digest(self.weights, self._inception)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._active = self._should_run(trainer)
-        if not self._active:
-            return
-        self.setup(trainer, pl_module, "validate")  # no-op when already built
-        for metric in self._metrics():
-            metric.to(pl_module.device)
-            metric.reset()
-        self._plan = self._sample_plan(trainer)
-        self._seen = 0
-        self._fingerprint = torch.zeros(3, dtype=torch.long, device=pl_module.device)
-        self._using_cached_real = False
-        self._epoch_key = None
-        if self._fid is not None:
-            self._fid.clear_real_statistics()
-            if self._cache_allowed():
-                self._epoch_key = trainer.strategy.broadcast(
-                    self._cache_key(trainer) if trainer.is_global_zero else None, src=0
-                )
-                self._using_cached_real = self._restore_real_stats(trainer)
+        self._start(trainer, pl_module, "val")
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer, pl_module, "test")
 
     def on_validation_batch_end(
         self,
@@ -284,268 +284,325 @@ class ImageMetricsCallback(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self._active or dataloader_idx != self.dataloader_idx:
-            return
-        images = self._extract(outputs, batch)
-        count = _batch_count(images)
-        keep, positions = self._keep(count)
-        self._seen += count
-        if keep == 0:
-            return
-        images = {name: x[:keep] for name, x in images.items()}
-        positions = positions.to(pl_module.device)
-        self._update_inception_metrics(images, positions)
-        if self._cfsd is not None:
-            content = images[self.content_key or self.target_key]  # type: ignore[index]
-            self._cfsd.update(images[self.preds_key], content)
+        self._batch(pl_module, outputs, batch, dataloader_idx)
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._batch(pl_module, outputs, batch, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._active:
+        self._end(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._end(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._store.persist(trainer.is_global_zero)
+
+    # ------------------------------------------------------------------ epoch steps
+
+    def _start(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._epoch = None
+        self._check_only = False
+        if not self._should_run(trainer, stage):
             return
-        self._active = False
-        self._check_seen_count()
-        values: dict[str, Tensor] = {}
-        if self._fid is not None:
-            values["fid"] = self._compute_fid(trainer)
-        if self._is is not None:
-            if not self._is.logits:  # an empty rank still takes part in the gather, with a 2-D tensor
-                self._is.update_logits(
+        loader = self._loader(trainer, stage)
+        plan = plan_samples(
+            loader,
+            world_size=int(trainer.world_size),
+            rank=int(trainer.global_rank),
+            max_samples=self.max_samples,
+        )
+        self._check_capacity(trainer, loader, plan, stage)
+        if not plan.recognises_duplicates:
+            self._warn_once(
+                "ImageMetricsCallback: the evaluation dataloader of this distributed run has no DistributedSampler, "
+                "so samples repeated across processes cannot be recognised; every image each process sees is "
+                "counted. Keep Lightning's `use_distributed_sampler=True` for exact multi-process metrics."
+            )
+        if trainer.sanity_checking:
+            self._check_only = True
+            return
+        epoch = _Epoch(stage, plan)
+        for name, metric in self._metrics.items():
+            metric.to(pl_module.device)
+            metric.reset()
+            if (
+                METRICS[name].feed == "inception_logits"
+            ):  # every rank takes part in the gather with a 2-D state
+                metric.update_logits(
                     torch.empty(0, 1008, device=pl_module.device), torch.empty(0, dtype=torch.long)
                 )
-            values["is"], values["is_std"] = self._is.compute()
-        if self._cfsd is not None:
-            values["cfsd"] = self._cfsd.compute()
+        fid = self._metrics.get("fid")
+        if isinstance(fid, FrechetInceptionDistance):
+            fid.clear_real_statistics()
+            epoch.fingerprint = torch.zeros(3, dtype=torch.long, device=pl_module.device)
+            if self._cache_allowed(plan):
+                key = self._real_key(trainer, loader, stage) if trainer.is_global_zero else None
+                epoch.real_key = trainer.strategy.broadcast(key, src=0)
+                found = self._store.lookup(epoch.real_key, trainer)
+                if found is not None:
+                    fid.set_real_statistics(found.mu, found.sigma, found.num_samples)
+                    epoch.cached_real = True
+        self._epoch = epoch
+
+    def _batch(self, pl_module: LightningModule, outputs: Any, batch: Any, dataloader_idx: int) -> None:
+        if dataloader_idx != self.dataloader_idx or not (self._check_only or self._epoch is not None):
+            return
+        stage = self._epoch.stage if self._epoch is not None else "val"
+        images = extract_images(
+            outputs,
+            batch,
+            keys=self._keys(),
+            extractor=self.extractor,
+            step="test_step" if stage == "test" else "validation_step",
+        )
+        epoch = self._epoch
+        if epoch is None:  # sanity check: outputs validated, nothing computed
+            return
+        count = next(iter(images.values())).shape[0]
+        keep, positions = epoch.plan.select(epoch.seen, count)
+        epoch.seen += count
+        if keep == 0:
+            return
+        images = {key: x[:keep] for key, x in images.items()}
+        self._feed_inception(images, positions.to(pl_module.device), epoch)
+        for name, metric in self._metrics.items():
+            spec = METRICS[name]
+            if spec.feed == "pairs":
+                first, second = (self._key_of(role) for role in spec.roles)
+                metric.update(images[first], images[second])
+
+    def _end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        epoch, self._epoch = self._epoch, None
+        self._check_only = False
+        if epoch is None:
+            return
+        expected = epoch.plan.expected_count()
+        if expected is not None and epoch.seen > expected:
+            self._warn_once(
+                f"ImageMetricsCallback saw {epoch.seen} images on this process but its DistributedSampler holds "
+                f"{expected} samples: step outputs must hold one image per batch sample, or duplicates cannot be "
+                "recognised."
+            )
+        values: dict[str, Tensor] = {}
+        with self._warnings_once():
+            for name, metric in self._metrics.items():
+                spec = METRICS[name]
+                result = self._compute(trainer, metric, epoch) if name == "fid" else _synced_compute(metric)
+                results = result if isinstance(result, tuple) else (result,)
+                values.update(zip(spec.logs, results, strict=True))
+        prefix = self.prefix if self.prefix is not None else f"{epoch.stage}/"
         for name, value in values.items():
             # Every process holds the same synchronised value; `max` over processes returns it unchanged and
             # keeps Lightning from warning about unsynchronised epoch-level logging.
             pl_module.log(
-                f"{self.prefix}{name}",
+                f"{prefix}{name}",
                 value.detach().float(),
                 sync_dist=True,
                 reduce_fx="max",
                 on_step=False,
                 on_epoch=True,
+                prog_bar=self.prog_bar,
             )
 
-    # ------------------------------------------------------------------ per-batch work
+    # ------------------------------------------------------------------ helpers
 
-    def _should_run(self, trainer: Trainer) -> bool:
-        if trainer.sanity_checking:
-            return False
-        if trainer.state.fn is not None and trainer.state.fn.value == "validate":
+    def _should_run(self, trainer: Trainer, stage: str) -> bool:
+        if trainer.sanity_checking or stage == "test":
+            return True
+        fn = trainer.state.fn
+        if fn is not None and fn.value == "validate":
             return True
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
-    def _metrics(self) -> list[Any]:
-        return [m for m in (self._fid, self._is, self._cfsd) if m is not None]
+    def _key_of(self, role: str) -> str:
+        if role == "preds":
+            return self.preds_key
+        if role == "content":
+            return self.content_key or self.target_key  # type: ignore[return-value]
+        return self.target_key  # type: ignore[return-value]
 
-    def _required_keys(self) -> list[str]:
-        keys = [self.preds_key]
-        if "fid" in self.metric_names:
-            keys.append(self.target_key)  # type: ignore[arg-type]
-        if "cfsd" in self.metric_names:
-            keys.append(self.content_key or self.target_key)  # type: ignore[arg-type]
-        return list(dict.fromkeys(keys))
+    def _keys(self) -> dict[str, str]:
+        """Output key -> the argument naming it, for every image the metrics read."""
+        arguments = {"preds": "preds_key", "target": "target_key", "content": "content_key"}
+        keys: dict[str, str] = {}
+        for name in self.metric_names:
+            for role in METRICS[name].roles:
+                argument = (
+                    arguments[role] if not (role == "content" and self.content_key is None) else "target_key"
+                )
+                keys.setdefault(self._key_of(role), argument)
+        return keys
 
-    def _extract(self, outputs: Any, batch: Any) -> dict[str, Tensor]:
-        source = self.extractor(outputs, batch) if self.extractor is not None else outputs
-        where = "the `extractor` result" if self.extractor is not None else "the `validation_step` output"
-        if not isinstance(source, Mapping):
-            raise TypeError(
-                f"ImageMetricsCallback expected {where} to be a dict with keys {self._required_keys()}, but got "
-                f"{type(source).__name__}. Return a dict from `validation_step` or pass `extractor=`."
-            )
-        missing = [key for key in self._required_keys() if key not in source]
-        if missing:
+    def _minimum_images(self) -> tuple[int, str]:
+        needs = [(METRICS[name].min_images(self._options()), name) for name in self.metric_names]
+        needed, name = max(needs)
+        return needed, name
+
+    def _options(self) -> MetricOptions:
+        return MetricOptions(
+            self._inception, self.quantize, self.is_splits, self.vgg_weights, self.cfsd_chunk_size
+        )
+
+    def _check_capacity(self, trainer: Trainer, loader: Any, plan: SamplePlan, stage: str) -> None:
+        """Raise a ValueError when the epoch cannot hold enough images for every metric."""
+        available = plan.dataset_len
+        if available is None:
+            dataset = getattr(getattr(loader, "sampler", None), "dataset", None)
+            available = len(dataset) if hasattr(dataset, "__len__") else None  # type: ignore[arg-type]
+        if available is None:
+            return
+        if self.max_samples is not None:
+            available = min(available, self.max_samples)
+        batches = trainer.num_test_batches if stage == "test" else trainer.num_val_batches
+        batch_size = getattr(loader, "batch_size", None)
+        if not trainer.sanity_checking and self.dataloader_idx < len(batches) and batch_size:
+            limit = batches[self.dataloader_idx]
+            if limit != float("inf"):
+                available = min(available, int(limit) * int(batch_size) * plan.world_size)
+        needed, name = self._minimum_images()
+        if available < needed:
+            what = "validation" if stage == "val" else "test"
+            why = METRICS[name].why_min.replace("`is_splits`", f"`is_splits`={self.is_splits}")
             raise ValueError(
-                f"ImageMetricsCallback needs {missing} in {where}, which has keys {sorted(map(str, source))}; set "
-                "`preds_key`, `target_key` / `content_key`, or pass `extractor=`."
-            )
-        images = {}
-        for key in self._required_keys():
-            value = source[key]
-            if not isinstance(value, Tensor):
-                raise TypeError(
-                    f"Expected `{key}` in {where} to be a torch.Tensor, but got {type(value).__name__}."
-                )
-            images[key] = value.detach()
-        return images
-
-    def _keep(self, count: int) -> tuple[int, Tensor]:
-        plan = self._plan
-        assert plan is not None  # set in on_validation_epoch_start
-        keep = count if plan.keep is None else max(0, min(count, plan.keep - self._seen))
-        local = torch.arange(self._seen, self._seen + keep, dtype=torch.long)
-        return keep, local * plan.world_size + plan.rank
-
-    def _update_inception_metrics(self, images: dict[str, Tensor], positions: Tensor) -> None:
-        if self._inception is None:
-            return
-        device = next(self._inception.parameters()).device
-        fake = to_uint8(images[self.preds_key], self.preds_key, self.quantize)
-        real = None
-        if self._fid is not None:
-            real = to_uint8(images[self.target_key], self.target_key, self.quantize)  # type: ignore[index]
-            if real.shape[0] != fake.shape[0]:
-                raise ValueError(
-                    f"Expected `{self.preds_key}` and `{self.target_key}` to hold the same number of images, but "
-                    f"got {fake.shape[0]} and {real.shape[0]}."
-                )
-            self._fingerprint += _checksum(real).to(self._fingerprint.device)  # type: ignore[operator]
-        batch = fake if real is None or self._using_cached_real else torch.cat([fake, real.to(fake.device)])
-        with exact_float32(device):
-            features = self._inception(batch.to(device))
-        n = fake.shape[0]
-        if self._fid is not None:
-            self._fid.update_features(features.pool3[:n], real=False)
-            if not self._using_cached_real:
-                self._fid.update_features(features.pool3[n:], real=True)
-                self._num_real_forwarded += n
-        if self._is is not None:
-            self._is.update_logits(features.logits_unbiased[:n], positions)
-
-    def _check_seen_count(self) -> None:
-        plan = self._plan
-        if plan is None or plan.dataset_len is None or plan.world_size <= 1:
-            return
-        expected = math.ceil(plan.dataset_len / plan.world_size)
-        if self._seen > expected:
-            rank_zero_warn(
-                f"ImageMetricsCallback saw {self._seen} images on this process but its DistributedSampler holds "
-                f"{expected} samples: `validation_step` outputs must hold one image per batch sample, or duplicates "
-                "cannot be recognised."
+                f"ImageMetricsCallback needs at least {needed} {what} images for metric {name!r} ({why}), but the "
+                f"{what} epoch holds {available}; add images, raise `max_samples` or the batch limit, or lower "
+                f"{'`is_splits`' if name == 'is' else 'the metrics'}."
             )
 
-    # ------------------------------------------------------------------ sampler and duplicates
-
-    def _val_dataloader(self, trainer: Trainer) -> Any:
-        loaders = trainer.val_dataloaders
+    def _loader(self, trainer: Trainer, stage: str) -> Any:
+        loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
         if isinstance(loaders, Mapping):
             loaders = list(loaders.values())
         if isinstance(loaders, (list, tuple)):
             if self.dataloader_idx >= len(loaders):
                 raise ValueError(
-                    f"Expected `dataloader_idx` < {len(loaders)} (the number of validation dataloaders), but got "
+                    f"Expected `dataloader_idx` < {len(loaders)} (the number of evaluation dataloaders), but got "
                     f"{self.dataloader_idx}."
                 )
             return loaders[self.dataloader_idx]
         return loaders
 
-    def _sample_plan(self, trainer: Trainer) -> _SamplePlan:
-        loader = self._val_dataloader(trainer)
-        sampler = _find_sampler(loader)
-        limit = self.max_samples
-        if isinstance(sampler, DistributedSampler):
-            world, rank = int(sampler.num_replicas), int(sampler.rank)
-            dataset_len = len(sampler.dataset)  # type: ignore[arg-type]
-            unique = dataset_len if limit is None else min(dataset_len, limit)
-            keep = min(len(range(rank, unique, world)), int(sampler.num_samples))
-            return _SamplePlan(world, rank, keep, dataset_len, _is_shuffled(sampler))
-        world, rank = int(trainer.world_size), int(trainer.global_rank)
-        if world > 1 and not self._warned_sampler:
-            self._warned_sampler = True
-            rank_zero_warn(
-                "ImageMetricsCallback: the validation dataloader of this distributed run has no DistributedSampler "
-                f"(got {type(sampler).__name__}), so samples repeated across processes cannot be recognised; every "
-                "image each process sees is counted. Keep Lightning's `use_distributed_sampler=True` for exact "
-                "multi-process metrics."
-            )
-        keep = None if limit is None else len(range(rank, limit, world))
-        dataset = getattr(loader, "dataset", None)
-        dataset_len = len(dataset) if _is_map_style(dataset) else None
-        return _SamplePlan(world, rank, keep, dataset_len if world == 1 else None, _is_shuffled(sampler))
+    def _feed_inception(self, images: dict[str, Tensor], positions: Tensor, epoch: _Epoch) -> None:
+        shared = self._shared
+        if shared is None:
+            return
+        feature_metrics, logit_metrics, real_metrics = [], [], []
+        for name, metric in self._metrics.items():
+            spec: CallbackMetric = METRICS[name]
+            if spec.feed == "inception_features":
+                feature_metrics.append(metric)
+                if not (spec.caches_real and epoch.cached_real):
+                    real_metrics.append(metric)
+            elif spec.feed == "inception_logits":
+                logit_metrics.append(metric)
+        fake = to_uint8(images[self.preds_key], self.preds_key, self.quantize)
+        batch = fake
+        real = None
+        if feature_metrics:
+            real = to_uint8(images[self.target_key], self.target_key, self.quantize)  # type: ignore[index]
+            if epoch.fingerprint is not None:
+                epoch.fingerprint += _checksum(real).to(epoch.fingerprint.device)
+            if real_metrics:
+                batch = torch.cat([fake, real.to(fake.device)])
+        features = shared.forward(batch, self.preds_key)
+        n = fake.shape[0]
+        fake_features = type(features)(features.pool3[:n], features.logits_unbiased[:n])
+        shared.feed(fake_features, real=False, metrics=[*feature_metrics, *logit_metrics], indices=positions)
+        if real_metrics:
+            real_features = type(features)(features.pool3[n:], features.logits_unbiased[n:])
+            shared.feed(real_features, real=True, metrics=real_metrics)
+            self._real_forwarded += n
 
-    # ------------------------------------------------------------------ real statistics cache
-
-    def _cache_allowed(self) -> bool:
+    def _cache_allowed(self, plan: SamplePlan) -> bool:
         if not self.cache_real_stats or self._caching_disabled:
             return False
-        plan = self._plan
-        if plan is not None and plan.shuffled and plan.keep is not None:
-            if not self._warned_shuffle:
-                self._warned_shuffle = True
-                rank_zero_warn(
-                    "ImageMetricsCallback: the validation sampler shuffles and `max_samples` keeps a subset, so the "
-                    "real images change every epoch; their statistics are not cached."
-                )
+        if plan.shuffled and plan.keep is not None:
+            self._warn_once(
+                "ImageMetricsCallback: the evaluation sampler shuffles and `max_samples` keeps a subset, so the real "
+                "images change every epoch; their statistics are not cached."
+            )
             return False
         return True
 
-    def _cache_key(self, trainer: Trainer) -> str:
-        if self._weights_digest is None:
-            self._weights_digest = _module_digest(self._inception)  # type: ignore[arg-type]
-        loader = self._val_dataloader(trainer)
+    def _real_key(self, trainer: Trainer, loader: Any, stage: str) -> str:
+        inception = self._inception
+        assert inception is not None  # built in setup when FID is requested
         target = (
-            self.target_key if self.extractor is None else f"{self.target_key} of {_qualname(self.extractor)}"
+            self.target_key if self.extractor is None else f"{self.target_key} of {qualname(self.extractor)}"
         )
-        fields = {
-            "format": _CACHE_FORMAT,
-            "weights": self._weights_digest,
-            "resize": self.resize,
+        limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
+        options = {
+            "resize": inception.resize,
             "quantize": self.quantize,
-            "dataset": _dataset_identity(getattr(loader, "dataset", None)),
             "max_samples": self.max_samples,
-            "limit_val_batches": str(trainer.limit_val_batches),
+            "limit_batches": str(limit),
             "target": target,
         }
-        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+        return real_stats_key(
+            weights=self._weights_digest or weights_digest(self.weights, inception),
+            dataset=getattr(loader, "dataset", None),
+            options=options,
+        )
 
-    def _cache_path(self, key: str) -> Path:
-        assert self.real_stats_dir is not None
-        return self.real_stats_dir / f"fid_real_stats-{key[:24]}.npz"
-
-    def _restore_real_stats(self, trainer: Trainer) -> bool:
-        """Fix the FID real statistics from memory or disk if they match this epoch's key (same on every rank)."""
-        key = self._epoch_key
-        if self._real_cache is not None and self._real_cache["key"] == key:
-            source: Any = "memory"
-        else:
-            source = None
-            if trainer.is_global_zero and self.real_stats_dir is not None:
-                source = _read_cache_file(self._cache_path(key))  # type: ignore[arg-type]
-            source = trainer.strategy.broadcast(source, src=0)
-            if source is not None:
-                self._real_cache = {**source, "key": key}
-        if source is None:
-            return False
-        cache = self._real_cache
-        self._fid.set_real_statistics(cache["mu"], cache["sigma"], cache["num_samples"])  # type: ignore[union-attr]
-        return True
-
-    def _compute_fid(self, trainer: Trainer) -> Tensor:
-        fid = self._fid
-        assert fid is not None
-        if self._epoch_key is None:
-            return fid.compute()
-        fingerprint = trainer.strategy.reduce(self._fingerprint, reduce_op="sum").cpu()  # type: ignore[arg-type]
-        value = fid.compute()
-        if self._using_cached_real:
-            if not torch.equal(fingerprint, torch.as_tensor(self._real_cache["fingerprint"])):  # type: ignore[index]
+    def _compute(self, trainer: Trainer, fid: Metric, epoch: _Epoch) -> Tensor:
+        """FID from one synchronisation; fresh real statistics are handed to the store on the way."""
+        assert isinstance(fid, FrechetInceptionDistance)
+        if epoch.real_key is None:
+            return _synced_compute(fid)
+        fingerprint = trainer.strategy.reduce(epoch.fingerprint, reduce_op="sum").cpu()  # type: ignore[arg-type]
+        if epoch.cached_real:
+            value = _synced_compute(fid)
+            entry = self._store.entry
+            if entry is not None and not torch.equal(fingerprint, torch.as_tensor(entry.fingerprint)):
                 rank_zero_warn(
-                    "ImageMetricsCallback: the validation target images differ from those the cached real FID "
-                    f"statistics were computed from (e.g. random augmentation); epoch {trainer.current_epoch}'s FID "
-                    "used the cached statistics. Caching is switched off for the rest of this run; pass "
-                    "`cache_real_stats=False` if the validation set changes between epochs."
+                    "ImageMetricsCallback: the target images differ from those the cached real FID statistics were "
+                    f"computed from (e.g. random augmentation); epoch {trainer.current_epoch}'s FID used the cached "
+                    "statistics. Caching is switched off for the rest of this run; pass `cache_real_stats=False` if "
+                    "the evaluation set changes between epochs."
                 )
                 self._caching_disabled = True
-                self._real_cache = None
+                self._store.forget()
             return value
-        mu, sigma, n = fid.real_statistics()
-        self._real_cache = {
-            "key": self._epoch_key,
-            "mu": mu.detach().cpu(),
-            "sigma": sigma.detach().cpu(),
-            "num_samples": int(n),
-            "fingerprint": fingerprint.tolist(),
-        }
-        if self.real_stats_dir is not None:
-            if trainer.is_global_zero:
-                _write_cache_file(self._cache_path(self._epoch_key), self._real_cache)
-            trainer.strategy.barrier("ImageMetricsCallback.real_stats")
+        with fid.sync_context(dist_sync_fn=fid.dist_sync_fn):
+            mu, sigma, n = fid.real_statistics()
+            fid.set_real_statistics(mu, sigma, n)  # compute() below reuses them instead of rebuilding them
+            value = fid.compute()
+        self._store.remember(
+            RealStats(epoch.real_key, mu.detach().cpu(), sigma.detach().cpu(), int(n), fingerprint.tolist()),
+            trainer,
+        )
         return value
 
+    @contextlib.contextmanager
+    def _warnings_once(self) -> Iterator[None]:
+        """Collect the warnings of the block and give each distinct one once per run, on rank zero."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for warning in caught:
+            self._warn_once(str(warning.message), warning.category)
 
-# ---------------------------------------------------------------------- helpers
+    def _warn_once(self, message: str, category: type[Warning] = UserWarning) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            rank_zero_warn(message, category=category)
+
+
+def _synced_compute(metric: Metric) -> Any:
+    """``compute()`` on states synchronised once across processes (the table's metrics do not sync themselves)."""
+    with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
+        return metric.compute()
 
 
 def _check_metric_names(metrics: Sequence[str]) -> tuple[str, ...]:
@@ -567,122 +624,7 @@ def _check_int(value: object, name: str, *, minimum: int) -> None:
         raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}.")
 
 
-def _batch_count(images: Mapping[str, Tensor]) -> int:
-    counts = {name: (int(x.shape[0]) if x.ndim > 0 else -1) for name, x in images.items()}
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"Expected the image batches to hold the same number of images, but got {counts}.")
-    return next(iter(counts.values()))
-
-
-def _find_sampler(loader: Any) -> Any:
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    inner = getattr(batch_sampler, "sampler", None)
-    if isinstance(inner, DistributedSampler):
-        return inner
-    return getattr(loader, "sampler", None)
-
-
-def _is_shuffled(sampler: Any) -> bool:
-    if isinstance(sampler, RandomSampler):
-        return True
-    if isinstance(sampler, DistributedSampler):
-        wrapped = getattr(getattr(sampler, "dataset", None), "_sampler", None)  # Lightning's sampler wrapper
-        return bool(sampler.shuffle) or isinstance(wrapped, RandomSampler)
-    return False
-
-
-def _is_map_style(dataset: Any) -> bool:
-    return dataset is not None and not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__")
-
-
 def _checksum(images: Tensor) -> Tensor:
     """Order-independent int64 checksum of uint8 images: ``[count, sum, sum of squares]``."""
     x = images.to(torch.long)
     return torch.stack([torch.tensor(x.shape[0], device=x.device), x.sum(), (x * x).sum()])
-
-
-def _qualname(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-
-
-def _module_digest(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _dataset_identity(dataset: Any, probes: int = 3) -> dict[str, Any]:
-    """Type, length and a digest of a few samples of a map-style dataset (what the real statistics depend on)."""
-    identity: dict[str, Any] = {"type": _qualname(type(dataset))}
-    if not _is_map_style(dataset):
-        return identity
-    length = len(dataset)
-    identity["len"] = length
-    digest = hashlib.sha256()
-    try:
-        for index in sorted({0, length // 2, length - 1} if length else set())[:probes]:
-            _digest_sample(digest, dataset[index])
-    except Exception as err:  # noqa: BLE001 (a dataset that cannot be probed is identified by type and length)
-        log.debug("ImageMetricsCallback could not probe the validation dataset: %s", err)
-        identity["probe"] = None
-        return identity
-    identity["probe"] = digest.hexdigest()
-    return identity
-
-
-def _digest_sample(digest: Any, sample: Any) -> None:
-    if isinstance(sample, Tensor):
-        digest.update(str((sample.dtype, tuple(sample.shape))).encode())
-        digest.update(sample.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(sample, np.ndarray):
-        digest.update(str((sample.dtype, sample.shape)).encode())
-        digest.update(np.ascontiguousarray(sample).tobytes())
-    elif isinstance(sample, Mapping):
-        for key in sorted(sample, key=str):
-            digest.update(str(key).encode())
-            _digest_sample(digest, sample[key])
-    elif isinstance(sample, (list, tuple)):
-        for item in sample:
-            _digest_sample(digest, item)
-    elif hasattr(sample, "tobytes"):  # PIL images
-        digest.update(sample.tobytes())
-    else:
-        digest.update(repr(sample).encode())
-
-
-def _read_cache_file(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        mu, sigma = load_stats(path)
-        with np.load(path, allow_pickle=False) as archive:
-            num_samples = int(archive["num_samples"])
-            fingerprint = [int(v) for v in archive["fingerprint"]]
-    except (OSError, KeyError, ValueError) as err:
-        rank_zero_warn(f"ImageMetricsCallback ignored the unreadable real statistics file {path}: {err}")
-        return None
-    return {"mu": mu, "sigma": sigma, "num_samples": num_samples, "fingerprint": fingerprint}
-
-
-def _write_cache_file(path: Path, cache: Mapping[str, Any]) -> None:
-    """Write the pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the count and checksum) atomically."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    mu=cache["mu"].numpy(),
-                    sigma=cache["sigma"].numpy(),
-                    num_samples=np.int64(cache["num_samples"]),
-                    fingerprint=np.asarray(cache["fingerprint"], dtype=np.int64),
-                )
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-    except OSError as err:
-        rank_zero_warn(f"ImageMetricsCallback could not write the real statistics to {path}: {err}")

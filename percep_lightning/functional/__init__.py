@@ -3,7 +3,7 @@
 from percep_lightning.functional.cfsd import cfsd
 from percep_lightning.functional.color import rgb_to_y
 from percep_lightning.functional.cosine import image_cosine_similarity
-from percep_lightning.functional.fid import feature_statistics, frechet_distance, load_stats, save_stats
+from percep_lightning.functional.fid import feature_statistics, frechet_distance
 from percep_lightning.functional.inception_score import inception_score
 from percep_lightning.functional.lpips import lpips_distance
 from percep_lightning.functional.perceptual import gram_matrix
@@ -17,12 +17,10 @@ __all__ = [
     "gram_matrix",
     "image_cosine_similarity",
     "inception_score",
-    "load_stats",
     "lpips_distance",
     "ms_ssim",
     "pixel_loss",
     "psnr",
     "rgb_to_y",
-    "save_stats",
     "ssim",
 ]

@@ -1,10 +1,27 @@
 """torchmetrics ``Metric``s: FID, Inception Score, CFSD, and the full-reference PSNR, SSIM, MS-SSIM and LPIPS
-(state and multi-process sync, no Lightning code)."""
+(state and multi-process sync, no Lightning code).
+
+Also here: :class:`SharedInception` (one Inception forward feeding several metrics) and the FID
+statistics files (:func:`save_stats`, :func:`load_stats`).
+"""
 
 from percep_lightning.metrics.cfsd import CFSD
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 from percep_lightning.metrics.inception_score import InceptionScore
 from percep_lightning.metrics.paired import MSSSIM, PSNR, SSIM
 from percep_lightning.metrics.paired_lpips import LPIPS
+from percep_lightning.metrics.shared_inception import SharedInception
+from percep_lightning.metrics.stats_io import load_stats, save_stats
 
-__all__ = ["CFSD", "LPIPS", "MSSSIM", "PSNR", "SSIM", "FrechetInceptionDistance", "InceptionScore"]
+__all__ = [
+    "CFSD",
+    "LPIPS",
+    "MSSSIM",
+    "PSNR",
+    "SSIM",
+    "FrechetInceptionDistance",
+    "InceptionScore",
+    "SharedInception",
+    "load_stats",
+    "save_stats",
+]

@@ -141,8 +141,8 @@ class KeepFloat64States:
         probe = fn(torch.zeros((), device=self.device))  # type: ignore[attr-defined]
         keep = [
             name
-            for name, default in self._defaults.items()  # type: ignore[attr-defined]
-            if isinstance(default, Tensor) and default.dtype == torch.float64
+            for name, value in self.metric_state.items()  # type: ignore[attr-defined]
+            if isinstance(value, Tensor) and value.dtype == torch.float64
         ]
         to_mps = probe.device.type == "mps"
         if not keep or not (to_mps or probe.dtype != torch.float32):
@@ -150,9 +150,9 @@ class KeepFloat64States:
         kwargs["exclude_state"] = tuple(keep)
         result = super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
         if not to_mps:
+            # `reset()` puts the defaults back on the device of the current value, so moving it is enough.
             for name in keep:
                 setattr(self, name, getattr(self, name).to(probe.device))
-                self._defaults[name] = self._defaults[name].to(probe.device)  # type: ignore[attr-defined]
         return result
 
 

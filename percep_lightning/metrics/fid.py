@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import rank_zero_warn
 
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
@@ -126,23 +130,32 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         """The backbone's resize mode (``"tensorflow"`` or ``"bilinear"``)."""
         return self.backbone.resize
 
-    def update(self, images: Tensor, real: bool) -> None:
-        """Add a batch of real or generated images.
+    def update(self, images: Tensor, real: bool, *, precomputed: bool = False) -> None:
+        """Add a batch of real or generated images (or their precomputed pool3 features).
 
         Args:
-            images: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
+            images: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1]; with
+                ``precomputed=True``, ``(N, 2048)`` pool3 features of the same Inception.
             real: ``True`` for reference images, ``False`` for generated ones.
+            precomputed: whether ``images`` are pool3 features (the Inception forward already done).
 
         Raises:
             TypeError: for a wrong dtype or a non-bool ``real``.
             ValueError: for a wrong shape, NaN/Inf, or float values outside [0, 1].
+            RuntimeError: when adding real images while real statistics are fixed.
         """
         _check_real_flag(real)
-        features = inception_forward(self.backbone, images, "images", self.quantize)
-        self._add_features(features.pool3, real)
+        if precomputed:
+            features = images
+        else:
+            features = inception_forward(self.backbone, images, "images", self.quantize).pool3
+        self._add_features(features, real)
 
     def update_features(self, features: Tensor, real: bool) -> None:
         """Add precomputed pool3 features (the Inception forward already done, e.g. shared with IS).
+
+        The same as ``update(features, real, precomputed=True)``; see
+        :class:`~percep_lightning.metrics.SharedInception` for one forward feeding several metrics.
 
         Args:
             features: ``(N, 2048)`` pool3 features of :class:`~percep_lightning.backbones.FIDInceptionV3`.
@@ -151,12 +164,11 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
         Raises:
             RuntimeError: when adding real features while real statistics are fixed.
         """
-        _check_real_flag(real)
-        self._computed = None  # what torchmetrics' wrapped `update` does
-        self._update_count += 1
-        self._add_features(features, real)
+        self.update(features, real, precomputed=True)
 
     def _add_features(self, features: Tensor, real: bool) -> None:
+        if not isinstance(features, Tensor) or not features.is_floating_point():
+            raise TypeError("Expected `features` to be a floating-point tensor.")
         if features.ndim != 2 or features.shape[1] != FEATURE_DIM:
             raise ValueError(
                 f"Expected `features` to have shape (N, {FEATURE_DIM}), but got {tuple(features.shape)}."
@@ -179,30 +191,50 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
 
         Raises:
             ValueError: if either side has fewer than 2 images.
+
+        Warns:
+            UserWarning: once per call (on rank zero) when a side has fewer images than feature dimensions.
         """
-        mu_real, sigma_real, _ = self._statistics("real")
-        mu_fake, sigma_fake, _ = self._statistics("fake")
+        with _quiet_rank_warning():
+            mu_real, sigma_real, n_real = self._statistics("real")
+            mu_fake, sigma_fake, n_fake = self._statistics("fake")
+        if min(n_real, n_fake) < FEATURE_DIM:
+            rank_zero_warn(
+                f"FID statistics from {n_real} real and {n_fake} generated samples of {FEATURE_DIM}-d features: a "
+                "covariance is rank-deficient (fewer images than dimensions) and the FID value is unreliable; use "
+                f"at least {FEATURE_DIM} images per side.",
+                UserWarning,
+            )
         return frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake)
 
     def real_statistics(self) -> tuple[Tensor, Tensor, int]:
         """The real-image ``(mu, sigma, num_samples)``, synchronised across processes like :meth:`compute`.
 
-        Call it on every process (it gathers the states). Returns the fixed statistics when set.
+        Call it on every process: it gathers the states, unless the metric was built with
+        ``sync_on_compute=False`` (then synchronise it yourself, e.g. inside ``with metric.sync_context():``).
+        Returns the fixed statistics when set.
 
         Raises:
             ValueError: if fewer than 2 real images were added.
         """
         if self._fixed_real is not None:
             return self._fixed_real
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+        # With `sync_on_compute=False` (e.g. inside a caller's own `sync_context()`) neither sync nor unsync here.
+        should_sync = self.sync_on_compute
+        with (
+            self.sync_context(
+                dist_sync_fn=self.dist_sync_fn, should_sync=should_sync, should_unsync=should_sync
+            ),
+            _quiet_rank_warning(),
         ):
             return self._statistics("real")
 
     def set_real_statistics(self, mu: Tensor, sigma: Tensor, num_samples: int) -> None:
-        """Fix the real-image statistics (e.g. cached, or loaded with ``functional.fid.load_stats``).
+        """Fix the real-image statistics (e.g. cached, or loaded with :func:`~percep_lightning.metrics.load_stats`).
 
-        Until :meth:`clear_real_statistics`, :meth:`compute` uses them and real updates are refused.
+        Until :meth:`clear_real_statistics`, :meth:`compute` uses them and real updates are refused. Call it
+        before the generated images of an evaluation are added: a value already returned by :meth:`compute`
+        stays cached until the next update or :meth:`reset`.
 
         Args:
             mu: ``(2048,)`` mean.
@@ -227,12 +259,10 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
             sigma.detach().to(device, torch.float64),
             int(num_samples),
         )
-        self._computed = None
 
     def clear_real_statistics(self) -> None:
         """Forget statistics fixed with :meth:`set_real_statistics` (real images are needed again)."""
         self._fixed_real = None
-        self._computed = None
 
     @property
     def has_fixed_real_statistics(self) -> bool:
@@ -274,6 +304,14 @@ class FrechetInceptionDistance(KeepFloat64States, HoldsFrozen, Metric):
             getattr(self, f"{side}_features_sum"), getattr(self, f"{side}_outer_sum"), n
         )
         return mu, sigma, n
+
+
+@contextlib.contextmanager
+def _quiet_rank_warning() -> Iterator[None]:
+    """Silence the per-side rank-deficiency warning of ``feature_statistics``: :meth:`compute` gives one."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="FID statistics from", category=UserWarning)
+        yield
 
 
 def _check_real_flag(real: object) -> None:

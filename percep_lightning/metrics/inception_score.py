@@ -109,29 +109,36 @@ class InceptionScore(HoldsFrozen, Metric):
         """The frozen Inception network (shareable with other metrics)."""
         return self._held("inception")  # type: ignore[return-value]
 
-    def update(self, images: Tensor, indices: Tensor | None = None) -> None:
-        """Add a batch of generated images.
+    def update(self, images: Tensor, indices: Tensor | None = None, *, precomputed: bool = False) -> None:
+        """Add a batch of generated images (or their precomputed unbiased logits).
 
         Args:
-            images: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
-            indices: optional ``(N,)`` integer positions of the images in the dataset (see the class notes).
+            images: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1]; with
+                ``precomputed=True``, ``(N, 1008)`` ``logits_unbiased`` of the same Inception.
+            indices: optional ``(N,)`` integer positions of the images in the dataset (see the class notes);
+                give them for every batch or for none.
+            precomputed: whether ``images`` are logits (the Inception forward already done).
 
         Raises:
             TypeError, ValueError: for a wrong dtype, shape or range, NaN/Inf, or badly shaped ``indices``.
         """
-        features = inception_forward(self.backbone, images, "images", self.quantize)
-        self._add_logits(features.logits_unbiased, indices)
+        if precomputed:
+            logits = images
+        else:
+            logits = inception_forward(self.backbone, images, "images", self.quantize).logits_unbiased
+        self._add_logits(logits, indices)
 
     def update_logits(self, logits: Tensor, indices: Tensor | None = None) -> None:
         """Add precomputed unbiased logits (the Inception forward already done, e.g. shared with FID).
+
+        The same as ``update(logits, indices, precomputed=True)``; see
+        :class:`~percep_lightning.metrics.SharedInception` for one forward feeding several metrics.
 
         Args:
             logits: ``(N, 1008)`` ``logits_unbiased`` of :class:`~percep_lightning.backbones.FIDInceptionV3`.
             indices: optional ``(N,)`` integer dataset positions; give them for every batch or for none.
         """
-        self._computed = None  # what torchmetrics' wrapped `update` does
-        self._update_count += 1
-        self._add_logits(logits, indices)
+        self.update(logits, indices, precomputed=True)
 
     def _add_logits(self, logits: Tensor, indices: Tensor | None) -> None:
         if not isinstance(logits, Tensor) or not logits.is_floating_point():

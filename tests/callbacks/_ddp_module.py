@@ -62,6 +62,9 @@ class TinyModule(LightningModule):
         x, y = batch
         return {"preds": self(x), "target": y, "content": x}
 
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self.validation_step(batch, batch_idx)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -81,7 +84,7 @@ class Recorder(Callback):
         self.values[trainer.current_epoch] = found
         for callback in trainer.callbacks:
             if isinstance(callback, ImageMetricsCallback):
-                self.real_forwarded[trainer.current_epoch] = callback._num_real_forwarded
+                self.real_forwarded[trainer.current_epoch] = callback.real_images_forwarded
         if self.path is not None:
             target = Path(self.path) / f"rank{trainer.global_rank}.json"
             record = {"values": self.values, "real_forwarded": self.real_forwarded}

@@ -1,9 +1,11 @@
-"""ImageMetricsCallback: logging, duplicates of DistributedSampler, max_samples, schedules, caching, resume."""
+"""ImageMetricsCallback: logging, duplicates of DistributedSampler, max_samples, schedules, caching, resume,
+early checks of the step outputs, test-stage logging, checkpoint size and warnings."""
 
 from __future__ import annotations
 
+import io
+import logging
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +15,6 @@ from _ddp_module import PairDataset, Recorder, TinyModule, fit, loaders
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, DistributedSampler
 
-import percep_lightning.callbacks.image_metrics as image_metrics
 import percep_lightning.metrics.fid as fid_module
 from percep_lightning.backbones import FIDInceptionV3, InceptionFeatures
 from percep_lightning.callbacks.image_metrics import ImageMetricsCallback
@@ -40,24 +41,23 @@ class CheapInception(FIDInceptionV3):
         return InceptionFeatures(pool3, 10 * pool3[:, :1008])
 
 
-_CHEAP: dict[str, CheapInception] = {}
-
-
-def _cheap_inception(weights=None, resize="tensorflow"):
-    if resize not in _CHEAP:  # built once per session: construction, not the forward, is the cost here
-        _CHEAP[resize] = CheapInception(resize=resize)
-    return _CHEAP[resize]
+_CHEAP = CheapInception()  # built once per session: construction, not the forward, is the cost here
 
 
 @pytest.fixture
 def cheap(monkeypatch):
-    """Cheap Inception and Fréchet distance for tests of the plumbing (the maths is tested elsewhere)."""
-    monkeypatch.setattr(image_metrics, "FIDInceptionV3", _cheap_inception)
+    """A cheap Fréchet distance for tests of the plumbing (the maths is tested in tests/functional)."""
     monkeypatch.setattr(
         fid_module,
         "frechet_distance",
         lambda mu1, s1, mu2, s2: (mu1 - mu2).square().sum() + (s1 - s2).abs().sum(),
     )
+
+
+def _callback(**kwargs):
+    """An ImageMetricsCallback on the cheap Inception."""
+    kwargs.setdefault("inception", _CHEAP)
+    return ImageMetricsCallback(**kwargs)
 
 
 def _trainer(tmp_path, callbacks, **kwargs):
@@ -90,46 +90,55 @@ def _validate_with_sampler(tmp_path, callback, n, batch_size, world, rank, **sam
 def test_distributed_sampler_duplicates_are_dropped(tmp_path, cheap, n, batch_size, world):
     """Each dataset sample counts exactly once over the ranks; FID sums equal the single-process sums."""
     kwargs = dict(metrics=("fid", "is"), is_splits=1, cache_real_stats=False)
-    single = _validate_with_sampler(tmp_path, ImageMetricsCallback(**kwargs), n, batch_size, 1, 0)
+    single = _validate_with_sampler(tmp_path, _callback(**kwargs), n, batch_size, 1, 0).metrics
     ranks = [
-        _validate_with_sampler(tmp_path, ImageMetricsCallback(**kwargs), n, batch_size, world, r)
+        _validate_with_sampler(tmp_path, _callback(**kwargs), n, batch_size, world, r).metrics
         for r in range(world)
     ]
-    assert sum(int(cb._fid.fake_num_samples) for cb in ranks) == n
-    assert sum(int(cb._fid.real_num_samples) for cb in ranks) == n
-    torch.testing.assert_close(sum(cb._fid.fake_outer_sum for cb in ranks), single._fid.fake_outer_sum)
-    torch.testing.assert_close(sum(cb._fid.real_features_sum for cb in ranks), single._fid.real_features_sum)
-    positions = torch.cat([torch.cat(cb._is.indices) for cb in ranks if cb._is.indices])
+    assert sum(int(cb["fid"].fake_num_samples) for cb in ranks) == n
+    assert sum(int(cb["fid"].real_num_samples) for cb in ranks) == n
+    torch.testing.assert_close(sum(cb["fid"].fake_outer_sum for cb in ranks), single["fid"].fake_outer_sum)
+    torch.testing.assert_close(
+        sum(cb["fid"].real_features_sum for cb in ranks), single["fid"].real_features_sum
+    )
+    positions = torch.cat([_cat(cb["is"].indices) for cb in ranks])
     assert sorted(positions.tolist()) == list(range(n))
-    logits = torch.cat([torch.cat(cb._is.logits) for cb in ranks if cb._is.logits])
-    torch.testing.assert_close(logits[positions.argsort()], torch.cat(single._is.logits))
+    logits = torch.cat([_cat(cb["is"].logits) for cb in ranks])
+    torch.testing.assert_close(logits[positions.argsort()], _cat(single["is"].logits))
+
+
+def _cat(state):
+    return torch.cat(state) if isinstance(state, list) else state
 
 
 @pytest.mark.parametrize("world", [1, 3])
 def test_max_samples_keeps_the_first_samples_on_any_world_size(tmp_path, cheap, world):
     ranks = [
         _validate_with_sampler(
-            tmp_path, ImageMetricsCallback(metrics=("is",), is_splits=1, max_samples=4), 9, 2, world, r
+            tmp_path, _callback(metrics=("is",), is_splits=1, max_samples=4), 9, 2, world, r
         )
         for r in range(world)
     ]
-    positions = torch.cat([torch.cat(cb._is.indices) for cb in ranks if cb._is.indices])
+    positions = torch.cat([_cat(cb.metrics["is"].indices) for cb in ranks])
     assert sorted(positions.tolist()) == [0, 1, 2, 3]
 
 
 def test_drop_last_sampler_has_no_duplicates(tmp_path, cheap):
     ranks = [
-        _validate_with_sampler(
-            tmp_path, ImageMetricsCallback(metrics=("is",), is_splits=1), 7, 2, 2, r, drop_last=True
-        )
+        _validate_with_sampler(tmp_path, _callback(metrics=("is",), is_splits=1), 7, 2, 2, r, drop_last=True)
         for r in range(2)
     ]
-    assert sum(int(torch.cat(cb._is.indices).numel()) for cb in ranks) == 6
+    assert sum(int(_cat(cb.metrics["is"].indices).numel()) for cb in ranks) == 6
 
 
 def test_logs_every_metric_each_epoch(tmp_path, cheap, torchvision_weights):
     recorder = fit(
-        {"is_splits": 2, "vgg_weights": torchvision_weights("vgg19"), "content_key": "content"},
+        {
+            "is_splits": 2,
+            "vgg_weights": torchvision_weights("vgg19"),
+            "content_key": "content",
+            "inception": _CHEAP,
+        },
         str(tmp_path),
         n_val=5,
         max_epochs=2,
@@ -141,11 +150,11 @@ def test_logs_every_metric_each_epoch(tmp_path, cheap, torchvision_weights):
     assert recorder.values[0] == recorder.values[1]  # same images, cached real statistics
 
 
-def test_extractor_prefix_every_n_epochs_and_no_sanity_check(tmp_path, cheap):
+def test_extractor_prefix_every_n_epochs_and_sanity_check_computes_nothing(tmp_path, cheap):
     def extractor(outputs, batch):
         return {"fake": outputs["preds"], "real": batch[1]}
 
-    callback = ImageMetricsCallback(
+    callback = _callback(
         metrics=("fid",),
         preds_key="fake",
         target_key="real",
@@ -154,37 +163,38 @@ def test_extractor_prefix_every_n_epochs_and_no_sanity_check(tmp_path, cheap):
         prefix="eval_",
         cache_real_stats=False,
     )
-    active = []
+    logged = []
 
     class Spy(Recorder):
-        def on_validation_epoch_start(self, trainer, pl_module):
-            active.append((trainer.sanity_checking, trainer.current_epoch, callback._active))
+        def on_validation_end(self, trainer, pl_module):
+            keys = sorted(k for k in trainer.callback_metrics if k.startswith("eval_"))
+            logged.append(
+                (trainer.sanity_checking, trainer.current_epoch, callback.real_images_forwarded, keys)
+            )
 
     trainer = _trainer(tmp_path, [callback, Spy()], max_epochs=4, num_sanity_val_steps=2)
     train, val = loaders(5)
     trainer.fit(TinyModule(), train, val)
-    assert active == [
-        (True, 0, False),
-        (False, 0, False),
-        (False, 1, True),
-        (False, 2, False),
-        (False, 3, True),
+    assert logged == [
+        (True, 0, 0, []),
+        (False, 0, 0, []),
+        (False, 1, 5, ["eval_fid"]),
+        (False, 2, 5, ["eval_fid"]),  # still the value of epoch 1
+        (False, 3, 10, ["eval_fid"]),
     ]
-    assert callback._num_real_forwarded == 10  # 5 images in epochs 1 and 3, none in the sanity check
-    assert [k for k in trainer.callback_metrics if k.startswith("eval_")] == ["eval_fid"]
 
 
 def test_real_statistics_are_cached_and_invalidated(tmp_path, cheap):
-    callback = ImageMetricsCallback(metrics=("fid",))
+    callback = _callback(metrics=("fid",))
     trainer = _trainer(tmp_path, [callback], max_epochs=3)
     train, val = loaders(5)
     trainer.fit(TinyModule(), train, val)
-    assert callback._num_real_forwarded == 5 and callback.real_stats_cached
+    assert callback.real_images_forwarded == 5 and callback.real_stats_cached
 
     # another validation set of the same size: the key changes, the statistics are recomputed
     other = DataLoader(PairDataset(5, seed=3), batch_size=2)
     _trainer(tmp_path, [callback]).validate(TinyModule(), other, verbose=False)
-    assert callback._num_real_forwarded == 10
+    assert callback.real_images_forwarded == 10
 
 
 class ShiftingModule(TinyModule):
@@ -197,34 +207,41 @@ class ShiftingModule(TinyModule):
 
 
 def test_changed_targets_switch_caching_off(tmp_path, cheap):
-    callback = ImageMetricsCallback(metrics=("fid",))
+    callback = _callback(metrics=("fid",))
     trainer = _trainer(tmp_path, [callback], max_epochs=3)
     train, val = loaders(4)
     with pytest.warns(UserWarning, match="differ from those the cached real FID statistics"):
         trainer.fit(ShiftingModule(), train, val)
-    assert callback._num_real_forwarded == 8  # epoch 0, then (after the warning at epoch 1) epoch 2
+    assert callback.real_images_forwarded == 8  # epoch 0, then (after the warning at epoch 1) epoch 2
     assert not callback.real_stats_cached
 
 
 def test_real_stats_dir_round_trip(tmp_path, cheap):
     stats_dir = tmp_path / "stats"
-    first = fit({"metrics": ("fid",), "real_stats_dir": stats_dir}, str(tmp_path), n_val=4)
+    first = fit(
+        {"metrics": ("fid",), "real_stats_dir": stats_dir, "inception": _CHEAP}, str(tmp_path), n_val=4
+    )
     files = list(stats_dir.glob("fid_real_stats-*.npz"))
     assert len(files) == 1 and not list(stats_dir.glob(".*"))  # no temporary file left
     with np.load(files[0]) as archive:  # the pytorch-fid format
         assert archive["mu"].shape == (2048,) and archive["sigma"].shape == (2048, 2048)
         assert int(archive["num_samples"]) == 4
 
-    callback = ImageMetricsCallback(metrics=("fid",), real_stats_dir=stats_dir)
+    callback = _callback(metrics=("fid",), real_stats_dir=stats_dir)
     recorder = Recorder()
     train, val = loaders(4)
     _trainer(tmp_path, [callback, recorder]).fit(TinyModule(), train, val)
-    assert callback._num_real_forwarded == 0
+    assert callback.real_images_forwarded == 0
     assert recorder.values[0]["val/fid"] == first.values[0]["val/fid"]
 
     # different resize or sample count: another file, never the stale one
-    fit({"metrics": ("fid",), "real_stats_dir": stats_dir, "resize": "bilinear"}, str(tmp_path), n_val=4)
-    fit({"metrics": ("fid",), "real_stats_dir": stats_dir, "max_samples": 3}, str(tmp_path), n_val=4)
+    bilinear = CheapInception(resize="bilinear")
+    fit({"metrics": ("fid",), "real_stats_dir": stats_dir, "inception": bilinear}, str(tmp_path), n_val=4)
+    fit(
+        {"metrics": ("fid",), "real_stats_dir": stats_dir, "max_samples": 3, "inception": _CHEAP},
+        str(tmp_path),
+        n_val=4,
+    )
     assert len(list(stats_dir.glob("fid_real_stats-*.npz"))) == 3
 
 
@@ -232,36 +249,74 @@ def test_checkpoint_resume_restores_cached_statistics(tmp_path, cheap):
     """A run stopped after epoch 0 and resumed logs the same epoch-1 values without recomputing the reals."""
     train, val = loaders(5)
     uninterrupted = Recorder()
-    _trainer(tmp_path, [ImageMetricsCallback(metrics=("fid",)), uninterrupted], max_epochs=2).fit(
+    _trainer(tmp_path / "a", [_callback(metrics=("fid",)), uninterrupted], max_epochs=2).fit(
         TinyModule(), train, val
     )
 
-    first = _trainer(tmp_path, [ImageMetricsCallback(metrics=("fid",))], max_epochs=1)
+    first = _trainer(tmp_path / "b", [_callback(metrics=("fid",))], max_epochs=1)
     first.fit(TinyModule(), train, val)
     ckpt = tmp_path / "epoch0.ckpt"
     first.save_checkpoint(ckpt)
+    assert (
+        len(list((tmp_path / "b" / "real_stats").glob("fid_real_stats-*.npz"))) == 1
+    )  # written at checkpoint
 
-    resumed_callback = ImageMetricsCallback(metrics=("fid",))
+    resumed_callback = _callback(metrics=("fid",))
     resumed = Recorder()
-    _trainer(tmp_path, [resumed_callback, resumed], max_epochs=2).fit(
+    _trainer(tmp_path / "c", [resumed_callback, resumed], max_epochs=2).fit(
         TinyModule(), train, val, ckpt_path=ckpt
     )
-    assert resumed_callback.real_stats_cached and resumed_callback._num_real_forwarded == 0
+    assert resumed_callback.real_stats_cached and resumed_callback.real_images_forwarded == 0
     assert resumed.values[1]["val/fid"] == uninterrupted.values[1]["val/fid"]
 
-    state = torch.load(ckpt, weights_only=False)["callbacks"][resumed_callback.state_key]
-    assert state["real_stats"]["num_samples"] == 5 and state["real_stats"]["sigma"].dtype == torch.float64
+
+def test_checkpoint_state_is_small(tmp_path, cheap):
+    """The callback's checkpoint state names the statistics file instead of holding the 2048 x 2048 covariance."""
+    callback = _callback(metrics=("fid", "is"), is_splits=2)
+    trainer = _trainer(tmp_path, [callback])
+    train, val = loaders(5)
+    trainer.fit(TinyModule(), train, val)
+    assert callback.real_stats_cached
+    buffer = io.BytesIO()
+    torch.save(callback.state_dict(), buffer)
+    assert buffer.tell() < 100_000, buffer.tell()
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"][callback.state_key]
+    assert state["num_samples"] == 5 and state["file"].endswith(".npz")
 
 
-def test_missing_key_lists_the_keys_present(tmp_path, cheap):
-    callback = ImageMetricsCallback(metrics=("fid",), target_key="gt")
+def test_resume_recomputes_when_the_statistics_file_is_gone(tmp_path, cheap, caplog):
+    train, val = loaders(5)
+    first = _trainer(tmp_path / "b", [_callback(metrics=("fid",))], max_epochs=1)
+    first.fit(TinyModule(), train, val)
+    ckpt = tmp_path / "epoch0.ckpt"
+    first.save_checkpoint(ckpt)
+    for path in (tmp_path / "b" / "real_stats").glob("*.npz"):
+        path.unlink()
+
+    resumed_callback = _callback(metrics=("fid",))
+    resumed = Recorder()
+    with caplog.at_level(logging.INFO, logger="percep_lightning"):
+        _trainer(tmp_path / "c", [resumed_callback, resumed], max_epochs=2).fit(
+            TinyModule(), train, val, ckpt_path=ckpt
+        )
+    notes = [r for r in caplog.records if "recomputing the real statistics" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelno == logging.INFO
+    assert resumed_callback.real_images_forwarded == 5 and "val/fid" in resumed.values[1]
+
+
+def test_missing_key_is_reported_in_the_sanity_check(tmp_path, cheap):
+    """A key typo fails during the sanity check, before any training step, naming the callback argument."""
+    callback = _callback(metrics=("fid",), target_key="gt")
+    module = TinyModule()
     train, val = loaders(2)
     with pytest.raises(
         ValueError,
         match=r"needs \['gt'\] in the `validation_step` output, which has keys "
-        r"\['content', 'preds', 'target'\]",
+        r"\['content', 'preds', 'target'\]; check `target_key`='gt'",
     ):
-        _trainer(tmp_path, [callback]).fit(TinyModule(), train, val)
+        _trainer(tmp_path, [callback], num_sanity_val_steps=1).fit(module, train, val)
+    assert module.scale.item() == 1.0  # no optimizer step ran
 
 
 class LossOnlyModule(TinyModule):
@@ -276,23 +331,109 @@ class BrightModule(TinyModule):
         return out
 
 
+class GreyAlphaModule(TinyModule):
+    def validation_step(self, batch, batch_idx):
+        out = super().validation_step(batch, batch_idx)
+        out["preds"] = torch.cat([out["preds"], out["preds"][:, :1]], dim=1)  # 4 channels
+        return out
+
+
+class IntModule(TinyModule):
+    def validation_step(self, batch, batch_idx):
+        out = super().validation_step(batch, batch_idx)
+        out["target"] = (out["target"] * 255).to(torch.int32)
+        return out
+
+
 @pytest.mark.parametrize(
     ("module", "error", "match"),
     [
         (LossOnlyModule, TypeError, "to be a dict with keys \\['preds', 'target'\\], but got Tensor"),
-        (BrightModule, ValueError, r"Expected float `preds` to be in \[0, 1\].*divide by 255"),
+        (
+            BrightModule,
+            ValueError,
+            r"float images under `preds_key`='preds' .* to be in \[0, 1\].*divide by 255",
+        ),
+        (
+            GreyAlphaModule,
+            ValueError,
+            r"`preds_key`='preds' .* shape \(N, 3, H, W\) or \(N, 1, H, W\).*\(2, 4, 32, 32\)",
+        ),
+        (IntModule, TypeError, r"`target_key`='target' .* uint8 .* float .* torch.int32"),
     ],
 )
-def test_bad_validation_outputs(tmp_path, cheap, module, error, match):
+def test_bad_outputs_fail_in_the_sanity_check(tmp_path, cheap, module, error, match):
+    model = module()
     train, val = loaders(2)
     with pytest.raises(error, match=match):
-        _trainer(tmp_path, [ImageMetricsCallback(metrics=("fid",))]).fit(module(), train, val)
+        _trainer(tmp_path, [_callback(metrics=("fid",))], num_sanity_val_steps=1).fit(model, train, val)
+    assert model.scale.item() == 1.0  # the error came before the first optimizer step
 
 
-def test_too_few_images_is_a_clear_error(tmp_path, cheap):
-    train, val = loaders(1)
-    with pytest.raises(ValueError, match="FID needs at least 2 real"):
-        _trainer(tmp_path, [ImageMetricsCallback(metrics=("fid",))]).fit(TinyModule(), train, val)
+class RoundingModule(TinyModule):
+    def validation_step(self, batch, batch_idx):
+        out = super().validation_step(batch, batch_idx)
+        out["preds"] = out["preds"] * 1.0004 - 0.0002  # leaves [0, 1] by rounding-sized amounts
+        return out
+
+
+def test_rounding_overshoot_is_clamped(tmp_path, cheap):
+    recorder = Recorder()
+    train, val = loaders(4)
+    _trainer(tmp_path, [_callback(metrics=("fid",)), recorder]).fit(RoundingModule(), train, val)
+    assert np.isfinite(recorder.values[0]["val/fid"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "n_val", "match"),
+    [
+        (
+            {"metrics": ("is",), "is_splits": 10},
+            5,
+            r"at least 10 validation images for metric 'is' .*`is_splits`=10.* holds 5",
+        ),
+        ({"metrics": ("fid",)}, 1, r"at least 2 validation images for metric 'fid' .* holds 1"),
+    ],
+)
+def test_too_small_validation_set_fails_at_validation_start(tmp_path, cheap, kwargs, n_val, match):
+    model = TinyModule()
+    train, val = loaders(n_val)
+    with pytest.raises(ValueError, match=match):
+        _trainer(tmp_path, [_callback(**kwargs)], num_sanity_val_steps=1).fit(model, train, val)
+    assert model.scale.item() == 1.0
+
+
+def test_batch_limit_counts_towards_the_validation_set_size(tmp_path, cheap):
+    train, val = loaders(8)
+    with pytest.raises(ValueError, match=r"holds 4"):
+        _trainer(tmp_path, [_callback(metrics=("is",), is_splits=6)], limit_val_batches=2).fit(
+            TinyModule(), train, val
+        )
+
+
+def test_prog_bar_and_test_stage(tmp_path, cheap):
+    callback = _callback(metrics=("fid", "is"), is_splits=2, prog_bar=True)
+    trainer = _trainer(tmp_path, [callback])
+    train, val = loaders(4)
+    trainer.fit(TinyModule(), train, val)
+    assert {"val/fid", "val/is", "val/is_std"} <= set(trainer.progress_bar_metrics)
+    results = trainer.test(TinyModule(), val, verbose=False)
+    assert {"test/fid", "test/is", "test/is_std"} == {k for k in results[0] if k.startswith("test/")}
+    # the test set is the validation set: same images, same values
+    assert results[0]["test/fid"] == pytest.approx(float(trainer.callback_metrics["test/fid"]))
+    validated = trainer.validate(TinyModule(), val, verbose=False)[0]
+    assert validated["val/fid"] == results[0]["test/fid"] and validated["val/is"] == results[0]["test/is"]
+
+
+def test_warnings_once_per_run(tmp_path, cheap):
+    """The rank-deficiency warning of FID (5 images, 2048-d) is given once in a 3-epoch run, not per compute."""
+    train, val = loaders(5)
+    trainer = _trainer(tmp_path, [_callback(metrics=("fid",), cache_real_stats=False)], max_epochs=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TinyModule(), train, val)
+    messages = [str(w.message) for w in caught if "FID statistics from" in str(w.message)]
+    assert len(messages) == 1, messages
 
 
 @pytest.mark.parametrize(
@@ -309,23 +450,30 @@ def test_too_few_images_is_a_clear_error(tmp_path, cheap):
         ({"resize": "area"}, ValueError, "`resize`"),
         ({"quantize": "nearest"}, ValueError, "`quantize`"),
         ({"is_splits": 1.5}, TypeError, "`is_splits` to be an integer"),
+        ({"inception": "inception.pth"}, TypeError, "`inception` to be an FIDInceptionV3"),
+        ({"prefix": 3}, TypeError, "`prefix` to be a str or None"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
-        ImageMetricsCallback(**kwargs)
+        _callback(**kwargs)
 
 
 def test_state_key_distinguishes_instances():
-    a = ImageMetricsCallback(metrics=("fid",))
-    b = ImageMetricsCallback(metrics=("fid",), target_key="other")
-    c = ImageMetricsCallback(metrics=("fid",), prefix="test/")
+    a = _callback(metrics=("fid",))
+    b = _callback(metrics=("fid",), target_key="other")
+    c = _callback(metrics=("fid",), prefix="test/")
     assert len({a.state_key, b.state_key, c.state_key}) == 3
 
 
-def test_warns_without_distributed_sampler_in_a_distributed_run():
-    callback = ImageMetricsCallback(metrics=("is",), is_splits=2, max_samples=4)
-    trainer = SimpleNamespace(world_size=2, global_rank=1, val_dataloaders=DataLoader(PairDataset(5)))
-    with pytest.warns(UserWarning, match="no DistributedSampler"):
-        plan = callback._sample_plan(trainer)
-    assert (plan.world_size, plan.rank, plan.keep) == (2, 1, 2)  # rank 1 keeps positions 1 and 3
+def test_no_metric_warnings_on_other_ranks(tmp_path, cheap, monkeypatch):
+    """Metric and backbone warnings go through rank zero only: a process of rank 1 gives none."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    train, val = loaders(5)
+    trainer = _trainer(tmp_path, [_callback(metrics=("fid",))])
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TinyModule(), train, val)
+    assert not [w for w in caught if "FID statistics from" in str(w.message)]

@@ -241,3 +241,25 @@ def _tiny_backbone() -> FIDInceptionV3:
             warnings.simplefilter("ignore")
             _TINY.append(FIDInceptionV3(weights=None))
     return _TINY[0]
+
+
+def _two_identical_processes(tensor, group=None):
+    """A gather as two processes holding the same state would return it."""
+    return [tensor.clone(), tensor.clone()]
+
+
+def test_real_statistics_inside_a_callers_sync_context(cheap_distance):
+    """With ``sync_on_compute=False`` the caller synchronises once; real_statistics() must not unsync early."""
+    metric = FrechetInceptionDistance(
+        backbone=_tiny_backbone(),
+        sync_on_compute=False,
+        dist_sync_fn=_two_identical_processes,
+        distributed_available_fn=lambda: True,
+    )
+    metric.update_features(torch.randn(3, 2048, dtype=torch.float64), real=True)
+    metric.update_features(torch.randn(4, 2048, dtype=torch.float64), real=False)
+    with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
+        _, _, n = metric.real_statistics()
+        assert n == 6 and int(metric.fake_num_samples) == 8  # still the gathered states
+        metric.compute()
+    assert int(metric.real_num_samples) == 3 and int(metric.fake_num_samples) == 4  # local states restored

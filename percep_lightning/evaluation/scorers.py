@@ -1,0 +1,197 @@
+"""What each metric of the evaluation table does with a batch: per-pair scorers and feature consumers.
+
+Two kinds, so that a new metric is one class plus one table entry (:mod:`percep_lightning.evaluation.table`):
+
+* a :class:`PairScorer` maps a batch of pairs ``(preds, other)`` to one float64 value per pair; the
+  dataset value is the mean over pairs, its ``±`` the standard deviation over pairs (ddof 0);
+* a :class:`FeatureConsumer` receives the Inception features of every image of the folders it needs
+  (one Inception pass per folder feeds all of them) and computes its value at the end, through the
+  streaming :mod:`percep_lightning.metrics` (so the multi-process sync is theirs).
+
+Images arrive as ``(n, 3, H, W)`` ``uint8`` in [0, 255] (8-bit files) or float32 in [0, 1] (16-bit files).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
+from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.functional.cfsd import cfsd
+from percep_lightning.functional.pixel import psnr
+from percep_lightning.functional.ssim import ms_ssim, ssim
+from percep_lightning.losses.lpips import LPIPSLoss
+from percep_lightning.metrics._images import exact_float32, to_float
+from percep_lightning.metrics.cfsd import CFSD, LAYER
+from percep_lightning.metrics.fid import FrechetInceptionDistance
+from percep_lightning.metrics.inception_score import InceptionScore
+
+__all__ = [
+    "CFSDScorer",
+    "FIDConsumer",
+    "FeatureConsumer",
+    "ISConsumer",
+    "LPIPSScorer",
+    "PairScorer",
+    "PixelScorer",
+    "grey_like_pil",
+]
+
+
+class PairScorer(Protocol):
+    """A paired metric: one float64 value per pair."""
+
+    def __call__(self, preds: Tensor, other: Tensor) -> Tensor:
+        """``(n,)`` float64 values for ``n`` pairs of ``(n, 3, H, W)`` images."""
+        ...
+
+
+class FeatureConsumer(Protocol):
+    """A metric on Inception features: fed per folder, computed once at the end."""
+
+    sides: tuple[str, ...]
+    """The folders it needs: ``"pred"`` and/or the compared folder (``"target"``, ``"style"``)."""
+
+    def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
+        """Add the features of images at dataset positions ``indices`` of folder ``side``."""
+        ...
+
+    def finish(self) -> tuple[float, float | None]:
+        """``(value, std or None)``, synchronised across processes (call it on every process)."""
+        ...
+
+
+def _float64(images: Tensor) -> Tensor:
+    """[0, 1] float64 images; ``uint8`` is divided by 255 in float64 (not rounded through float32)."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float64) / 255
+    return to_float(images, "images").to(torch.float64)
+
+
+class PixelScorer:
+    """PSNR, SSIM or MS-SSIM per pair, in float64 on [0, 1] images (data range 1).
+
+    Args:
+        metric: ``"psnr"``, ``"ssim"`` or ``"ms_ssim"``.
+        y_channel: compare the MATLAB luma (BasicSR's ``test_y_channel=True``) instead of RGB.
+        crop_border: pixels removed on every side before comparing (BasicSR's ``crop_border``).
+    """
+
+    def __init__(self, metric: str, *, y_channel: bool = False, crop_border: int = 0) -> None:
+        self.metric = metric
+        self.y_channel = y_channel
+        self.crop_border = crop_border
+
+    def __call__(self, preds: Tensor, other: Tensor) -> Tensor:
+        x, y = _float64(preds), _float64(other)
+        s = self.crop_border
+        if s and min(x.shape[-2:]) <= 2 * s:
+            raise ValueError(
+                f"--crop-border {s} removes the whole {x.shape[-2]}x{x.shape[-1]} image (2 x {s} pixels or more)."
+            )
+        function = {"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim}[self.metric]
+        values = function(
+            x, y, data_range=1.0, channel="y" if self.y_channel else "rgb", crop_border=s, reduction="none"
+        )
+        return values.reshape(-1).to(torch.float64)
+
+
+def grey_like_pil(images: Tensor) -> Tensor:
+    """Pillow's ``convert("L")`` on ``uint8`` RGB (torchvision's ``Grayscale()`` on PIL images).
+
+    ``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16``; float images use ``0.299 R + 0.587 G + 0.114 B``.
+
+    Example:
+        >>> import torch
+        >>> grey_like_pil(torch.tensor([255, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1)).flatten()
+        tensor([76], dtype=torch.uint8)
+    """
+    if images.dtype == torch.uint8:
+        r, g, b = images.to(torch.int64).unbind(1)
+        return ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16).to(torch.uint8).unsqueeze(1)
+    r, g, b = images.unbind(1)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+class LPIPSScorer:
+    """LPIPS per pair (the ``lpips`` package's v0.1 metric), optionally on grey images (StyleID's LPIPS_gray).
+
+    Args:
+        net: ``"alex"``, ``"vgg"`` or ``"squeeze"``.
+        weights: the trunk's torchvision weights (a path, ``"default"`` or ``None``).
+        device: where the network runs.
+        grey: compare Pillow-grey versions of the images.
+    """
+
+    def __init__(self, net: str, weights: WeightsArg, device: torch.device, *, grey: bool = False) -> None:
+        self.loss = LPIPSLoss(net, weights=weights, reduction="none").to(device)
+        self.device = device
+        self.grey = grey
+
+    def __call__(self, preds: Tensor, other: Tensor) -> Tensor:
+        if self.grey:
+            preds, other = grey_like_pil(preds), grey_like_pil(other)
+        x = to_float(preds, "preds").to(self.device)
+        y = to_float(other, "target").to(self.device)
+        with exact_float32(self.device):
+            return self.loss(x, y).reshape(-1).to("cpu", torch.float64)
+
+
+class CFSDScorer:
+    """CFSD per (stylized, content) pair, on the VGG19 trunk of :class:`~percep_lightning.metrics.CFSD`."""
+
+    def __init__(self, weights: WeightsArg, device: torch.device) -> None:
+        self.metric = CFSD(weights).to(device)
+        self.device = device
+
+    def __call__(self, preds: Tensor, other: Tensor) -> Tensor:
+        mean, std = self.metric.mean, self.metric.std
+        with exact_float32(self.device):
+            pair = torch.cat([to_float(preds, "preds"), to_float(other, "content")]).to(self.device)
+            features = self.metric.backbone((pair - mean) / std)[LAYER].float()
+            n = preds.shape[0]
+            values = cfsd(features[:n], features[n:], chunk_size=self.metric.chunk_size, reduction="none")
+        return values.to("cpu", torch.float64)
+
+
+class FIDConsumer:
+    """FID between the ``pred`` folder and ``against`` (a folder, or fixed statistics from an ``.npz``)."""
+
+    def __init__(self, backbone: FIDInceptionV3, against: str) -> None:
+        self.metric = FrechetInceptionDistance(backbone=backbone)
+        self.sides = ("pred", against)
+        self.against = against
+
+    def fix_reference(self, mu: Tensor, sigma: Tensor) -> None:
+        """Use precomputed reference statistics (the reference folder is then not read)."""
+        self.metric.set_real_statistics(mu, sigma, num_samples=2)
+        self.sides = ("pred",)
+
+    def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
+        self.metric.update_features(features.pool3, real=side != "pred")
+
+    def finish(self) -> tuple[float, float | None]:
+        return float(self.metric.compute()), None
+
+
+class ISConsumer:
+    """Inception Score of the ``pred`` folder (torch-fidelity's splits and seed), mean and std over splits."""
+
+    def __init__(self, backbone: FIDInceptionV3, splits: int = 10) -> None:
+        self.metric = InceptionScore(backbone=backbone, splits=splits)
+        self.sides = ("pred",)
+        self._empty = True
+
+    def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
+        self._empty = False
+        self.metric.update_logits(features.logits_unbiased, indices.to(features.logits_unbiased.device))
+
+    def finish(self) -> tuple[float, float | None]:
+        if self._empty:  # a process without images still takes part in the gather
+            device = self.metric.device
+            self.metric.update_logits(torch.empty(0, 1008, device=device), torch.empty(0, dtype=torch.long))
+        mean, std = self.metric.compute()
+        return float(mean), float(std)

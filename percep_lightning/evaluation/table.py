@@ -1,0 +1,186 @@
+"""The metric table of ``percep-lightning evaluate`` and its presets.
+
+Each metric is one :class:`MetricSpec`: its kind (paired, or on Inception features), the folder it
+compares the predictions with, the weights it needs, which direction is better, and a ``build`` function
+returning its scorer (see :mod:`percep_lightning.evaluation.scorers`). Presets are lists of names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from percep_lightning.evaluation.errors import EvaluationError
+
+__all__ = ["METRICS", "PRESETS", "BuildContext", "MetricSpec", "resolve_metrics"]
+
+Kind = Literal["paired", "features"]
+Against = Literal["target", "content", "style"]
+
+
+@dataclass
+class BuildContext:
+    """What a scorer is built from: the device, resolved weights (name -> path or ``None``), settings."""
+
+    device: Any
+    weights: dict[str, Any]
+    crop_border: int = 0
+    is_splits: int = 10
+    inception: Any = None  # the shared FIDInceptionV3, built once for every feature metric
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One row of the metric table.
+
+    Attributes:
+        name: the name on the command line and in the outputs.
+        kind: ``"paired"`` (one value per pair, mean over pairs) or ``"features"`` (Inception features
+            of whole folders).
+        against: the folder compared with the predictions (``None``: the predictions alone).
+        higher_is_better: the direction shown in the table.
+        weights: the weights names (keys of ``--weights``) it needs.
+        description: one line for ``--help`` and the JSON output.
+        build: ``build(context) -> scorer``.
+        spread: what the value's own ``±`` is taken over (``"splits"`` for IS, ``"subsets"`` for KID);
+            ``None`` for none. Paired metrics report the standard deviation over pairs.
+        min_images: the fewest images per folder it accepts.
+    """
+
+    name: str
+    kind: Kind
+    against: Against | None
+    higher_is_better: bool
+    weights: tuple[str, ...]
+    description: str
+    build: Callable[[BuildContext], Any]
+    spread: str | None = None
+    min_images: int = 1
+
+
+def _pixel(metric: str, y: bool) -> Callable[[BuildContext], Any]:
+    def build(ctx: BuildContext) -> Any:
+        from percep_lightning.evaluation.scorers import PixelScorer
+
+        return PixelScorer(metric, y_channel=y, crop_border=ctx.crop_border)
+
+    return build
+
+
+def _lpips(net: str, trunk: str, grey: bool = False) -> Callable[[BuildContext], Any]:
+    def build(ctx: BuildContext) -> Any:
+        from percep_lightning.evaluation.scorers import LPIPSScorer
+
+        return LPIPSScorer(net, ctx.weights[trunk], ctx.device, grey=grey)
+
+    return build
+
+
+def _cfsd(ctx: BuildContext) -> Any:
+    from percep_lightning.evaluation.scorers import CFSDScorer
+
+    return CFSDScorer(ctx.weights["vgg19"], ctx.device)
+
+
+def _fid(against: str) -> Callable[[BuildContext], Any]:
+    def build(ctx: BuildContext) -> Any:
+        from percep_lightning.evaluation.scorers import FIDConsumer
+
+        return FIDConsumer(ctx.inception, against)
+
+    return build
+
+
+def _is(ctx: BuildContext) -> Any:
+    from percep_lightning.evaluation.scorers import ISConsumer
+
+    return ISConsumer(ctx.inception, splits=ctx.is_splits)
+
+
+_ROWS = (
+    MetricSpec("psnr", "paired", "target", True, (), "PSNR (dB) on RGB in [0, 1]", _pixel("psnr", False)),
+    MetricSpec("ssim", "paired", "target", True, (), "SSIM (Gaussian 11, sigma 1.5, valid)", _pixel("ssim", False)),
+    MetricSpec("ms_ssim", "paired", "target", True, (), "MS-SSIM (5 scales)", _pixel("ms_ssim", False)),
+    MetricSpec(
+        "psnr_y", "paired", "target", True, (), "PSNR (dB) of the MATLAB luma (BasicSR test_y_channel)",
+        _pixel("psnr", True),
+    ),
+    MetricSpec(
+        "ssim_y", "paired", "target", True, (), "SSIM of the MATLAB luma (BasicSR test_y_channel)",
+        _pixel("ssim", True),
+    ),
+    MetricSpec("lpips", "paired", "target", False, ("alexnet",), "LPIPS v0.1, AlexNet", _lpips("alex", "alexnet")),
+    MetricSpec("lpips_vgg", "paired", "target", False, ("vgg16",), "LPIPS v0.1, VGG16", _lpips("vgg", "vgg16")),
+    MetricSpec(
+        "lpips_content", "paired", "content", False, ("alexnet",),
+        "LPIPS v0.1 AlexNet of the predictions vs --content (StyleID)", _lpips("alex", "alexnet"),
+    ),
+    MetricSpec(
+        "lpips_gray", "paired", "content", False, ("alexnet",),
+        "LPIPS v0.1 AlexNet on grey images, predictions vs --content (StyleID)",
+        _lpips("alex", "alexnet", grey=True),
+    ),
+    MetricSpec(
+        "cfsd", "paired", "content", False, ("vgg19",), "CFSD of the predictions vs --content (StyleID)", _cfsd
+    ),
+    MetricSpec(
+        "fid", "features", "target", False, ("inception",), "FID vs TARGET (folder or .npz)", _fid("target"),
+        min_images=2,
+    ),
+    MetricSpec(
+        "fid_style", "features", "style", False, ("inception",), "FID of the predictions vs --style",
+        _fid("style"), min_images=2,
+    ),
+    MetricSpec(
+        "is", "features", None, True, ("inception",), "Inception Score (mean and std over --is-splits splits)", _is, spread="splits",
+    ),
+)  # fmt: skip
+
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _ROWS}
+"""Every metric ``evaluate`` knows, by name."""
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "lpips": ("lpips",),
+    "sr": ("psnr_y", "ssim_y", "lpips"),
+    "gan": ("fid", "is"),
+    "styleid": ("lpips_content", "lpips_gray", "cfsd"),
+}
+"""Named metric lists (``--preset``)."""
+
+
+def resolve_metrics(metrics: Sequence[str] | str | None, preset: str | None) -> list[MetricSpec]:
+    """The metric rows to compute: the preset's, then the named ones (without repeats).
+
+    Args:
+        metrics: names from :data:`METRICS` (a comma-separated string is split), or ``None``.
+        preset: a key of :data:`PRESETS`, or ``None``.
+
+    Raises:
+        EvaluationError: for an unknown name or preset (the message lists the valid ones), or when
+            neither is given.
+
+    Example:
+        >>> [spec.name for spec in resolve_metrics("psnr,lpips", None)]
+        ['psnr', 'lpips']
+        >>> [spec.name for spec in resolve_metrics(None, "sr")]
+        ['psnr_y', 'ssim_y', 'lpips']
+    """
+    names: list[str] = []
+    if preset is not None:
+        if preset not in PRESETS:
+            raise EvaluationError(f"Unknown preset {preset!r}; expected one of {', '.join(PRESETS)}.")
+        names.extend(PRESETS[preset])
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    for name in metrics or ():
+        if name not in METRICS:
+            raise EvaluationError(f"Unknown metric {name!r}; expected some of {', '.join(METRICS)}.")
+        names.append(name)
+    if not names:
+        raise EvaluationError(
+            f"Name the metrics (--metrics, some of {', '.join(METRICS)}) or a preset "
+            f"(--preset, one of {', '.join(PRESETS)})."
+        )
+    return [METRICS[name] for name in dict.fromkeys(names)]
