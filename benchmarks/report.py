@@ -102,18 +102,30 @@ def render(rows: Sequence[Row], header: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def markers(device: str) -> tuple[str, str]:
-    return f"<!-- results:{device}:start -->", f"<!-- results:{device}:end -->"
+def markers(block: str) -> tuple[str, str]:
+    return f"<!-- results:{block}:start -->", f"<!-- results:{block}:end -->"
 
 
-def write_block(path: Path, device: str, block: str) -> None:
-    """Replace the results block of ``device`` in ``path`` (appended when absent; the file is created)."""
-    start, end = markers(device)
+def write_block(path: Path, block: str, text_block: str) -> None:
+    """Replace the results block ``block`` in ``path`` (the file is created if needed).
+
+    ``block`` is ``"cuda"`` or ``"cpu:<kind>"``: each CPU kind keeps its own table, since the ratios move
+    with the processor. A kind not in the file yet gets a new block after the last CPU block (or at the
+    end of the file when there is none).
+    """
+    start, end = markers(block)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    new = f"{start}\n{block}{end}"
+    new = f"{start}\n{text_block}{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: new, text)
+        path.write_text(text)
+        return
+    family = block.split(":")[0]
+    ends = list(re.finditer(rf"<!-- results:{re.escape(family)}(:[^ ]*)?:end -->", text))
+    if ends:
+        cut = ends[-1].end()
+        text = text[:cut] + "\n\n" + new + text[cut:]
     else:
         text = text.rstrip("\n") + "\n\n" + new + "\n"
     path.write_text(text)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks                      # full CPU run, writes the CPU block of benchmarks/README.md
+    python -m benchmarks                      # full CPU run, writes this CPU kind's table in benchmarks/README.md
     python -m benchmarks --device cuda        # GPU: fp32, bf16 autocast and channels_last, the CUDA block
     python -m benchmarks --quick --output /tmp/bench.md   # tiny sizes, one repetition (the test uses it)
     python -m benchmarks --only ssim,lpips    # a subset (keys or prefixes, see --list)
@@ -14,6 +14,8 @@ import argparse
 import datetime
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -63,13 +65,48 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def machine(device: torch.device, threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> dict[str, str]:
+    """``lscpu``'s identification of the processor (``/proc/cpuinfo`` where ``lscpu`` is missing)."""
+    fields = {
+        "Model name": "model name",
+        "Vendor ID": "vendor_id",
+        "CPU family": "cpu family",
+        "Model": "model",
+    }
+    found: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in fields and key.strip() not in found:
+                found[key.strip()] = value.strip()
+    except (OSError, subprocess.SubprocessError):
+        try:
+            with open("/proc/cpuinfo") as f:
+                info = dict(
+                    (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in f if ":" in line)
+                )
+            found = {name: info[key] for name, key in fields.items() if key in info}
+        except OSError:
+            pass
+    found.setdefault("Model name", platform.processor() or platform.machine())
+    return found
+
+
+def cpu_kind(model: dict[str, str]) -> str:
+    """A short key for a CPU kind (model name, family and model number): one results table per kind."""
+    name = re.sub(r"\((r|tm)\)|\bprocessor\b|\bcpu\b", "", model["Model name"].lower())
+    name = "-".join(re.findall(r"[a-z0-9]+", name))
+    if "CPU family" in model and "Model" in model:
+        name += f"-f{model['CPU family']}m{model['Model']}"
+    return name
+
+
+def machine(device: torch.device, threads: int, model: dict[str, str]) -> str:
+    ident = ", ".join(f"{k} {v}" for k, v in model.items() if k != "Model name")
+    cpu = model["Model name"] + (
+        f" ({ident}; ISA {torch.backends.cpu.get_cpu_capability()})" if ident else ""
+    )
     text = f"CPU {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, {threads} threads"
     text += " (`torch.set_num_threads`)"
     if device.type == "cuda":
@@ -132,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         assets.close()
 
+    model = cpu_model()
     load = ""
     if load_start and load_end:
         load = f" Load average (1 min) {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end."
@@ -142,18 +180,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             + ".",
             "",
             f"- Command: `{command(argv)}`",
-            f"- Machine: {machine(device, threads)}.{load}",
+            f"- Machine: {machine(device, threads, model)}.{load}",
             f"- Packages: {versions()}.",
         ]
     )
     text = render(rows, header)
+    block = device.type if device.type != "cpu" else f"cpu:{cpu_kind(model)}"
     print(text)
     output = args.output
     if output is None and not (args.quick or selected):
         output = README
     if output is not None and not args.no_write:
-        write_block(output, device.type, text)
-        print(f"Wrote the {device.type} results to {output}")
+        write_block(output, block, text)
+        print(f"Wrote the {block} results to {output}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,9 +41,9 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
 
     text = output.read_text()
     assert text.startswith("# Benchmarks\n\nkept text\n")  # only the results block is written
-    assert "<!-- results:cpu:start -->" in text and "<!-- results:cpu:end -->" in text
+    assert re.search(r"<!-- results:cpu:[a-z0-9-]+:start -->(.|\n)*<!-- results:cpu:[a-z0-9-]+:end -->", text)
     assert "- Command: `python -m benchmarks --quick --threads 2 --output" in text
-    assert "Machine: CPU" in text and "2 threads" in text
+    assert "Machine: CPU" in text and "2 threads" in text and "ISA " in text
     for row in _expected_rows():
         assert f"**{row}**" in text, f"row {row!r} missing from the table"
     for target in ("SSIM <=", "MS-SSIM <=", "VGG perceptual <=", "LPIPS alex <=", "FID + IS epoch 1 <=",
@@ -64,3 +65,22 @@ def test_unknown_variant_is_refused() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "Unknown variants ['fp16']" in result.stderr
+
+
+def test_each_cpu_kind_keeps_its_own_table(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.report import write_block
+        from benchmarks.run import cpu_kind
+    finally:
+        sys.path.remove(str(ROOT))
+    intel = cpu_kind({"Model name": "Intel(R) Xeon(R) Processor", "CPU family": "6", "Model": "143"})
+    amd = cpu_kind({"Model name": "AMD EPYC 7B13 64-Core Processor", "CPU family": "25", "Model": "1"})
+    assert (intel, amd) == ("intel-xeon-f6m143", "amd-epyc-7b13-64-core-f25m1")
+    readme = tmp_path / "README.md"
+    readme.write_text("# B\n\n<!-- results:cuda:start -->\ngpu\n<!-- results:cuda:end -->\n")
+    write_block(readme, f"cpu:{intel}", "intel 1\n")
+    write_block(readme, f"cpu:{amd}", "amd\n")
+    write_block(readme, f"cpu:{intel}", "intel 2\n")
+    text = readme.read_text()
+    assert "intel 1" not in text and text.index("intel 2") < text.index("amd") and "gpu" in text

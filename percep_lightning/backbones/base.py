@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 
@@ -56,12 +55,3 @@ class HoldsFrozen:
             if self._frozen_keep_float32:
                 backbone.float()
         return result
-
-
-def frozen_device(backbone: nn.Module) -> torch.device:
-    """The device of a backbone's first parameter or buffer (CPU when it has none)."""
-    for tensor in backbone.parameters():
-        return tensor.device
-    for tensor in backbone.buffers():
-        return tensor.device
-    return torch.device("cpu")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import time
+from collections.abc import Collection, Iterator, Sequence
+from typing import Literal
 
 import torch
 import torchvision
@@ -10,6 +13,7 @@ from torch import Tensor, nn
 
 from percep_lightning.backbones.base import FrozenBackbone
 from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
+from percep_lightning.functional._images import check_min_size
 
 _VGG_BLOCKS = {
     # convolutions per block
@@ -78,41 +82,74 @@ def layer_index(arch: str, name: str) -> int:
     return names.index(name)
 
 
+MemoryFormatArg = Literal["auto", "measure", "channels_last", "contiguous"]
+"""How a trunk lays out its weights and inputs: ``"auto"`` follows :func:`preferred_memory_format`'s rule,
+``"measure"`` times both layouts once per process, the other two fix the layout."""
+_MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+_MEASURED: dict[tuple[str, int, torch.dtype], torch.memory_format] = {}
+
+
 class TorchvisionFeatures(FrozenBackbone):
     """A frozen torchvision ``features`` trunk, truncated after the deepest requested layer.
 
     ``forward`` returns a dict ``{name: feature map}`` in the order of ``layers``. A requested
     pre-activation (``conv*``) is kept intact: the ReLU right after it runs out of place, every other
-    ReLU stays in place as in torchvision.
+    ReLU stays in place as in torchvision. :meth:`walk_pair` runs two batches side by side and hands each
+    requested layer over as soon as it exists, so a loss can reduce it before the next layer runs.
 
     Args:
         arch: ``"vgg19"``, ``"vgg16"``, ``"alexnet"`` or ``"squeezenet1_1"``.
         layers: the names of the outputs, see :data:`LAYER_NAMES` (e.g. ``"relu3_1"`` for VGG).
         weights: ``"default"`` (torchvision's IMAGENET1K_V1 file), a path to a file in the same format
             (the full model's ``state_dict``), a state dict, or ``None`` for random weights.
+        memory_format: the layout of the weights and inputs: ``"auto"`` (default) follows
+            :func:`preferred_memory_format`'s rule for the input's device; ``"measure"`` times a forward
+            and backward of this trunk in both layouts on the first CPU input and keeps the faster for
+            the process; ``"channels_last"`` or ``"contiguous"`` fix it. The values do not depend on it
+            beyond float rounding.
+
+    Attributes:
+        min_size: the smallest ``(H, W)`` input that reaches the deepest requested layer; smaller inputs
+            raise a ValueError that names it.
 
     Raises:
-        ValueError: for an unknown ``arch``, an unknown layer name, or no layers.
+        ValueError: for an unknown ``arch``, layer name or ``memory_format``, or no layers.
         RuntimeError: if the weights do not have the keys and shapes of the official file.
 
     Shape:
-        - Input: ``(N, 3, H, W)``, already normalised the way the network was trained.
+        - Input: ``(N, 3, H, W)``, already normalised the way the network was trained, at least
+          :attr:`min_size`.
         - Output: one ``(N, C_l, H_l, W_l)`` map per requested layer.
 
     Example:
         >>> net = TorchvisionFeatures("vgg19", ["relu1_2", "relu2_1"], weights=None)
         >>> {k: tuple(v.shape) for k, v in net(torch.rand(1, 3, 32, 32)).items()}
         {'relu1_2': (1, 64, 32, 32), 'relu2_1': (1, 128, 16, 16)}
+        >>> net.min_size
+        (2, 2)
     """
 
-    def __init__(self, arch: str, layers: Sequence[str], weights: WeightsArg = "default") -> None:
+    def __init__(
+        self,
+        arch: str,
+        layers: Sequence[str],
+        weights: WeightsArg = "default",
+        *,
+        memory_format: MemoryFormatArg = "auto",
+    ) -> None:
         super().__init__()
         if isinstance(layers, str):
             layers = [layers]
         if not layers:
             raise ValueError("Expected `layers` to name at least one layer, but got none.")
+        if memory_format not in ("auto", "measure", *_MEMORY_FORMATS):
+            raise ValueError(
+                f"Expected `memory_format` to be one of {('auto', 'measure', *_MEMORY_FORMATS)}, but got "
+                f"{memory_format!r}."
+            )
         self.arch = arch
         self.layer_names = tuple(layers)
+        self.memory_format = memory_format
         self._index = {name: layer_index(arch, name) for name in self.layer_names}
         depth = max(self._index.values()) + 1
 
@@ -140,10 +177,14 @@ class TorchvisionFeatures(FrozenBackbone):
             if isinstance(layer, nn.ReLU):
                 layer.inplace = (i - 1) not in wanted
         self._wanted_at = {i: name for name, i in self._index.items()}
+        self.deepest = LAYER_NAMES[arch][depth - 1]
+        side = min_input_size(self.layers)
+        self.min_size = (side, side)
         self.freeze()
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Run the trunk and return the requested feature maps by name."""
+        x = self.prepare(x, "x")
         found: dict[str, Tensor] = {}
         for i, layer in enumerate(self.layers):
             x = layer(x)
@@ -151,6 +192,188 @@ class TorchvisionFeatures(FrozenBackbone):
             if name is not None:
                 found[name] = x
         return {name: found[name] for name in self.layer_names}
+
+    def walk_pair(
+        self, x: Tensor, y: Tensor, *, consumed: Collection[str] = ()
+    ) -> Iterator[tuple[str, Tensor, Tensor]]:
+        """Run ``x`` (with autograd) and ``y`` (under ``no_grad``) layer by layer, side by side.
+
+        Yields ``(name, x_features, y_features)`` for each requested layer, in network order, as soon as
+        the layer's output exists. Nothing is kept after the iterator moves on, so a caller that reduces
+        each pair on the spot (a feature distance) never holds more than one layer's maps. The ReLU right
+        after a requested pre-activation named in ``consumed`` then runs in place, as torchvision's does:
+        the caller must be done with that pair when it resumes the iterator (it must not have saved the
+        maps for its backward; saving their difference is fine).
+
+        Args:
+            x: ``(N, 3, H, W)`` input that gradients flow to.
+            y: the other input (a constant, e.g. the target), same shape.
+            consumed: requested ``conv*`` layers whose maps the caller uses up before resuming.
+
+        Example:
+            >>> net = TorchvisionFeatures("vgg19", ["conv1_2", "relu2_1"], weights=None)
+            >>> x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+            >>> [(name, tuple(a.shape)) for name, a, b in net.walk_pair(x, y, consumed={"conv1_2"})]
+            [('conv1_2', (1, 64, 16, 16)), ('relu2_1', (1, 128, 8, 8))]
+        """
+        x, y = self.prepare(x, "x"), self.prepare(y, "y")
+        after = [self._index[name] + 1 for name in consumed if name in self._index]
+        release = {i for i in after if i < len(self.layers) and isinstance(self.layers[i], nn.ReLU)}
+        for i, layer in enumerate(self.layers):
+            if i in release:
+                x, y = torch.relu_(x), y.relu_()
+            else:
+                x = layer(x)
+                with torch.no_grad():
+                    y = layer(y)
+            name = self._wanted_at.get(i)
+            if name is not None:
+                yield name, x, y
+
+    def prepare(self, x: Tensor, name: str = "x") -> Tensor:
+        """Check the size of an input and put it (and the weights, on first use) in the chosen layout.
+
+        Raises:
+            ValueError: if ``x`` is smaller than :attr:`min_size`.
+        """
+        self.check_size(x, name)
+        layout = self._layout(x)
+        return x if x.is_contiguous(memory_format=layout) else x.contiguous(memory_format=layout)
+
+    def check_size(self, images: Tensor, names: str | Sequence[str]) -> None:
+        """Raise a ValueError naming ``names`` if ``images`` are smaller than :attr:`min_size`."""
+        check_min_size(images, names, self.min_size, f"{self.arch} up to {self.deepest}")
+
+    def _layout(self, x: Tensor) -> torch.memory_format:
+        if self.memory_format in _MEMORY_FORMATS:
+            layout = _MEMORY_FORMATS[self.memory_format]
+        elif self.memory_format == "measure" and x.device.type == "cpu" and x.dtype in _MEASURED_DTYPES:
+            layout = measured_memory_format(self, x.dtype)
+        else:
+            layout = preferred_memory_format(x.device)
+        weight = self.layers[0].weight
+        if not weight.is_contiguous(memory_format=layout):
+            with torch.inference_mode(False), torch.no_grad():
+                self.to(memory_format=layout)
+        return layout
+
+
+_MEASURED_DTYPES = (torch.float32, torch.float64)
+
+
+def preferred_memory_format(device: torch.device) -> torch.memory_format:
+    """The layout the backbone losses use on ``device`` by default (``memory_format="auto"``).
+
+    The rule, from the side-by-side runs in ``benchmarks/README.md`` (one table per CPU kind):
+
+    * CUDA: channels-last (cuDNN's tensor-core kernels read NHWC).
+    * CPU with AVX-512 (``torch.backends.cpu.get_cpu_capability()``): channels-last. On the Intel Xeon
+      machines measured, oneDNN's channels-last convolutions, pooling and the losses' channel reductions
+      beat the default layout for VGG, AlexNet and SqueezeNet.
+    * other CPUs (AVX2 and below): torchvision's default layout. On an AMD EPYC run channels-last AlexNet
+      was the slower; whether that follows the instruction set is not established, so pass
+      ``memory_format`` to override.
+    * other devices: the default layout.
+
+    A rule, not a measurement, so that the layout (and float rounding) does not depend on what else
+    the machine was doing at start-up. ``memory_format="measure"`` times both layouts instead, once per
+    process, network and dtype (:func:`measured_memory_format`).
+
+    Example:
+        >>> preferred_memory_format(torch.device("cuda"))
+        torch.channels_last
+    """
+    if device.type == "cuda":
+        return torch.channels_last
+    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def measured_memory_format(trunk: TorchvisionFeatures, dtype: torch.dtype) -> torch.memory_format:
+    """The faster layout for ``trunk`` on the CPU, timed once per process, architecture, depth and dtype.
+
+    The first call times a forward and backward of a small image through the trunk in each layout,
+    interleaved, and keeps the faster for the rest of the process (each process of a multi-process run
+    decides for itself). On a machine busy with other work the timing, and so the choice, is noisy.
+
+    Example:
+        >>> trunk = TorchvisionFeatures("alexnet", ["relu1"], weights=None)
+        >>> measured_memory_format(trunk, torch.float32) in (torch.channels_last, torch.contiguous_format)
+        True
+    """
+    key = (trunk.arch, len(trunk.layers), dtype)
+    if key not in _MEASURED:
+        _MEASURED[key] = _time_layouts(trunk, dtype)
+    return _MEASURED[key]
+
+
+def _time_layouts(trunk: TorchvisionFeatures, dtype: torch.dtype, rounds: int = 2) -> torch.memory_format:
+    """Time a forward + backward of a ``(1, 3, S, S)`` probe in both layouts on the CPU; the faster wins.
+
+    ``S`` is 64 (or the trunk's minimum size): big enough for oneDNN to pick the kernels it uses on
+    training-size images, small enough to cost a fraction of a second once per process.
+    """
+    side = max(64, *trunk.min_size)
+    layouts = (torch.contiguous_format, torch.channels_last)
+    times: dict[torch.memory_format, list[float]] = {layout: [] for layout in layouts}
+    # (also when called from a metric's inference-mode update: the copy must hold ordinary tensors)
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+        layers = copy.deepcopy(trunk.layers).to(dtype)
+        for layer in layers.modules():
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False
+        probe = torch.randn(1, 3, side, side, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        for round_ in range(rounds + 1):  # round 0 warms up oneDNN's kernel caches
+            for layout in layouts if round_ % 2 else layouts[::-1]:
+                layers.to(memory_format=layout)
+                x = probe.contiguous(memory_format=layout).requires_grad_(True)
+                start = time.perf_counter()
+                layers(x).sum().backward()
+                if round_:
+                    times[layout].append(time.perf_counter() - start)
+    return min(layouts, key=lambda layout: min(times[layout]))
+
+
+def min_input_size(layers: nn.Module) -> int:
+    """The smallest square input side for which every convolution and pooling of ``layers`` has output.
+
+    Example:
+        >>> import torchvision
+        >>> min_input_size(torchvision.models.vgg19().features[:35])  # four 2x2 poolings before conv5_4
+        16
+    """
+    for side in range(1, 4097):
+        size = side
+        for module in layers.modules():
+            size = _output_side(module, size)
+            if size < 1:
+                break
+        else:
+            return side
+    raise ValueError("Expected `layers` to accept some input up to 4096 pixels, but none fits.")
+
+
+def _output_side(module: nn.Module, size: int) -> int:
+    if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        return size
+    kernel, stride, padding = (
+        _first(module.kernel_size),
+        _first(module.stride),
+        _first(module.padding),
+    )
+    dilation = _first(getattr(module, "dilation", 1))
+    span = size + 2 * padding - dilation * (kernel - 1) - 1  # may be negative: then no window fits
+    if getattr(module, "ceil_mode", False):
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + padding:  # the last window must start inside the input
+            out -= 1
+        return out
+    return span // stride + 1
+
+
+def _first(value: int | tuple[int, ...]) -> int:
+    return value[0] if isinstance(value, tuple) else value
 
 
 def _reset(module: nn.Module) -> None:

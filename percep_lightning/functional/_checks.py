@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-_REDUCTIONS = ("mean", "sum", "none")
+Reduction = Literal["mean", "sum", "none"]
+"""The ``reduction`` argument of every loss: over the batch, or ``"none"`` for per-image values."""
+_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
 def check_pair(
@@ -82,25 +84,6 @@ def reduce(values: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return values.sum()
     return values
-
-
-def check_range(x: Tensor, name: str, input_range: tuple[float, float], *, tolerance: float = 0.1) -> None:
-    """Warn once per call site if ``x`` lies far outside the declared ``input_range``.
-
-    Values more than ``tolerance`` times the range's width beyond either end are "far outside";
-    small overshoots from an un-clamped network output are normal and stay silent.
-    """
-    low, high = input_range
-    slack = tolerance * (high - low)
-    with torch.no_grad():
-        lo, hi = float(x.min()), float(x.max())
-    if lo < low - slack or hi > high + slack:
-        warnings.warn(
-            f"`{name}` has values in [{lo:.3g}, {hi:.3g}], far outside the declared input_range {input_range}; "
-            "pass the right `input_range` (e.g. (-1, 1)) or the loss compares the wrong pixel scale.",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def check_input_range(input_range: Sequence[float]) -> tuple[float, float]:

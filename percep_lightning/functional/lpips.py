@@ -14,7 +14,7 @@ gradient stays finite where a feature vector is zero (the package's gradient is 
 Speed: the normalisation, the squared difference and the weighted channel sum of a layer form one
 custom autograd function whose backward is written out (one pass over the saved maps instead of the
 dozen element-wise operations autograd would chain); the lin layer is a matrix-vector product over a
-view of the maps, in either memory format (the losses run their trunks in channels-last layout).
+view of the maps, in either memory format (each loss runs its trunk in the layout faster on the device).
 Everything runs in float32 (float64 for float64 features) with autocast disabled.
 """
 
@@ -48,7 +48,7 @@ def lpips_distance(
         preds_features: one ``(N, C_l, H_l, W_l)`` map per layer, for the first images.
         target_features: the same layers for the second images (same shapes).
         lin_weights: one non-negative weight per channel and layer, each ``(1, C_l, 1, 1)`` (the shape of
-            :func:`~percep_lightning.backbones.lpips_linear_weights`) or ``(C_l,)``.
+            :func:`~percep_lightning.backbones.lpips_weights.lpips_linear_weights`) or ``(C_l,)``.
         spatial: ``False`` averages each layer's map over space; ``True`` upsamples it bilinearly
             (``align_corners=False``) to ``output_size`` and returns the distance map.
         output_size: ``(H, W)`` of the map when ``spatial=True`` (the input image size).

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from percep_lightning.backbones import TorchvisionFeatures, WeightsArg
 from percep_lightning.backbones.base import HoldsFrozen
-from percep_lightning.functional._checks import check_input_range, check_reduction
-from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
-from percep_lightning.losses.perceptual import (
+from percep_lightning.backbones.torchvision_trunks import MemoryFormatArg, TorchvisionFeatures
+from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.functional._checks import Reduction, check_input_range, check_reduction
+from percep_lightning.functional._images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    channels_last,
-    check_images,
+    check_image_pair,
     imagenet_normalize,
 )
+from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
 
 __all__ = ["CFSDLoss"]
 
@@ -49,9 +48,13 @@ class CFSDLoss(HoldsFrozen, nn.Module):
         chunk_size: rows of the ``(hw, hw)`` similarity matrices computed at once.
         reduction: ``"mean"`` over the image pairs (StyleID's dataset value), ``"sum"``, or ``"none"``
             (``(N,)``).
+        memory_format: the trunk's layout: ``"auto"`` (the device's rule, see
+            :func:`~percep_lightning.backbones.preferred_memory_format`), ``"measure"``,
+            ``"channels_last"`` or ``"contiguous"``.
 
     Raises:
-        ValueError: for a bad ``input_range``, ``chunk_size`` or ``reduction``.
+        ValueError: for a bad ``input_range``, ``chunk_size``, ``reduction`` or ``memory_format``; in the
+            forward, images smaller than 4x4 (relu3_1 comes after two 2x2 poolings).
         RuntimeError: if ``weights`` does not hold the official VGG19 keys and shapes.
 
     Shape:
@@ -75,7 +78,8 @@ class CFSDLoss(HoldsFrozen, nn.Module):
         input_range: Sequence[float] = (0.0, 1.0),
         weights: WeightsArg = "default",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-        reduction: Literal["mean", "sum", "none"] = "mean",
+        reduction: Reduction = "mean",
+        memory_format: MemoryFormatArg = "auto",
     ) -> None:
         super().__init__()
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -84,7 +88,9 @@ class CFSDLoss(HoldsFrozen, nn.Module):
         self.input_range = check_input_range(input_range)
         self.chunk_size = chunk_size
         self.reduction = reduction
-        self._hold("vgg", channels_last(TorchvisionFeatures("vgg19", [CFSD_LAYER], weights=weights)))
+        self._hold(
+            "vgg", TorchvisionFeatures("vgg19", [CFSD_LAYER], weights=weights, memory_format=memory_format)
+        )
         if weights is None:
             warn_random_backbone()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -92,8 +98,9 @@ class CFSDLoss(HoldsFrozen, nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """CFSD of the stylized ``preds`` with respect to the content images ``target``."""
-        check_images(preds, target, self.input_range)
-        trunk = self._held("vgg")
+        check_image_pair(preds, target, self.input_range)
+        trunk: TorchvisionFeatures = self._held("vgg")  # type: ignore[assignment]
+        trunk.check_size(preds, ("preds", "target"))
         # float32 even under autocast: CFSD is second order in the feature differences, and bfloat16
         # features (0.4% error) change it by up to 100% between near-identical images.
         with torch.autocast(preds.device.type, enabled=False):
@@ -102,8 +109,9 @@ class CFSDLoss(HoldsFrozen, nn.Module):
             stylized = self._features(preds, trunk)
         return cfsd(stylized, content, chunk_size=self.chunk_size, reduction=self.reduction)
 
-    def _features(self, images: Tensor, trunk: nn.Module) -> Tensor:
-        return trunk(imagenet_normalize(images, self.input_range, self.mean, self.std, trunk))[CFSD_LAYER]
+    def _features(self, images: Tensor, trunk: TorchvisionFeatures) -> Tensor:
+        dtype = trunk.layers[0].weight.dtype
+        return trunk(imagenet_normalize(images, self.input_range, self.mean, self.std, dtype))[CFSD_LAYER]
 
     def extra_repr(self) -> str:
         return f"input_range={self.input_range}, chunk_size={self.chunk_size}, reduction={self.reduction!r}"

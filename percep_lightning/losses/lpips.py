@@ -8,11 +8,19 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from percep_lightning.backbones import TorchvisionFeatures, WeightsArg, lpips_linear_weights
 from percep_lightning.backbones.base import HoldsFrozen
-from percep_lightning.functional._checks import check_choice, check_input_range, check_reduction
+from percep_lightning.backbones.lpips_weights import lpips_linear_weights
+from percep_lightning.backbones.torchvision_trunks import MemoryFormatArg, TorchvisionFeatures
+from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.functional._checks import (
+    Reduction,
+    check_choice,
+    check_input_range,
+    check_reduction,
+    reduce,
+)
+from percep_lightning.functional._images import check_image_pair, map_range, to_rgb
 from percep_lightning.functional.lpips import lpips_distance
-from percep_lightning.losses.perceptual import channels_last, check_images, to_trunk_dtype
 
 __all__ = ["LPIPS_NETS", "LPIPSLoss"]
 
@@ -39,8 +47,10 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
     ``spatial=True``) and summed over layers. See :mod:`percep_lightning.functional.lpips`.
 
     The target goes through the trunk under ``torch.no_grad()`` in its own pass: it is a constant and
-    builds no graph even if it requires grad. The trunk runs in channels-last layout (faster on the CPU
-    and on GPUs; the values are unchanged).
+    builds no graph even if it requires grad. The trunk's memory layout follows the device
+    (``memory_format="auto"``: channels-last on CUDA and on AVX-512 CPUs, see
+    :func:`~percep_lightning.backbones.preferred_memory_format`; ``"measure"`` times both once per
+    process); the values do not depend on it beyond float rounding.
 
     Args:
         net: ``"alex"`` (default, the package's recommended metric), ``"vgg"`` or ``"squeeze"``.
@@ -52,13 +62,17 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
             weights always come from the package data.
         reduction: ``"mean"`` or ``"sum"`` over every value of the output, or ``"none"``: ``(N, 1, 1, 1)``
             per image as the ``lpips`` package (``(N, 1, H, W)`` with ``spatial=True``).
+        memory_format: the trunk's layout: ``"auto"``, ``"measure"``, ``"channels_last"`` or ``"contiguous"``.
 
     Raises:
-        ValueError: for an unknown ``net`` or ``reduction`` or a bad ``input_range``.
+        ValueError: for an unknown ``net``, ``reduction`` or ``memory_format`` or a bad ``input_range``;
+            in the forward, images smaller than the network needs (alex 31x31, vgg 16x16, squeeze 17x17,
+            see :attr:`~percep_lightning.backbones.TorchvisionFeatures.min_size`).
         RuntimeError: if ``weights`` does not hold the official keys and shapes of the trunk.
 
     Shape:
-        - preds, target: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grayscale, repeated to 3 channels).
+        - preds, target: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grayscale, repeated to 3 channels), at least
+          the trunk's ``min_size``.
         - Output: scalar, ``(N, 1, 1, 1)`` or ``(N, 1, H, W)`` (see ``reduction``); float32 (float64 for
           a float64 module).
 
@@ -80,7 +94,8 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
         input_range: Sequence[float] = (0.0, 1.0),
         spatial: bool = False,
         weights: WeightsArg = "default",
-        reduction: Literal["mean", "sum", "none"] = "mean",
+        reduction: Reduction = "mean",
+        memory_format: MemoryFormatArg = "auto",
     ) -> None:
         super().__init__()
         check_choice(net, "net", tuple(LPIPS_NETS))
@@ -91,7 +106,7 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
         self.reduction = reduction
         arch, layers = LPIPS_NETS[net]
         self._layers = layers
-        self._hold("trunk", channels_last(TorchvisionFeatures(arch, layers, weights=weights)))
+        self._hold("trunk", TorchvisionFeatures(arch, layers, weights=weights, memory_format=memory_format))
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
         for i, weight in enumerate(lpips_linear_weights(net)):
@@ -104,8 +119,9 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """The LPIPS distance between ``preds`` and ``target``, reduced as ``reduction`` says."""
-        check_images(preds, target, self.input_range)
-        trunk = self._held("trunk")
+        check_image_pair(preds, target, self.input_range)
+        trunk: TorchvisionFeatures = self._held("trunk")  # type: ignore[assignment]
+        trunk.check_size(preds, ("preds", "target"))
         with torch.no_grad():
             target_features = trunk(self._scale(target, trunk))
         preds_features = trunk(self._scale(preds, trunk))
@@ -116,24 +132,14 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
             spatial=self.spatial,
             output_size=tuple(preds.shape[-2:]),
         )
-        if self.reduction == "mean":
-            return distance.mean()
-        if self.reduction == "sum":
-            return distance.sum()
-        return distance
+        return reduce(distance, self.reduction)
 
-    def _scale(self, images: Tensor, trunk: nn.Module) -> Tensor:
+    def _scale(self, images: Tensor, trunk: TorchvisionFeatures) -> Tensor:
         """Map ``input_range`` to [-1, 1] (as the package's ``normalize=True``), then the scaling layer."""
-        x = to_trunk_dtype(images, trunk)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        low, high = self.input_range
-        if (low, high) == (0.0, 1.0):
-            x = 2 * x - 1
-        elif (low, high) != (-1.0, 1.0):
-            x = 2 * (x - low) / (high - low) - 1
-        x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
-        return x.contiguous(memory_format=torch.channels_last)
+        dtype = trunk.layers[0].weight.dtype
+        x = to_rgb(images if images.dtype == dtype else images.to(dtype))
+        x = map_range(x, self.input_range, (-1.0, 1.0))
+        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from percep_lightning.backbones import TorchvisionFeatures, WeightsArg, layer_index
 from percep_lightning.backbones.base import HoldsFrozen
-from percep_lightning.functional._checks import check_choice, check_input_range, check_pair, check_reduction
-from percep_lightning.functional.perceptual import CRITERIA, Criterion, layer_distances
+from percep_lightning.backbones.torchvision_trunks import MemoryFormatArg, TorchvisionFeatures, layer_index
+from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.functional._checks import Reduction, check_choice, check_input_range, check_reduction
+from percep_lightning.functional._images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_image_pair,
+    imagenet_normalize,
+)
+from percep_lightning.functional.perceptual import CRITERIA, Criterion, layer_distance
 
 __all__ = ["DEFAULT_LAYER_WEIGHTS", "VGGPerceptualLoss"]
 
@@ -26,8 +31,6 @@ DEFAULT_LAYER_WEIGHTS: dict[str, float] = {
 }
 """Real-ESRGAN's perceptual layers (BasicSR ``train_realesrgan_x4plus.yml``): features before the ReLU."""
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _ARCHS = ("vgg19", "vgg16")
 
 
@@ -48,7 +51,10 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
     (:data:`DEFAULT_LAYER_WEIGHTS`, pre-activation features as ESRGAN recommends); BasicSR's ESRGAN
     configs use ``{"conv5_4": 1.0}``. Layers of weight 0 are not computed and the trunk stops after the
     deepest layer in use. The target goes through the network under ``torch.no_grad()`` (it is a
-    constant: it builds no graph even if it requires grad); each of ``preds`` and ``target`` is one pass.
+    constant: it builds no graph even if it requires grad); each of ``preds`` and ``target`` is one pass,
+    side by side, and each layer's term is taken as soon as the layer's output exists (see
+    :meth:`~percep_lightning.backbones.TorchvisionFeatures.walk_pair`), so a requested pre-activation
+    costs no copy: the ReLU after it still runs in place (unless the style term needs that layer).
 
     Args:
         layer_weights: ``{layer: weight}`` of the perceptual term; ``None`` for :data:`DEFAULT_LAYER_WEIGHTS`.
@@ -64,6 +70,9 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per image, ``(N,)``). For ``criterion="fro"``,
             ``"mean"`` is BasicSR's single norm over the whole batch, see
             :mod:`percep_lightning.functional.perceptual`.
+        memory_format: the trunk's layout: ``"auto"`` (the rule of
+            :func:`~percep_lightning.backbones.preferred_memory_format` for the device), ``"measure"``
+            (both timed once per process on the CPU), ``"channels_last"`` or ``"contiguous"``.
 
     Attributes:
         parts: after each forward, the detached unweighted values: ``"perceptual"`` and ``"style"`` (the
@@ -72,11 +81,13 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
 
     Raises:
         ValueError: for an unknown layer (the message lists the valid names), ``criterion``, ``arch`` or
-            ``reduction``, negative or non-finite weights, no layer to compute, or a bad ``input_range``.
+            ``reduction``, negative or non-finite weights, no layer to compute, or a bad ``input_range``;
+            in the forward, images smaller than the deepest layer needs (16x16 for ``conv5_4``).
         RuntimeError: if ``weights`` does not hold the official VGG keys and shapes.
 
     Shape:
-        - preds, target: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grayscale, repeated to 3 channels).
+        - preds, target: ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grayscale, repeated to 3 channels), at
+          least ``2^k`` pixels a side for a deepest layer after ``k`` poolings.
         - Output: scalar, or ``(N,)`` with ``reduction="none"``; float32 (float64 for a float64 module).
 
     Example:
@@ -100,7 +111,8 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
         input_range: Sequence[float] = (0.0, 1.0),
         arch: Literal["vgg19", "vgg16"] = "vgg19",
         weights: WeightsArg = "default",
-        reduction: Literal["mean", "sum", "none"] = "mean",
+        reduction: Reduction = "mean",
+        memory_format: MemoryFormatArg = "auto",
     ) -> None:
         super().__init__()
         check_choice(criterion, "criterion", CRITERIA)
@@ -129,38 +141,45 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
                 f"got perceptual_weight={perceptual_weight}, layer_weights={dict(self.layer_weights)}, "
                 f"style_weight={style_weight}, style_layer_weights={dict(self.style_layer_weights)}."
             )
-        self._hold("vgg", channels_last(TorchvisionFeatures(arch, used, weights=weights)))
+        # A pre-activation only the perceptual term reads is reduced before the ReLU after it runs, so
+        # that ReLU stays in place; the style term's Gram matrix saves its input for the backward.
+        self._consumed = {name for name in self._perceptual_layers if name.startswith("conv")} - set(
+            self._style_layers
+        )
+        self._hold("vgg", TorchvisionFeatures(arch, used, weights=weights, memory_format=memory_format))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.parts: dict[str, Tensor] = {}
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """The weighted sum of the perceptual and style terms; see the class docstring."""
-        check_images(preds, target, self.input_range)
-        trunk = self._held("vgg")
+        check_image_pair(preds, target, self.input_range)
+        trunk: TorchvisionFeatures = self._held("vgg")  # type: ignore[assignment]
+        trunk.check_size(preds, ("preds", "target"))
+        dtype = trunk.layers[0].weight.dtype
         with torch.no_grad():
-            target_features = trunk(imagenet_normalize(target, self.input_range, self.mean, self.std, trunk))
-        preds_features = trunk(imagenet_normalize(preds, self.input_range, self.mean, self.std, trunk))
+            y = imagenet_normalize(target, self.input_range, self.mean, self.std, dtype)
+        x = imagenet_normalize(preds, self.input_range, self.mean, self.std, dtype)
+        terms = (
+            ("perceptual", self._perceptual_layers, self.perceptual_weight),
+            ("style", self._style_layers, self.style_weight),
+        )
+        per_layer: dict[str, dict[str, Tensor]] = {"perceptual": {}, "style": {}}
+        for name, p, t in trunk.walk_pair(x, y, consumed=self._consumed):
+            for term, layers, _ in terms:
+                if name in layers:
+                    per_layer[term][name] = layer_distance(
+                        p, t, criterion=self.criterion, reduction=self.reduction, gram=term == "style"
+                    )
 
         parts: dict[str, Tensor] = {}
         total: Tensor | None = None
-        for term, layers, weight in (
-            ("perceptual", self._perceptual_layers, self.perceptual_weight),
-            ("style", self._style_layers, self.style_weight),
-        ):
+        for term, layers, weight in terms:
             if not layers:
                 continue
-            per_layer = layer_distances(
-                preds_features,
-                target_features,
-                layers,
-                criterion=self.criterion,
-                reduction=self.reduction,
-                gram=term == "style",
-            )
-            value = sum(per_layer[name] * w for name, w in layers.items())
+            value = sum(per_layer[term][name] * w for name, w in layers.items())
             parts[term] = value.detach()
-            parts.update({f"{term}/{name}": v.detach() for name, v in per_layer.items()})
+            parts.update({f"{term}/{name}": per_layer[term][name].detach() for name in layers})
             total = value * weight if total is None else total + value * weight
         self.parts = parts
         return total
@@ -172,82 +191,6 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
             f"style_layer_weights={self.style_layer_weights}, input_range={self.input_range}, "
             f"reduction={self.reduction!r}"
         )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Input handling shared by the backbone losses (VGG perceptual, LPIPS, CFSD).
-
-
-def check_images(
-    preds: Tensor, target: Tensor, input_range: tuple[float, float], *, tolerance: float = 0.1
-) -> None:
-    """Check a pair of image batches and warn once if either is far outside ``input_range``.
-
-    The same checks and messages as :func:`~percep_lightning.functional._checks.check_pair`, but the
-    finiteness test and the range test share one ``aminmax`` pass per tensor and one device sync.
-    "Far outside" means beyond either end by more than ``tolerance`` times the range's width.
-
-    Raises:
-        TypeError: if either is not a floating-point tensor.
-        ValueError: on different shapes, a rank other than 4, a channel count other than 1 or 3, or
-            NaN/Inf values.
-    """
-    _check_shapes(preds, target)
-    with torch.no_grad():
-        bounds = torch.stack([*torch.aminmax(preds.detach()), *torch.aminmax(target.detach())]).tolist()
-    for name, (lo, hi) in (("preds", bounds[:2]), ("target", bounds[2:])):
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
-    low, high = input_range
-    slack = tolerance * (high - low)
-    outside = [
-        f"`{name}` in [{lo:.3g}, {hi:.3g}]"
-        for name, lo, hi in (("preds", *bounds[:2]), ("target", *bounds[2:]))
-        if lo < low - slack or hi > high + slack
-    ]
-    if outside:
-        warnings.warn(
-            f"Values far outside the declared input_range {input_range}: {' and '.join(outside)}. Pass the "
-            "right `input_range` (e.g. (-1, 1) or (0, 255)), or the loss compares the wrong pixel scale.",
-            UserWarning,
-            stacklevel=2,
-        )
-
-
-def _check_shapes(preds: Tensor, target: Tensor) -> None:
-    """``check_pair(preds, target, channels=(1, 3))`` without its finiteness pass, plus emptiness."""
-    check_pair(preds, target, channels=(1, 3), finite=False)
-    if preds.numel() == 0:
-        raise ValueError(f"Expected non-empty `preds` and `target`, but got shape {tuple(preds.shape)}.")
-
-
-def to_trunk_dtype(x: Tensor, trunk: nn.Module) -> Tensor:
-    """``x`` as the dtype of the trunk's parameters (autocast, if on, then casts the convolutions)."""
-    dtype = next(trunk.parameters()).dtype
-    return x if x.dtype == dtype else x.to(dtype)
-
-
-def imagenet_normalize(
-    images: Tensor, input_range: tuple[float, float], mean: Tensor, std: Tensor, trunk: nn.Module
-) -> Tensor:
-    """Map ``input_range`` to [0, 1], repeat grayscale to RGB, then ``(x - mean) / std``, channels-last."""
-    x = to_trunk_dtype(images, trunk)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    low, high = input_range
-    if (low, high) != (0.0, 1.0):
-        x = (x - low) / (high - low)
-    return ((x - mean.to(x.dtype)) / std.to(x.dtype)).contiguous(memory_format=torch.channels_last)
-
-
-def channels_last(trunk: nn.Module) -> nn.Module:
-    """Put a trunk's convolution weights in channels-last layout (inputs are converted in the forward).
-
-    With oneDNN on the CPU (and cuDNN on GPUs) convolutions, max pooling and the channel reductions of the
-    losses are faster in this layout: about 15-25% less time for a VGG or AlexNet forward and backward
-    on the CPU, and 40% for SqueezeNet, than in the default layout. The values are unchanged.
-    """
-    return trunk.to(memory_format=torch.channels_last)
 
 
 def _check_weight(value: float, name: str) -> float:

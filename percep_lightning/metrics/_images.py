@@ -27,49 +27,10 @@ import torch
 from torch import Tensor
 
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
+from percep_lightning.functional._images import check_images
 
 Quantize = Literal["round", "truncate"]
 QUANTIZE_MODES: tuple[str, ...] = ("round", "truncate")
-
-
-def check_images(images: object, name: str) -> Tensor:
-    """Validate a batch of images and return it with three channels.
-
-    Args:
-        images: ``uint8`` in [0, 255] or floating point in [0, 1], shape ``(N, 3, H, W)`` or ``(N, 1, H, W)``.
-        name: the argument name used in error messages.
-
-    Returns:
-        The images with three channels (a grey channel is repeated), same dtype.
-
-    Raises:
-        TypeError: if ``images`` is not a tensor, or is neither ``uint8`` nor floating point.
-        ValueError: on a rank other than 4, a channel count other than 1 or 3, an empty spatial size,
-            NaN/Inf values, or float values outside [0, 1].
-    """
-    if not isinstance(images, Tensor):
-        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(images).__name__}.")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(
-            f"Expected `{name}` to be uint8 in [0, 255] or floating point in [0, 1], but got dtype {images.dtype}."
-        )
-    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[-1] == 0 or images.shape[-2] == 0:
-        raise ValueError(
-            f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(images.shape)}."
-        )
-    if images.is_floating_point() and images.numel() > 0:
-        if not bool(torch.isfinite(images).all()):
-            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
-        low, high = float(images.min()), float(images.max())
-        if low < 0 or high > 1:
-            hint = " (uint8-range values stored as float: divide by 255)" if high > 2 else ""
-            raise ValueError(
-                f"Expected float `{name}` to be in [0, 1], but got values in [{low:.4g}, {high:.4g}]{hint}; "
-                "clamp network outputs with `.clamp(0, 1)`, or pass uint8 images in [0, 255]."
-            )
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    return images
 
 
 def to_uint8(images: object, name: str, quantize: Quantize = "round") -> Tensor:

@@ -9,7 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from percep_lightning.backbones.art_inception import ART_INCEPTION_SIZE, ArtInception, resize_shorter_side
-from percep_lightning.backbones.base import HoldsFrozen, frozen_device
+from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.fid import feature_statistics, feature_sums, frechet_distance
 from percep_lightning.losses.lpips import LPIPSLoss
@@ -132,7 +132,7 @@ class ArtFID(KeepFloat64States, HoldsFrozen, Metric):
                 "Expected `stylized` and `content` to have the same shape, but got "
                 f"{tuple(stylized.shape)} and {tuple(content.shape)}."
             )
-        device = frozen_device(self.backbone)
+        device = next(self.backbone.parameters()).device
         resize = self.backbone.resize
         with exact_float32(device):
             stylized_u8 = stylized_u8.to(device)
@@ -159,7 +159,7 @@ class ArtFID(KeepFloat64States, HoldsFrozen, Metric):
 
     def _add_style(self, style: Tensor) -> None:
         style_u8 = to_uint8(style, "style", self.quantize)
-        device = frozen_device(self.backbone)
+        device = next(self.backbone.parameters()).device
         with exact_float32(device):
             self._add_features("style", self.backbone(style_u8.to(device)))
 

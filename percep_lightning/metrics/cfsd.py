@@ -11,11 +11,10 @@ from torchmetrics import Metric
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.torchvision_trunks import TorchvisionFeatures
 from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
 from percep_lightning.metrics._images import KeepFloat64States, exact_float32, to_float
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYER = "relu3_1"
 
 
@@ -112,7 +111,8 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
 
         Raises:
             TypeError: for a wrong dtype.
-            ValueError: for different or wrong shapes, NaN/Inf, or float values outside [0, 1].
+            ValueError: for different or wrong shapes, images smaller than 4x4 (relu3_1 follows two 2x2
+                poolings), NaN/Inf, or float values outside [0, 1].
         """
         preds_f = to_float(preds, "preds")
         content_f = to_float(content, "content")
@@ -124,10 +124,12 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
         if preds_f.shape[0] == 0:
             return
         backbone = self.backbone
+        backbone.check_size(preds_f, ("preds", "content"))
         device = self.mean.device
         with exact_float32(device):
             pair = torch.cat([preds_f, content_f]).to(device)
-            features = backbone((pair - self.mean) / self.std)[LAYER].float()
+            pixels = imagenet_normalize(pair, (0.0, 1.0), self.mean, self.std, torch.float32)
+            features = backbone(pixels)[LAYER].float()
             n = preds_f.shape[0]
             values = cfsd(features[:n], features[n:], chunk_size=self.chunk_size, reduction="none")
         self.cfsd_sum = self.cfsd_sum + values.to(self.cfsd_sum.device, torch.float64).sum()

@@ -9,7 +9,8 @@ import torch
 from _numerics import assert_float32_close
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-from percep_lightning.backbones import FIDInceptionV3, resize_like_tensorflow1
+from percep_lightning.backbones import FIDInceptionV3
+from percep_lightning.backbones.inception import resize_like_tensorflow1
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from percep_lightning.backbones import LAYER_NAMES, TorchvisionFeatures, layer_index
+from percep_lightning.backbones import LAYER_NAMES, TorchvisionFeatures
 from percep_lightning.backbones.base import HoldsFrozen
+from percep_lightning.backbones.torchvision_trunks import layer_index
 
 
 def _torchvision_model(arch, path):
@@ -28,7 +32,8 @@ def _torchvision_model(arch, path):
 )
 def test_named_outputs_equal_torchvision(arch, layers, torchvision_weights, photos):
     path = torchvision_weights(arch)
-    ours = TorchvisionFeatures(arch, layers, weights=path)
+    # torchvision's layout, for bit-equal outputs (the layout choice itself is tested below)
+    ours = TorchvisionFeatures(arch, layers, weights=path, memory_format="contiguous")
     reference = _torchvision_model(arch, path).features
     x = photos(2, 64)
     out = ours(x)
@@ -154,3 +159,83 @@ def test_to_reaches_held_backbone():
     assert next(owner._held("trunk").parameters()).dtype == torch.float64
     owner.to(memory_format=torch.channels_last)
     assert owner._held("trunk").layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_min_size_is_where_torchvision_stops_working():
+    for arch, layer in (
+        ("vgg19", "pool5"),
+        ("vgg16", "relu4_3"),
+        ("alexnet", "relu5"),
+        ("squeezenet1_1", "fire9"),
+    ):
+        net = TorchvisionFeatures(arch, [layer], weights=None, memory_format="contiguous")
+        side = net.min_size[0]
+        reference = getattr(torchvision.models, arch)().features[: layer_index(arch, layer) + 1].eval()
+        reference(torch.zeros(1, 3, side, side))
+        with pytest.raises(RuntimeError):
+            reference(torch.zeros(1, 3, side - 1, side))
+        with pytest.raises(
+            ValueError, match=rf"Expected `x` to be at least {side}x{side} pixels for {arch} up to"
+        ):
+            net(torch.zeros(1, 3, side - 1, side))
+
+
+def test_walk_pair_yields_the_forward_features_and_gradients(torchvision_weights, photos):
+    layers = ["conv1_2", "relu2_1", "conv3_1", "relu3_1"]
+    net = TorchvisionFeatures(
+        "vgg19", layers, weights=torchvision_weights("vgg19"), memory_format="contiguous"
+    )
+    x, y = photos(2, 32), photos(2, 32).flip(-1)
+    expected_y = net(y)
+    x1 = x.clone().requires_grad_(True)
+    expected = net(x1)
+    sum(f.square().mean() for f in expected.values()).backward()
+    x2 = x.clone().requires_grad_(True)
+    total, names = 0, []
+    # conv1_2 and conv3_1 reduced on the spot: the ReLUs after them then run in place
+    for name, a, b in net.walk_pair(x2, y, consumed={"conv1_2", "conv3_1"}):
+        names.append(name)
+        torch.testing.assert_close(b, expected_y[name], rtol=0, atol=0)
+        torch.testing.assert_close(a, expected[name], rtol=0, atol=0)
+        assert not b.requires_grad
+        # square() saves its input, which the in-place ReLU after a consumed layer overwrites: use a copy
+        total = total + (a.clone() if name.startswith("conv") else a).square().mean()
+    total.backward()
+    assert names == layers
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)
+
+
+def test_measured_layout_is_decided_once_per_process_and_works_under_inference_mode():
+    code = (
+        "import time, warnings, torch\n"
+        "warnings.simplefilter('ignore')\n"
+        "from percep_lightning.backbones import TorchvisionFeatures\n"
+        "from percep_lightning.backbones.torchvision_trunks import measured_memory_format\n"
+        "net = TorchvisionFeatures('alexnet', ['relu2'], weights=None, memory_format='measure')\n"
+        "with torch.inference_mode():\n"
+        "    net(torch.rand(1, 3, 64, 64))\n"  # the first use decides, inside inference mode
+        "x = torch.rand(1, 3, 64, 64, requires_grad=True)\n"
+        "net(x)['relu2'].sum().backward()\n"
+        "first = measured_memory_format(net, torch.float32)\n"
+        "start = time.perf_counter()\n"
+        "again = measured_memory_format(TorchvisionFeatures('alexnet', ['relu2'], weights=None), torch.float32)\n"
+        "assert again is first and time.perf_counter() - start < 1.0\n"
+        "assert first in (torch.channels_last, torch.contiguous_format)\n"
+        "assert net.layers[0].weight.is_contiguous(memory_format=first)\n"
+        "print('ok', x.grad.shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok torch.Size([1, 3, 64, 64])")
+
+
+def test_default_layout_follows_the_device_rule():
+    from percep_lightning.backbones import preferred_memory_format
+
+    assert preferred_memory_format(torch.device("cuda")) is torch.channels_last
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    expected = torch.channels_last if avx512 else torch.contiguous_format
+    assert preferred_memory_format(torch.device("cpu")) is expected
+    net = TorchvisionFeatures("alexnet", ["relu1"], weights=None)
+    net(torch.rand(1, 3, 64, 64))
+    assert net.layers[0].weight.is_contiguous(memory_format=expected)

@@ -151,3 +151,14 @@ def test_errors(vgg19_path):
         loss(x.log() * 0 - x / 0, x)
     with pytest.warns(UserWarning, match=r"far outside the declared input_range \(0.0, 1.0\): `target` in"):
         loss(x, x * 255)
+
+
+def test_images_smaller_than_relu3_1_needs_raise(vgg19_path):
+    loss = CFSDLoss(weights=vgg19_path)  # relu3_1 follows two 2x2 poolings
+    x = torch.rand(1, 3, 3, 16)
+    with pytest.raises(
+        ValueError,
+        match=r"Expected `preds` and `target` to be at least 4x4 pixels for vgg19 up to relu3_1, but got 3x16",
+    ):
+        loss(x, x)
+    assert torch.isfinite(loss(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)))

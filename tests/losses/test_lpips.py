@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from _numerics import assert_float32_close
 
 from percep_lightning.losses.lpips import LPIPS_NETS, LPIPSLoss
@@ -167,3 +168,35 @@ def test_errors(torchvision_weights):
         UserWarning, match=r"far outside the declared input_range \(0.0, 1.0\): `preds` in .* and `target` in"
     ):
         loss(x * 255, x * 255)
+
+
+@pytest.mark.parametrize(
+    ("net", "arch"), [("alex", "alexnet"), ("vgg", "vgg16"), ("squeeze", "squeezenet1_1")]
+)
+def test_images_smaller_than_the_network_raise_with_the_minimum(net, arch, torchvision_weights):
+    loss = LPIPSLoss(net, weights=torchvision_weights(arch))
+    side = loss._held("trunk").min_size[0]
+    # the minimum is torchvision's own: one pixel less and its trunk fails in a pooling layer
+    trunk = torchvision.models.get_model(arch).features[: _SLICE_ENDS[net][-1]].eval()
+    trunk(torch.zeros(1, 3, side, side))
+    with pytest.raises(RuntimeError):
+        trunk(torch.zeros(1, 3, side - 1, side - 1))
+    small = torch.rand(1, 3, side - 1, side + 5)
+    deepest = LPIPS_NETS[net][1][-1]
+    with pytest.raises(
+        ValueError,
+        match=rf"Expected `preds` and `target` to be at least {side}x{side} pixels for {arch} up to {deepest}, "
+        rf"but got {side - 1}x{side + 5}",
+    ):
+        loss(small, small)
+
+
+def test_memory_format_choice_keeps_the_value(torchvision_weights, pair):
+    path = torchvision_weights("alexnet")
+    reference = LPIPSLoss("alex", weights=path, reduction="none").double()(*(x.double() for x in pair))
+    for fmt in ("contiguous", "channels_last"):
+        value = LPIPSLoss("alex", weights=path, memory_format=fmt, reduction="none")(*pair)
+        # the deepest sums: 3x3 convolutions over 384 channels, then a spatial mean of the maps
+        assert_float32_close(value, reference, terms=3 * 3 * 384 * 64, msg=fmt)
+    with pytest.raises(ValueError, match=r"Expected `memory_format` to be one of"):
+        LPIPSLoss("alex", weights=path, memory_format="NHWC")

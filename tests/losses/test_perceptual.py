@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 from _numerics import assert_float32_close
 
-from percep_lightning.backbones import layer_index
+from percep_lightning.backbones.torchvision_trunks import layer_index
 from percep_lightning.functional.perceptual import gram_matrix
 from percep_lightning.losses.perceptual import DEFAULT_LAYER_WEIGHTS, VGGPerceptualLoss
 
@@ -262,3 +264,107 @@ def test_far_outside_input_range_warns_once(torchvision_weights):
         UserWarning, match=r"input_range \(0.0, 1.0\): `preds` in \[-(0.9\d*|1), (0.9\d*|1)\]\. Pass"
     ):
         loss(x * 2 - 1, x)
+
+
+@pytest.mark.parametrize(
+    ("criterion", "layer_weights", "style_layer_weights"),
+    [
+        ("l1", DEFAULT_LAYER_WEIGHTS, None),  # pre-activations only: every ReLU in place
+        ("l2", {"conv1_2": 0.5, "relu2_2": 1.0, "conv3_1": 2.0}, {"conv3_1": 1.0, "relu1_1": 0.3}),
+        ("fro", {"relu1_2": 1.0, "conv2_1": 0.7}, None),
+    ],
+)
+def test_values_and_gradients_equal_float64_torchvision(
+    criterion, layer_weights, style_layer_weights, torchvision_weights, images
+):
+    # Our module in float64 against plain autograd through torchvision's own float64 trunk (no custom
+    # backward, no in-place ReLU after a cloned pre-activation): the same maths to float64 round-off.
+    path = torchvision_weights("vgg19")
+    preds, target = (x.double() for x in images)
+    style_weight = 0.0 if style_layer_weights is None else 2.0
+    loss = VGGPerceptualLoss(
+        layer_weights,
+        criterion=criterion,
+        style_weight=style_weight,
+        style_layer_weights=style_layer_weights,
+        weights=path,
+    ).double()
+    ours_x = preds.clone().requires_grad_(True)
+    ours = loss(ours_x, target)
+    ours.backward()
+
+    trunk = copy.deepcopy(_torchvision_model("vgg19", path).features).double()
+    ref_x = preds.clone().requires_grad_(True)
+    crit = _CRITERIA[criterion]
+    style_layers = style_layer_weights or {}
+    wanted = {layer_index("vgg19", name): name for name in {**layer_weights, **style_layers}}
+
+    def features(x):
+        h, out = (x - MEAN.double()) / STD.double(), {}
+        for i, layer in enumerate(trunk[: max(wanted) + 1]):
+            h = layer(h)
+            if i in wanted:
+                out[wanted[i]] = h.clone()
+        return out
+
+    fp = features(ref_x)
+    with torch.no_grad():
+        ft = features(target)
+    reference = sum(w * crit(fp[k], ft[k]) for k, w in layer_weights.items())
+    if style_layers:
+        reference = reference + style_weight * sum(
+            w * crit(gram_matrix(fp[k]), gram_matrix(ft[k])) for k, w in style_layers.items()
+        )
+    reference.backward()
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=0)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-9, atol=1e-14)
+
+
+def test_float32_gradient_close_to_float64(torchvision_weights, images):
+    # l2 has a smooth gradient, so float32 round-off (not sign flips) is all that separates the two.
+    path = torchvision_weights("vgg19")
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        loss = VGGPerceptualLoss(criterion="l2", weights=path).to(dtype)
+        x = images[0].detach().to(dtype).clone().requires_grad_(True)
+        loss(x, images[1].to(dtype)).backward()
+        grads[dtype] = x.grad
+    g32, g64 = grads[torch.float32].double(), grads[torch.float64]
+    assert ((g32 - g64).norm() / g64.norm()) < 1e-4
+
+
+def test_images_smaller_than_the_deepest_layer_raise(torchvision_weights):
+    loss = VGGPerceptualLoss(weights=torchvision_weights("vgg19"))  # conv5_4: after four 2x2 poolings
+    x = torch.rand(1, 3, 15, 64)
+    with pytest.raises(
+        ValueError,
+        match=r"Expected `preds` and `target` to be at least 16x16 pixels for vgg19 up to conv5_4, but got 15x64",
+    ):
+        loss(x, x)
+    with pytest.raises(RuntimeError):  # what torchvision's own trunk does at that size
+        _torchvision_model("vgg19", torchvision_weights("vgg19")).features[:35](x)
+    assert loss(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)) > 0
+    shallow = VGGPerceptualLoss({"relu2_1": 1.0}, weights=torchvision_weights("vgg19"))
+    with pytest.raises(ValueError, match=r"at least 2x2 pixels for vgg19 up to relu2_1, but got 1x1"):
+        shallow(x[..., :1, :1], x[..., :1, :1])
+
+
+def test_memory_format_is_a_choice_that_keeps_the_values(torchvision_weights, images):
+    path = torchvision_weights("vgg19")
+    reference = VGGPerceptualLoss(CHEAP_LAYERS, criterion="l2", weights=path).double()(
+        *(x.double() for x in images)
+    )
+    for fmt in ("contiguous", "channels_last", "auto"):
+        loss = VGGPerceptualLoss(CHEAP_LAYERS, criterion="l2", weights=path, memory_format=fmt)
+        value = loss(*images)
+        # each layout against float64: the mean runs over 2x64x32x32 squared differences
+        assert_float32_close(value, reference, terms=2 * 64 * 32 * 32, msg=fmt)
+        weight = loss._held("vgg").layers[0].weight
+        if fmt == "channels_last":
+            assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        if fmt == "contiguous":
+            assert weight.is_contiguous()
+    with pytest.raises(
+        ValueError, match=r"Expected `memory_format` to be one of \('auto', 'measure', 'channels_last', "
+    ):
+        VGGPerceptualLoss(weights=None, memory_format="nhwc")

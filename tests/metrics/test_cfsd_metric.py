@@ -118,3 +118,14 @@ def test_errors(metric_factory):
         metric.update(torch.full((1, 3, 8, 8), float("nan")), torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="`chunk_size` to be a positive integer"):
         metric_factory(chunk_size=0)
+
+
+def test_images_smaller_than_relu3_1_needs_raise(metric_factory):
+    metric = metric_factory()
+    with pytest.raises(
+        ValueError,
+        match=r"Expected `preds` and `content` to be at least 4x4 pixels for vgg19 up to relu3_1, but got 2x8",
+    ):
+        metric.update(torch.rand(1, 3, 2, 8), torch.rand(1, 3, 2, 8))
+    metric.update(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4))
+    assert int(metric.num_pairs) == 1

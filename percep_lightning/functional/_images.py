@@ -1,0 +1,215 @@
+"""Image input handling shared by the losses and the metrics: one home for every convention.
+
+* the ImageNet mean and std that the torchvision backbones were trained with;
+* grey to RGB (a single channel repeated three times, as a view);
+* mapping a declared ``input_range`` to [0, 1] or [-1, 1];
+* validation: a loss's ``(preds, target)`` pair (floating point, finite, warn when far outside the
+  declared range), a metric's images (``uint8`` in [0, 255] or float in [0, 1]), and the smallest image a
+  backbone accepts;
+Argument checks that are not about images (``reduction``, choices, ``input_range``) and the
+:data:`~percep_lightning.functional._checks.Reduction` type live in :mod:`percep_lightning.functional._checks`.
+Everything here is a pure function of tensors (no module state), so losses and metrics import it alike.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from percep_lightning.functional._checks import check_pair
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "check_image_pair",
+    "check_images",
+    "check_min_size",
+    "imagenet_normalize",
+    "map_range",
+    "to_rgb",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+"""Per-channel mean of ImageNet on [0, 1] RGB images (torchvision's ``IMAGENET1K_V1`` transforms)."""
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+"""Per-channel standard deviation of ImageNet on [0, 1] RGB images."""
+
+
+def to_rgb(images: Tensor) -> Tensor:
+    """Repeat a single grey channel to three (a view); RGB images are returned unchanged.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional._images import to_rgb
+        >>> to_rgb(torch.zeros(2, 1, 4, 4)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def map_range(
+    images: Tensor, input_range: tuple[float, float], output_range: tuple[float, float] = (0.0, 1.0)
+) -> Tensor:
+    """Map ``input_range`` linearly onto ``output_range`` (no copy when they are equal).
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional._images import map_range
+        >>> map_range(torch.tensor([-1.0, 0.0, 1.0]), (-1.0, 1.0))
+        tensor([0.0000, 0.5000, 1.0000])
+        >>> map_range(torch.tensor([0.0, 255.0]), (0.0, 255.0), (-1.0, 1.0))
+        tensor([-1.,  1.])
+    """
+    low, high = input_range
+    out_low, out_high = output_range
+    if (low, high) == (out_low, out_high):
+        return images
+    if (low, high, out_low, out_high) == (0.0, 1.0, -1.0, 1.0):
+        return 2 * images - 1  # the lpips package's `normalize=True`, bit for bit
+    x = images if (low, high) == (0.0, 1.0) else (images - low) / (high - low)
+    return x if (out_low, out_high) == (0.0, 1.0) else x * (out_high - out_low) + out_low
+
+
+def imagenet_normalize(
+    images: Tensor, input_range: tuple[float, float], mean: Tensor, std: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """Cast to ``dtype``, repeat grey to RGB, map ``input_range`` to [0, 1], then ``(x - mean) / std``.
+
+    Args:
+        images: ``(N, 1 or 3, H, W)`` floating-point images.
+        input_range: their ``(low, high)`` pixel range.
+        mean: ``(1, 3, 1, 1)`` channel means (:data:`IMAGENET_MEAN` for torchvision backbones).
+        std: ``(1, 3, 1, 1)`` channel standard deviations.
+        dtype: the dtype of the network that reads the result.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional._images import imagenet_normalize
+        >>> mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.5)
+        >>> imagenet_normalize(torch.ones(1, 1, 2, 2), (-1.0, 1.0), mean, std, torch.float32).flatten()[:3]
+        tensor([1., 1., 1.])
+    """
+    x = to_rgb(images if images.dtype == dtype else images.to(dtype))
+    x = map_range(x, input_range)
+    return (x - mean.to(dtype)) / std.to(dtype)
+
+
+def check_image_pair(
+    preds: Tensor, target: Tensor, input_range: tuple[float, float], *, tolerance: float = 0.1
+) -> None:
+    """Validate a loss's pair of image batches and warn if either is far outside ``input_range``.
+
+    Shapes, dtypes and channels are checked as :func:`~percep_lightning.functional._checks.check_pair`
+    does; finiteness and the range share one ``aminmax`` pass per tensor and one device sync. "Far
+    outside" means beyond either end by more than ``tolerance`` times the range's width (an un-clamped
+    network output overshooting a little is normal and stays silent).
+
+    Raises:
+        TypeError: if either is not a floating-point tensor.
+        ValueError: on different shapes, a rank other than 4, a channel count other than 1 or 3, empty
+            batches, or NaN/Inf values.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional._images import check_image_pair
+        >>> check_image_pair(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), (0.0, 1.0))
+    """
+    check_pair(preds, target, channels=(1, 3), finite=False)
+    if preds.numel() == 0:
+        raise ValueError(f"Expected non-empty `preds` and `target`, but got shape {tuple(preds.shape)}.")
+    with torch.no_grad():
+        bounds = torch.stack([*torch.aminmax(preds.detach()), *torch.aminmax(target.detach())]).tolist()
+    pairs = (("preds", *bounds[:2]), ("target", *bounds[2:]))
+    for name, lo, hi in pairs:
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
+    low, high = input_range
+    slack = tolerance * (high - low)
+    outside = [
+        f"`{n}` in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in pairs if lo < low - slack or hi > high + slack
+    ]
+    if outside:
+        warnings.warn(
+            f"Values far outside the declared input_range {input_range}: {' and '.join(outside)}. Pass the "
+            "right `input_range` (e.g. (-1, 1) or (0, 255)), or the loss compares the wrong pixel scale.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_images(images: object, name: str) -> Tensor:
+    """Validate a metric's batch of images and return it with three channels.
+
+    Args:
+        images: ``uint8`` in [0, 255] or floating point in [0, 1], shape ``(N, 3, H, W)`` or ``(N, 1, H, W)``.
+        name: the argument name used in error messages.
+
+    Returns:
+        The images with three channels (a grey channel is repeated), same dtype.
+
+    Raises:
+        TypeError: if ``images`` is not a tensor, or is neither ``uint8`` nor floating point.
+        ValueError: on a rank other than 4, a channel count other than 1 or 3, an empty spatial size,
+            NaN/Inf values, or float values outside [0, 1].
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional._images import check_images
+        >>> check_images(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), "images").shape
+        torch.Size([2, 3, 8, 8])
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(images).__name__}.")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(
+            f"Expected `{name}` to be uint8 in [0, 255] or floating point in [0, 1], but got dtype {images.dtype}."
+        )
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[-1] == 0 or images.shape[-2] == 0:
+        raise ValueError(
+            f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(images.shape)}."
+        )
+    if images.is_floating_point() and images.numel() > 0:
+        with torch.no_grad():
+            low, high = torch.aminmax(images.detach())
+            low, high = float(low), float(high)
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
+        if low < 0 or high > 1:
+            hint = " (uint8-range values stored as float: divide by 255)" if high > 2 else ""
+            raise ValueError(
+                f"Expected float `{name}` to be in [0, 1], but got values in [{low:.4g}, {high:.4g}]{hint}; "
+                "clamp network outputs with `.clamp(0, 1)`, or pass uint8 images in [0, 255]."
+            )
+    return to_rgb(images)
+
+
+def check_min_size(
+    images: Tensor, names: str | Sequence[str], min_size: tuple[int, int], network: str
+) -> None:
+    """Raise a ValueError naming the argument(s) if the images are smaller than a network accepts.
+
+    Args:
+        images: ``(..., H, W)`` images.
+        names: the argument name, or names (e.g. ``("preds", "target")``), for the message.
+        min_size: the smallest ``(H, W)`` the network accepts (e.g.
+            :attr:`~percep_lightning.backbones.TorchvisionFeatures.min_size`).
+        network: what needs that size, for the message (e.g. ``"vgg19 up to conv5_4"``).
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional._images import check_min_size
+        >>> check_min_size(torch.zeros(1, 3, 8, 8), ("preds", "target"), (16, 16), "vgg19 up to conv5_4")
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `preds` and `target` to be at least 16x16 pixels for vgg19 up to conv5_4, but got 8x8.
+    """
+    h, w = images.shape[-2:]
+    if h < min_size[0] or w < min_size[1]:
+        named = " and ".join(f"`{n}`" for n in ((names,) if isinstance(names, str) else names))
+        raise ValueError(
+            f"Expected {named} to be at least {min_size[0]}x{min_size[1]} pixels for {network}, but got {h}x{w}."
+        )
