@@ -7,7 +7,8 @@ import pytest
 import torch
 from _numerics import assert_float32_close
 
-from percep_lightning.backbones import RESIZE_MODES, FIDInceptionV3, resize_like_clean_fid
+from percep_lightning.backbones import RESIZE_MODES, FIDInceptionV3
+from percep_lightning.backbones.inception import resize_like_clean_fid
 from percep_lightning.functional import frechet_distance
 
 

@@ -15,7 +15,8 @@ from PIL import Image
 from scipy import linalg
 from torchvision.transforms import Compose, Resize, ToTensor
 
-from percep_lightning.backbones import ArtInception, resize_shorter_side
+from percep_lightning.backbones import ArtInception
+from percep_lightning.backbones.art_inception import resize_shorter_side
 from percep_lightning.metrics import ArtFID
 
 pytestmark = pytest.mark.filterwarnings("ignore:FID statistics from .* samples:UserWarning")
