@@ -96,8 +96,9 @@ def test_backbones_export_only_what_users_call():
     from percep_lightning import backbones
 
     assert set(backbones.__all__) == {
-        "FIDInceptionV3", "InceptionFeatures", "LAYER_NAMES", "TorchvisionFeatures", "WEIGHTS",
-        "WeightsUnavailableError", "fetch", "preferred_memory_format",
+        "ArtInception", "FIDInceptionV3", "InceptionFeatures", "LAYER_NAMES", "RESIZE_MODES", "ResizeMode",
+        "TorchvisionFeatures", "WEIGHTS", "WeightsUnavailableError", "fetch", "preferred_memory_format",
     }  # fmt: skip
-    for helper in ("HoldsFrozen", "FrozenBackbone", "layer_index", "resolve_state_dict", "frozen_device"):
+    for helper in ("HoldsFrozen", "FrozenBackbone", "layer_index", "resolve_state_dict", "frozen_device",
+                   "resize_like_tensorflow1", "resize_like_clean_fid", "resize_shorter_side"):  # fmt: skip
         assert not hasattr(backbones, helper) or helper not in backbones.__all__
