@@ -329,7 +329,10 @@ class FIDInceptionV3(FrozenBackbone):
     """
 
     def __init__(
-        self, weights: WeightsArg = "default", resize: ResizeMode = "tensorflow", memory_format: LayoutArg = "auto"
+        self,
+        weights: WeightsArg = "default",
+        resize: ResizeMode = "tensorflow",
+        memory_format: LayoutArg = "auto",
     ) -> None:
         super().__init__()
         check_resize(resize)

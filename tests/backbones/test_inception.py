@@ -87,7 +87,9 @@ def test_bad_input_and_options(inception):
         inception(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"Expected `resize` to be one of \(.*'clean'.*\), but got 'area'"):
         FIDInceptionV3(weights=None, resize="area")
-    with pytest.raises(ValueError, match=r"Expected `memory_format` to be one of \(.*'channels_last'.*\), but got 'nhwc'"):
+    with pytest.raises(
+        ValueError, match=r"Expected `memory_format` to be one of \(.*'channels_last'.*\), but got 'nhwc'"
+    ):
         FIDInceptionV3(weights=None, memory_format="nhwc")
 
 
