@@ -312,7 +312,9 @@ def build_inception_forward(cfg: Config, assets: Assets) -> Callable[[Env], list
 
         return [
             Contender("percep_lightning FIDInceptionV3", OURS, ours_step, lambda: last["ours"]),
-            Contender("torch-fidelity FeatureExtractorInceptionV3", PEER, fidelity_step, lambda: last["fidelity"]),
+            Contender(
+                "torch-fidelity FeatureExtractorInceptionV3", PEER, fidelity_step, lambda: last["fidelity"]
+            ),
         ]
 
     return build
