@@ -134,7 +134,8 @@ def test_resize_equals_torchvision_resize_on_pil(hw, photos):
 def test_features_equal_styleid(art_weights, triplets, memory_format):
     stylized = triplets[0][:2] if memory_format != "auto" else triplets[0]
     ours = ArtInception(weights=art_weights, resize=SIZE, memory_format=memory_format)
-    assert ours.ignored_keys == []  # the file has exactly the network's keys (the folded copies are not state)
+    # the file has exactly the network's keys (the folded copies are not state)
+    assert ours.ignored_keys == []
     with torch.inference_mode():
         got = ours(stylized)
         expected = _styleid_network(art_weights)(_styleid_read(stylized, SIZE).double())
