@@ -73,6 +73,10 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         help="pair files by relative name or sorted order",
     )
     parser.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10)")
+    parser.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
+    parser.add_argument(
+        "--kid-subset-size", type=int, default=1000, help="images per set in a KID subset (default 1000)"
+    )
     parser.add_argument(
         "--crop-border", type=int, default=0, help="pixels cropped on every side before PSNR/SSIM"
     )
@@ -164,6 +168,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             resize=args.resize,
             crop_border=args.crop_border,
             is_splits=args.is_splits,
+            kid_subsets=args.kid_subsets,
+            kid_subset_size=args.kid_subset_size,
             weights=weights,
             progress=not args.no_progress,
         )

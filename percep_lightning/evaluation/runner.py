@@ -48,7 +48,11 @@ class MetricResult:
             splits (IS); ``None`` where not defined (FID).
         n: the number of pairs, or of predicted images.
         higher_is_better: the better direction.
-        spread: what ``std`` is taken over: ``"pairs"``, ``"splits"`` (IS), or ``None``.
+        spread: what ``std`` is taken over: ``"pairs"``, ``"splits"`` (IS), ``"subsets"`` (KID), or ``None``.
+        reference: the folder a feature metric compares the predictions with (``"target"``, ``"style"``),
+            ``None`` for paired metrics and IS.
+        n_reference: the number of images behind ``reference``; ``None`` when unknown (a pytorch-fid
+            ``.npz`` TARGET does not record it).
     """
 
     name: str
@@ -57,6 +61,8 @@ class MetricResult:
     n: int
     higher_is_better: bool
     spread: str | None = None
+    reference: str | None = None
+    n_reference: int | None = None
 
 
 @dataclass
@@ -64,7 +70,7 @@ class EvaluationReport:
     """Everything an evaluation produced: values, counts, per-pair values, settings, weights, versions."""
 
     results: list[MetricResult]
-    counts: dict[str, int]
+    counts: dict[str, int | None]
     settings: dict[str, Any]
     weights: dict[str, Any]
     versions: dict[str, str]
@@ -154,6 +160,8 @@ def evaluate_report(
     resize: str = "tensorflow",
     crop_border: int = 0,
     is_splits: int = 10,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
     weights: Mapping[str, str | os.PathLike[str] | None] | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
@@ -169,6 +177,9 @@ def evaluate_report(
         resize: the Inception resize, ``"tensorflow"`` (torch-fidelity) or ``"bilinear"``.
         crop_border: pixels removed on every side before PSNR/SSIM (BasicSR's ``crop_border``).
         is_splits: Inception Score splits (torch-fidelity: 10).
+        kid_subsets: KID subsets (torch-fidelity: 100).
+        kid_subset_size: images per set in a KID subset (torch-fidelity: 1000; smaller folders use all
+            their images, with a warning).
         weights: ``{name: path}`` for ``inception``, ``alexnet``, ``vgg16``, ``vgg19``, ...; a value of
             ``"default"`` (the official file, cached or downloaded) or ``None`` / ``"random"`` (random
             weights, for smoke tests). Missing names use ``"default"``.
@@ -181,6 +192,7 @@ def evaluate_report(
         EvaluationError, WeightsUnavailableError: as :func:`evaluate`.
     """
     _check_options(pair_by, batch_size, num_workers, resize, crop_border, is_splits)
+    _check_positive(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
     specs = resolve_metrics(metrics, preset)
     _check_weights_names(weights or {})
     folders = {"pred": pred_dir, "target": target, "content": content, "style": style}
@@ -212,12 +224,17 @@ def evaluate_report(
         "resize": resize,
         "crop_border": crop_border,
         "is_splits": is_splits,
+        "kid_subsets": kid_subsets,
+        "kid_subset_size": kid_subset_size,
     }
     with distributed_world(device) as world:
         run_device = _device(device, world)
         settings["device"] = str(run_device)
         settings["world_size"] = world.size
-        context = BuildContext(run_device, resolved, crop_border=crop_border, is_splits=is_splits)
+        context = BuildContext(
+            run_device, resolved, crop_border=crop_border, is_splits=is_splits,
+            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+        )  # fmt: skip
         scorers = _build(specs, context, resize)
         run = _Run(folders, listed, world, batch_size, num_workers, progress and world.is_main)
         results, columns, rows = [], ["pred"], []
@@ -244,7 +261,11 @@ def evaluate_report(
                 value, std = scorers[spec.name].finish()
                 spread = None if std is None else spec.spread
                 n = len(listed["pred"])
-                results.append(MetricResult(spec.name, value, std, n, spec.higher_is_better, spread))
+                against = spec.against
+                n_against = len(listed[against]) if against is not None and against in listed else None
+                results.append(
+                    MetricResult(spec.name, value, std, n, spec.higher_is_better, spread, against, n_against)
+                )
         if pairings:
             columns += list(pairings) + [s.name for s in specs if s.kind == "paired"]
             ordered = {
@@ -256,7 +277,9 @@ def evaluate_report(
                 rows.append(
                     [pred_name, *(pairings[a][i][1] for a in pairings), *(v[i] for v in ordered.values())]
                 )
-    counts = {side: len(files) for side, files in listed.items()}
+    counts: dict[str, int | None] = {side: len(files) for side, files in listed.items()}
+    if target_stats is not None:
+        counts["target"] = None  # a pytorch-fid .npz does not record its image count
     return EvaluationReport(results, counts, settings, weights_record, _versions(), columns, rows, world.rank)
 
 
@@ -277,6 +300,12 @@ def _check_options(
         raise EvaluationError(f"Expected `resize` to be one of {RESIZE_MODES}, but got {resize!r}.")
 
 
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise EvaluationError(f"Expected `{name}` to be an integer >= 1, but got {value!r}.")
+
+
 def _check_folders_given(specs: list[MetricSpec], folders: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
     """Check every metric has its folder; load TARGET statistics when TARGET is an ``.npz`` file."""
     for spec in specs:
@@ -288,10 +317,11 @@ def _check_folders_given(specs: list[MetricSpec], folders: dict[str, Any]) -> tu
         return None
     if not Path(target).is_file():
         raise EvaluationError(f"TARGET {str(target)!r} does not exist.")
-    paired = [s.name for s in specs if s.against == "target" and s.kind == "paired"]
+    paired = [s.name for s in specs if s.against == "target" and s.name != "fid"]
     if paired:
         raise EvaluationError(
-            f"TARGET {str(target)!r} is a statistics file; the paired metrics {paired} need a folder of images."
+            f"TARGET {str(target)!r} is a statistics file; {', '.join(paired)} need a folder of images "
+            "(only fid works from statistics)."
         )
     from percep_lightning.metrics.stats_io import load_stats
 

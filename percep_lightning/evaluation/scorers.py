@@ -21,6 +21,7 @@ from torch import Tensor
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.cfsd import cfsd
+from percep_lightning.functional.fid import frechet_distance
 from percep_lightning.functional.pixel import psnr
 from percep_lightning.functional.ssim import ms_ssim, ssim
 from percep_lightning.losses.lpips import LPIPSLoss
@@ -28,12 +29,14 @@ from percep_lightning.metrics._images import exact_float32, to_float
 from percep_lightning.metrics.cfsd import CFSD, LAYER
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 from percep_lightning.metrics.inception_score import InceptionScore
+from percep_lightning.metrics.kid import KernelInceptionDistance
 
 __all__ = [
     "CFSDScorer",
     "FIDConsumer",
     "FeatureConsumer",
     "ISConsumer",
+    "KIDConsumer",
     "LPIPSScorer",
     "PairScorer",
     "PixelScorer",
@@ -164,17 +167,53 @@ class FIDConsumer:
         self.metric = FrechetInceptionDistance(backbone=backbone)
         self.sides = ("pred", against)
         self.against = against
+        self._reference: tuple[Tensor, Tensor] | None = None
 
     def fix_reference(self, mu: Tensor, sigma: Tensor) -> None:
-        """Use precomputed reference statistics (the reference folder is then not read)."""
-        self.metric.set_real_statistics(mu, sigma, num_samples=2)
+        """Use precomputed reference statistics (the reference folder is then not read).
+
+        Their image count is not needed (a pytorch-fid ``.npz`` does not carry it): the predicted images'
+        statistics are accumulated on their own and compared with ``mu`` and ``sigma`` directly.
+        """
+        self._reference = (mu.to(torch.float64), sigma.to(torch.float64))
         self.sides = ("pred",)
 
     def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
-        self.metric.update_features(features.pool3, real=side != "pred")
+        # with fixed reference statistics the metric's real side only accumulates the predicted images
+        real = side != "pred" or self._reference is not None
+        self.metric.update_features(features.pool3, real=real)
 
     def finish(self) -> tuple[float, float | None]:
-        return float(self.metric.compute()), None
+        if self._reference is None:
+            return float(self.metric.compute()), None
+        mu, sigma, _ = self.metric.real_statistics()
+        reference_mu, reference_sigma = (t.to(mu.device) for t in self._reference)
+        return float(frechet_distance(reference_mu, reference_sigma, mu, sigma)), None
+
+
+class KIDConsumer:
+    """KID between the ``pred`` folder and TARGET (torch-fidelity's kernel, subsets and seed), mean and std."""
+
+    def __init__(self, backbone: FIDInceptionV3, *, subsets: int = 100, subset_size: int = 1000) -> None:
+        self.metric = KernelInceptionDistance(backbone=backbone, subsets=subsets, subset_size=subset_size)
+        self.sides = ("pred", "target")
+        self._seen: set[str] = set()
+
+    def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
+        self._seen.add(side)
+        self.metric.update_features(features.pool3, real=side != "pred", indices=indices)
+
+    def finish(self) -> tuple[float, float | None]:
+        device = self.metric.device
+        for side in self.sides:
+            if side not in self._seen:  # a process without images still takes part in the gather
+                self.metric.update_features(
+                    torch.empty(0, 2048, device=device),
+                    real=side != "pred",
+                    indices=torch.empty(0, dtype=torch.long, device=device),
+                )
+        mean, std = self.metric.compute()
+        return float(mean), float(std)
 
 
 class ISConsumer:

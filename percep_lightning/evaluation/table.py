@@ -27,6 +27,8 @@ class BuildContext:
     weights: dict[str, Any]
     crop_border: int = 0
     is_splits: int = 10
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
     inception: Any = None  # the shared FIDInceptionV3, built once for every feature metric
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +95,12 @@ def _fid(against: str) -> Callable[[BuildContext], Any]:
     return build
 
 
+def _kid(ctx: BuildContext) -> Any:
+    from percep_lightning.evaluation.scorers import KIDConsumer
+
+    return KIDConsumer(ctx.inception, subsets=ctx.kid_subsets, subset_size=ctx.kid_subset_size)
+
+
 def _is(ctx: BuildContext) -> Any:
     from percep_lightning.evaluation.scorers import ISConsumer
 
@@ -134,6 +142,11 @@ _ROWS = (
         _fid("style"), min_images=2,
     ),
     MetricSpec(
+        "kid", "features", "target", False, ("inception",),
+        "KID vs TARGET folder (mean and std over --kid-subsets subsets of --kid-subset-size)", _kid,
+        spread="subsets", min_images=2,
+    ),
+    MetricSpec(
         "is", "features", None, True, ("inception",), "Inception Score (mean and std over --is-splits splits)", _is, spread="splits",
     ),
 )  # fmt: skip
@@ -144,7 +157,7 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _ROWS}
 PRESETS: dict[str, tuple[str, ...]] = {
     "lpips": ("lpips",),
     "sr": ("psnr_y", "ssim_y", "lpips"),
-    "gan": ("fid", "is"),
+    "gan": ("fid", "is", "kid"),
     "styleid": ("lpips_content", "lpips_gray", "cfsd"),
 }
 """Named metric lists (``--preset``)."""
