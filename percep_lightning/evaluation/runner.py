@@ -174,7 +174,9 @@ def evaluate_report(
         batch_size: images decoded and run through a network at once.
         num_workers: DataLoader worker processes decoding the files (0: in this process).
         device: ``"cpu"``, ``"cuda"`` (the local rank's GPU under torchrun), ...; default CUDA if available.
-        resize: the Inception resize, ``"tensorflow"`` (torch-fidelity) or ``"bilinear"``.
+        resize: the Inception resize: ``"tensorflow"`` (torch-fidelity's, the default), ``"pytorch_fid"``
+            (``python -m pytorch_fid``'s), ``"clean"`` (clean-fid's) or ``"bilinear"`` (see
+            :class:`~percep_lightning.backbones.FIDInceptionV3`).
         crop_border: pixels removed on every side before PSNR/SSIM (BasicSR's ``crop_border``).
         is_splits: Inception Score splits (torch-fidelity: 10).
         kid_subsets: KID subsets (torch-fidelity: 100).

@@ -116,3 +116,43 @@ def test_kid_options_are_checked(tmp_path, photos, capsys, flag, value):
     )
     name = flag[2:].replace("-", "_")
     assert f"Expected `{name}` to be an integer >= 1, but got {value}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
+def test_pytorch_fid_resize_equals_the_pytorch_fid_command_line(
+    tmp_path, gan_folders, inception_weights, monkeypatch, capsys
+):
+    """`--resize pytorch_fid` equals `python -m pytorch_fid PRED TARGET --dims 2048` on the same weights file.
+
+    pytorch-fid builds its network with `fid_inception_v3()`, which reads `FID_WEIGHTS_URL` through
+    `pytorch_fid.inception.load_state_dict_from_url`; that download function is replaced by a read of the
+    test's file, and the command line (`pytorch_fid.fid_score.main`, what `python -m pytorch_fid` runs) is
+    run in this process with its own arguments.
+    """
+    import sys
+
+    import pytorch_fid.inception
+    from pytorch_fid import fid_score
+
+    pred, target = gan_folders
+    monkeypatch.setattr(
+        pytorch_fid.inception, "load_state_dict_from_url", lambda url, **kw: torch.load(inception_weights)
+    )
+    argv = ["pytorch_fid", str(pred), str(target), "--dims", "2048", "--device", "cpu", "--batch-size", "4"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--num-workers", "0"])
+    capsys.readouterr()
+    fid_score.main()
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FID:")]
+    expected = float(printed[-1].split()[-1])
+
+    out = tmp_path / "fid.json"
+    args = ["--metrics", "fid", "--resize", "pytorch_fid", "--weights", f"inception={inception_weights}"]
+    common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--json", str(out)]
+    assert main(["evaluate", str(pred), str(target), *args, *common]) == 0
+    value = json.loads(out.read_text())["values"]["fid"]
+    assert value == pytest.approx(expected, rel=1e-4)
+    assert expected > 1.0
+    # the torch-fidelity resize is a different convention: it does not give pytorch-fid's number
+    assert main(["evaluate", str(pred), str(target), *args[:2], *args[4:], *common]) == 0
+    assert json.loads(out.read_text())["values"]["fid"] != pytest.approx(expected, rel=1e-4)
