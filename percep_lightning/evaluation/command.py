@@ -73,6 +73,12 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         help="pair files by relative name or sorted order",
     )
     parser.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10)")
+    parser.add_argument(
+        "--styleid-size",
+        type=int,
+        default=512,
+        help="shorter side StyleID resizes images to before lpips_content, lpips_gray and fid_art (default 512)",
+    )
     parser.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
     parser.add_argument(
         "--kid-subset-size", type=int, default=1000, help="images per set in a KID subset (default 1000)"
@@ -84,7 +90,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         "--weights",
         nargs="+",
         metavar="NAME=PATH",
-        help="weights files: inception=, alexnet=, vgg16=, vgg19=",
+        help="weights files: inception=, alexnet=, vgg16=, vgg19=, art_inception=",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="write values, counts, settings, weights hashes and versions"
@@ -170,6 +176,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             is_splits=args.is_splits,
             kid_subsets=args.kid_subsets,
             kid_subset_size=args.kid_subset_size,
+            styleid_size=args.styleid_size,
             weights=weights,
             progress=not args.no_progress,
         )

@@ -162,6 +162,7 @@ def evaluate_report(
     is_splits: int = 10,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
+    styleid_size: int | None = 512,
     weights: Mapping[str, str | os.PathLike[str] | None] | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
@@ -182,6 +183,8 @@ def evaluate_report(
         kid_subsets: KID subsets (torch-fidelity: 100).
         kid_subset_size: images per set in a KID subset (torch-fidelity: 1000; smaller folders use all
             their images, with a warning).
+        styleid_size: the shorter-side length StyleID resizes images to before its LPIPS (``lpips_content``,
+            ``lpips_gray``) and its art-Inception FID (``fid_art``): 512; ``None`` keeps their size.
         weights: ``{name: path}`` for ``inception``, ``alexnet``, ``vgg16``, ``vgg19``, ...; a value of
             ``"default"`` (the official file, cached or downloaded) or ``None`` / ``"random"`` (random
             weights, for smoke tests). Missing names use ``"default"``.
@@ -195,6 +198,8 @@ def evaluate_report(
     """
     _check_options(pair_by, batch_size, num_workers, resize, crop_border, is_splits)
     _check_positive(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+    if styleid_size is not None:
+        _check_positive(styleid_size=styleid_size)
     specs = resolve_metrics(metrics, preset)
     _check_weights_names(weights or {})
     folders = {"pred": pred_dir, "target": target, "content": content, "style": style}
@@ -228,6 +233,7 @@ def evaluate_report(
         "is_splits": is_splits,
         "kid_subsets": kid_subsets,
         "kid_subset_size": kid_subset_size,
+        "styleid_size": styleid_size,
     }
     with distributed_world(device) as world:
         run_device = _device(device, world)
@@ -235,7 +241,7 @@ def evaluate_report(
         settings["world_size"] = world.size
         context = BuildContext(
             run_device, resolved, crop_border=crop_border, is_splits=is_splits,
-            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, styleid_size=styleid_size,
         )  # fmt: skip
         scorers = _build(specs, context, resize)
         run = _Run(folders, listed, world, batch_size, num_workers, progress and world.is_main)
@@ -250,8 +256,12 @@ def evaluate_report(
                 for consumer in consumers.values():
                     if "target" in consumer.sides:
                         consumer.fix_reference(*target_stats)
-            run.feature_passes(consumers, context.inception, run_device)
+            networks = {"inception": context.inception, "art_inception": context.art_inception}
+            run.feature_passes(consumers, networks, run_device)
+        computed: dict[str, float] = {}
         for spec in specs:
+            if spec.kind == "derived":
+                continue
             if spec.kind == "paired":
                 values = _ordered(all_gather_objects(world, per_pair[spec.name]))
                 mean = values.mean().item()
@@ -259,6 +269,7 @@ def evaluate_report(
                 results.append(
                     MetricResult(spec.name, mean, std, values.numel(), spec.higher_is_better, "pairs")
                 )
+                computed[spec.name] = mean
             else:
                 value, std = scorers[spec.name].finish()
                 spread = None if std is None else spec.spread
@@ -268,6 +279,15 @@ def evaluate_report(
                 results.append(
                     MetricResult(spec.name, value, std, n, spec.higher_is_better, spread, against, n_against)
                 )
+                computed[spec.name] = value
+        for spec in specs:
+            if spec.kind == "derived" and spec.combine is not None:
+                n = len(listed["pred"])
+                results.append(
+                    MetricResult(spec.name, spec.combine(computed), None, n, spec.higher_is_better)
+                )
+        order = {spec.name: k for k, spec in enumerate(specs)}
+        results.sort(key=lambda r: order[r.name])
         if pairings:
             columns += list(pairings) + [s.name for s in specs if s.kind == "paired"]
             ordered = {
@@ -417,10 +437,17 @@ def _build(specs: list[MetricSpec], context: BuildContext, resize: str) -> dict[
     # Random networks (smoke tests) come from a fixed seed, so every process holds the same ones.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        if any(s.kind == "features" for s in specs):
+        networks = {s.network for s in specs if s.kind == "features"}
+        if "inception" in networks:
             from percep_lightning.backbones.inception import FIDInceptionV3
 
             context.inception = FIDInceptionV3(context.weights["inception"], resize=resize).to(context.device)  # type: ignore[arg-type]
+        if "art_inception" in networks:
+            from percep_lightning.backbones.art_inception import ArtInception
+
+            weights = context.weights["art_inception"]
+            size = context.styleid_size
+            context.art_inception = ArtInception(weights, resize=size).to(context.device)
         return {spec.name: spec.build(context) for spec in specs}
 
 
@@ -469,20 +496,34 @@ class _Run:
                 out[name][1].extend(values.tolist())
         return out
 
-    def feature_passes(self, consumers: dict[str, Any], inception: Any, device: torch.device) -> None:
-        from percep_lightning.metrics._images import inception_forward
+    def feature_passes(
+        self, consumers: dict[str, Any], networks: dict[str, Any], device: torch.device
+    ) -> None:
+        """One pass per (network, folder) feeding every consumer of that network and folder."""
+        from percep_lightning.metrics._images import exact_float32, inception_forward, to_uint8
 
-        sides = list(dict.fromkeys(side for c in consumers.values() for side in c.sides))
-        for side in sides:
+        passes = dict.fromkeys(
+            (getattr(c, "network", "inception"), side) for c in consumers.values() for side in c.sides
+        )
+        for network, side in passes:
             names = self.listed[side]
             shard = self.world.shard(len(names))
             dataset = ImageFiles([(p,) for p in self._paths(side, [names[i] for i in shard])], shard)
-            users = [c for c in consumers.values() if side in c.sides]
+            users = [
+                c
+                for c in consumers.values()
+                if side in c.sides and getattr(c, "network", "inception") == network
+            ]
+            flag = _FOLDER_FLAGS[side]
             for batch in iter_batches(
-                dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                folder_names=(_FOLDER_FLAGS[side],), progress=self.progress, description=f"Inception {side}",
+                dataset, batch_size=self.batch_size, num_workers=self.num_workers, folder_names=(flag,),
+                progress=self.progress, description=f"{network.replace('_', ' ')} {side}",
             ):  # fmt: skip
-                features = inception_forward(inception, batch.images[0], _FOLDER_FLAGS[side])
+                if network == "inception":
+                    features = inception_forward(networks[network], batch.images[0], flag)
+                else:  # StyleID reads 8-bit images
+                    with exact_float32(device):
+                        features = networks[network](to_uint8(batch.images[0], flag).to(device))
                 for consumer in users:
                     consumer.update(features, batch.indices.to(device), side)
 
@@ -554,7 +595,7 @@ def folder_statistics(
         run = _Run(
             {"target": folder}, {"target": names}, world, batch_size, num_workers, progress and world.is_main
         )
-        run.feature_passes({"stats": consumer}, context.inception, run_device)
+        run.feature_passes({"stats": consumer}, {"inception": context.inception}, run_device)
         mu, sigma, n = consumer.metric.real_statistics()
         if world.is_main:
             save_stats(output, mu, sigma)
