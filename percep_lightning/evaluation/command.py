@@ -79,6 +79,13 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         default=512,
         help="shorter side StyleID resizes images to before lpips_content, lpips_gray and fid_art (default 512)",
     )
+    parser.add_argument(
+        "--cache-dir",
+        help="folder of the cached TARGET statistics (default $TORCH_HOME/percep_lightning/real_stats)",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="neither reuse nor store the TARGET folder's statistics"
+    )
     parser.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
     parser.add_argument(
         "--kid-subset-size", type=int, default=1000, help="images per set in a KID subset (default 1000)"
@@ -177,6 +184,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             kid_subsets=args.kid_subsets,
             kid_subset_size=args.kid_subset_size,
             styleid_size=args.styleid_size,
+            cache=not args.no_cache,
+            cache_dir=args.cache_dir,
             weights=weights,
             progress=not args.no_progress,
         )

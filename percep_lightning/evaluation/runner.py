@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -164,6 +165,8 @@ def evaluate_report(
     kid_subset_size: int = 1000,
     styleid_size: int | None = 512,
     weights: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """:func:`evaluate` with the full report: counts, per-pair values, settings, weights files, versions.
@@ -188,6 +191,9 @@ def evaluate_report(
         weights: ``{name: path}`` for ``inception``, ``alexnet``, ``vgg16``, ``vgg19``, ...; a value of
             ``"default"`` (the official file, cached or downloaded) or ``None`` / ``"random"`` (random
             weights, for smoke tests). Missing names use ``"default"``.
+        cache: reuse the Inception statistics (and features) of a TARGET folder from an earlier evaluation
+            with the same weights, resize and files, and store them after computing them.
+        cache_dir: the folder of those entries (default ``$TORCH_HOME/percep_lightning/real_stats``).
         progress: show a progress bar per pass (process 0 only).
 
     Returns:
@@ -234,7 +240,15 @@ def evaluate_report(
         "kid_subsets": kid_subsets,
         "kid_subset_size": kid_subset_size,
         "styleid_size": styleid_size,
+        "cache_dir": None if not cache else str(cache_dir or "default"),
     }
+    if cache:
+        from percep_lightning.evaluation.cache import default_cache_dir
+
+        cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        settings["cache_dir"] = str(cache_dir)
+    else:
+        cache_dir = None
     with distributed_world(device) as world:
         run_device = _device(device, world)
         settings["device"] = str(run_device)
@@ -256,8 +270,13 @@ def evaluate_report(
                 for consumer in consumers.values():
                     if "target" in consumer.sides:
                         consumer.fix_reference(*target_stats)
+            recorder = _use_target_cache(
+                consumers, folders, listed, resolved, context, resize, cache_dir, world, settings
+            )
             networks = {"inception": context.inception, "art_inception": context.art_inception}
             run.feature_passes(consumers, networks, run_device)
+            if recorder is not None:
+                recorder.save(world)
         computed: dict[str, float] = {}
         for spec in specs:
             if spec.kind == "derived":
@@ -303,6 +322,60 @@ def evaluate_report(
     if target_stats is not None:
         counts["target"] = None  # a pytorch-fid .npz does not record its image count
     return EvaluationReport(results, counts, settings, weights_record, _versions(), columns, rows, world.rank)
+
+
+class _CacheWriter:
+    """Writes the TARGET entry after the pass that computed it (process 0)."""
+
+    def __init__(self, recorder: Any, directory: Path, key: str) -> None:
+        self.recorder, self.directory, self.key = recorder, directory, key
+
+    def save(self, world: World) -> None:
+        from percep_lightning.evaluation.cache import write_entry
+
+        features = self.recorder.gathered(world)
+        if world.is_main:
+            try:
+                write_entry(self.directory, self.key, features)
+            except OSError as err:
+                warnings.warn(
+                    f"Could not cache the TARGET statistics in {str(self.directory)!r}: {err}", stacklevel=2
+                )
+
+
+def _use_target_cache(
+    consumers: dict[str, Any],
+    folders: dict[str, Any],
+    listed: dict[str, list[str]],
+    resolved: dict[str, Any],
+    context: BuildContext,
+    resize: str,
+    cache_dir: Path | None,
+    world: World,
+    settings: dict[str, Any],
+) -> _CacheWriter | None:
+    """Feed the TARGET side from the cache when it holds this folder; else record it for the cache."""
+    users = [
+        c
+        for c in consumers.values()
+        if "target" in c.sides and getattr(c, "network", "inception") == "inception"
+    ]
+    if cache_dir is None or not users or "target" not in listed:
+        return None
+    from percep_lightning.evaluation.cache import FeatureRecorder, folder_key, read_entry
+    from percep_lightning.metrics.stats_io import weights_digest
+
+    digest = weights_digest(resolved["inception"], context.inception)
+    key = folder_key(folders["target"], listed["target"], weights=digest, resize=resize)
+    entry = read_entry(cache_dir, key, world)
+    settings["target_cache"] = "reused" if entry is not None else "computed"
+    if entry is not None:
+        for consumer in users:
+            consumer.use_cached_target(entry, world.is_main)
+        return None
+    recorder = FeatureRecorder()
+    consumers["target statistics cache"] = recorder
+    return _CacheWriter(recorder, cache_dir, key)
 
 
 def _check_options(

@@ -196,6 +196,10 @@ class FIDConsumer:
         self._reference = (mu.to(torch.float64), sigma.to(torch.float64))
         self.sides = ("pred",)
 
+    def use_cached_target(self, entry: dict, is_main: bool) -> None:
+        """Use TARGET statistics from the cache (``entry["mu"]``, ``entry["sigma"]``) instead of a pass."""
+        self.fix_reference(entry["mu"], entry["sigma"])
+
     def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
         # with fixed reference statistics the metric's real side only accumulates the predicted images
         real = side != "pred" or self._reference is not None
@@ -267,9 +271,21 @@ class KIDConsumer:
         self._seen.add(side)
         self.metric.update_features(features.pool3, real=side != "pred", indices=indices)
 
+    def use_cached_target(self, entry: dict, is_main: bool) -> None:
+        """Use TARGET features from the cache (``entry["features"]``, in folder order) instead of a pass.
+
+        Process 0 adds them all; the others none (the metric gathers them).
+        """
+        self.sides = ("pred",)
+        if is_main:
+            features = entry["features"].to(self.metric.device)
+            indices = torch.arange(features.shape[0], device=features.device)
+            self.metric.update_features(features, real=True, indices=indices)
+            self._seen.add("target")
+
     def finish(self) -> tuple[float, float | None]:
         device = self.metric.device
-        for side in self.sides:
+        for side in ("pred", "target"):
             if side not in self._seen:  # a process without images still takes part in the gather
                 self.metric.update_features(
                     torch.empty(0, 2048, device=device),
