@@ -53,7 +53,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     parser = commands.add_parser(
         "evaluate",
         help="metrics of a folder of images against reference folders",
-        description="Compute image metrics over folders: paired ones per same-named (or sorted) pair, FID/IS over "
+        description="Compute image metrics over folders: paired ones per same-named (or sorted) pair, FID/IS/KID over "
         "whole folders. Run it under `torchrun --nproc_per_node=G -m percep_lightning evaluate ...` to shard.",
         epilog="metrics:\n" + "\n".join(lines) + "\npresets:\n" + "\n".join(presets),
         formatter_class=argparse.RawDescriptionHelpFormatter,

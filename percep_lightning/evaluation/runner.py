@@ -104,8 +104,9 @@ def evaluate(
 
     Paired metrics (``psnr``, ``ssim``, ``ms_ssim``, ``lpips``, ``cfsd``, ...) compare each predicted image
     with its partner in ``target`` (or ``content``), paired by relative file name or sorted order; feature
-    metrics (``fid``, ``is``) use one Inception pass per folder. Under ``torchrun`` the files are sharded
-    across the processes and every process returns the single-process values.
+    metrics (``fid``, ``is``, ``kid``) use one Inception pass per folder (StyleID's ``fid_art`` one pass of
+    the art Inception), and ``artfid`` combines ``lpips_content`` and ``fid_art``. Under ``torchrun`` the
+    files are sharded across the processes and every process returns the single-process values.
 
     Args:
         pred_dir: the folder of predicted (generated, stylized, restored) images.
@@ -117,11 +118,12 @@ def evaluate(
         preset: ``"lpips"``, ``"sr"``, ``"gan"`` or ``"styleid"`` (see
             :data:`~percep_lightning.evaluation.PRESETS`).
         options: the keyword options of :func:`evaluate_report` (``pair_by``, ``recursive``,
-            ``batch_size``, ``num_workers``, ``device``, ``resize``, ``crop_border``, ``weights``,
+            ``batch_size``, ``num_workers``, ``device``, ``resize``, ``crop_border``, ``is_splits``,
+            ``kid_subsets``, ``kid_subset_size``, ``styleid_size``, ``weights``, ``cache``, ``cache_dir``,
             ``progress``).
 
     Returns:
-        ``{name: value}``, with ``"is_std"`` next to ``"is"``.
+        ``{name: value}``, with ``"is_std"`` next to ``"is"`` and ``"kid_std"`` next to ``"kid"``.
 
     Raises:
         EvaluationError: for bad input (missing or empty folder, unreadable image, unpaired files, images
