@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,9 @@ def read_entry(directory: Path, key: str, world: World) -> dict[str, Any] | None
 def write_entry(directory: Path, key: str, features: Tensor) -> Path:
     """Write the statistics and features of a folder (process 0 only); returns the file."""
     total, outer, n = feature_sums(features.to(torch.float64))
-    mu, sigma = feature_statistics(total, outer, n)
+    with warnings.catch_warnings():  # stored, not judged: the metrics warn about few images themselves
+        warnings.simplefilter("ignore")
+        mu, sigma = feature_statistics(total, outer, n)
     path = cached_stats_path(directory, key)
     write_cached_stats(path, mu, sigma, n, [n], features=features)
     return path
