@@ -23,6 +23,10 @@ class Config:
             features, with torch-fidelity's subsets.
         eval_pairs, eval_size, eval_batch, eval_workers: the folder pairs of the ``evaluate --preset lpips``
             row (PNG files), its batch size and DataLoader workers.
+        gan_images, gan_size, gan_batch: the two folders of the ``evaluate --preset gan`` row (FID + IS +
+            KID): ``gan_images`` PNG files of ``gan_size`` squared each, read ``gan_batch`` at a time (the
+            worker count is torch-fidelity's own, given to every contender).
+        reps_gan: timed repetitions of that row.
         reps_light, reps_heavy, reps_epoch, reps_fid: timed repetitions of the cheap losses, the backbone
             losses, the validation epoch and the FID compute.
         warmup_light, warmup_heavy: untimed repetitions before them. The correctness check before timing
@@ -43,10 +47,14 @@ class Config:
     kid_samples: int = 1000
     kid_subsets: int = 100
     kid_subset_size: int = 1000
-    eval_pairs: int = 64
+    eval_pairs: int = 500
     eval_size: int = 256
     eval_batch: int = 16
     eval_workers: int = 2
+    gan_images: int = 1000
+    gan_size: int = 256
+    gan_batch: int = 50
+    reps_gan: int = 2
     reps_light: int = 15
     reps_heavy: int = 3
     reps_epoch: int = 3
@@ -63,6 +71,6 @@ FULL_CUDA = replace(
 QUICK = Config(
     loss_batch=1, loss_size=48, msssim_size=176, cfsd_size=48, cfsd_big=64, fid_images=2, fid_size=32, fid_batch=2,
     is_splits=2, fid_dim=64, fid_samples=128, kid_samples=32, kid_subsets=5, kid_subset_size=16, eval_pairs=2,
-    eval_size=32, eval_batch=2, eval_workers=0, reps_light=1, reps_heavy=1, reps_epoch=1, reps_fid=1,
+    eval_size=32, eval_batch=2, eval_workers=0, gan_images=4, gan_size=32, gan_batch=2, reps_gan=1, reps_light=1, reps_heavy=1, reps_epoch=1, reps_fid=1,
     warmup_light=0, warmup_heavy=0,
 )  # fmt: skip

@@ -11,6 +11,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -61,8 +62,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="markdown file to update (default: benchmarks/README.md, except with --quick or --only)",
     )  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=N",
+        help="override a size of the configuration (benchmarks/config.py), e.g. --set gan_images=200",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmark keys and exit")
     return parser.parse_args(argv)
+
+
+def override(cfg: Config, items: Sequence[str]) -> Config:
+    """``cfg`` with ``FIELD=N`` integer overrides (``--set``)."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    changes: dict[str, int] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in fields or not value.lstrip("-").isdigit():
+            raise ValueError(
+                f"Expected --set FIELD=N with FIELD one of {', '.join(sorted(fields))}, but got {item!r}."
+            )
+        changes[name] = int(value)
+    return dataclasses.replace(cfg, **changes)
 
 
 def cpu_model() -> dict[str, str]:
@@ -139,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     cfg = QUICK if args.quick else FULL_CUDA if device.type == "cuda" else FULL_CPU
+    try:
+        cfg = override(cfg, args.set)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
     variants = (
         args.variants.split(",") if args.variants else (list(VARIANTS) if device.type == "cuda" else ["fp32"])
     )

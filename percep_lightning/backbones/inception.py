@@ -227,9 +227,10 @@ def resize_like_tensorflow1(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
 
     ylo, yhi, dy = taps(height)
     xlo, xhi, dx = taps(width)
-    top, bottom = x.index_select(-2, ylo), x.index_select(-2, yhi)
-    top_l, top_r = top.index_select(-1, xlo), top.index_select(-1, xhi)
-    bot_l, bot_r = bottom.index_select(-1, xlo), bottom.index_select(-1, xhi)
+    # advanced indexing gathers the same values as `index_select`, an order of magnitude faster on the CPU
+    top, bottom = x[..., ylo, :], x[..., yhi, :]
+    top_l, top_r = top[..., xlo], top[..., xhi]
+    bot_l, bot_r = bottom[..., xlo], bottom[..., xhi]
     upper = top_l + (top_r - top_l) * dx
     lower = bot_l + (bot_r - bot_l) * dx
     return upper + (lower - upper) * dy.view(-1, 1)

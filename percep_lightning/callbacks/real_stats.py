@@ -14,13 +14,9 @@ checksum of the images), so checkpoints carry only the key and the file name:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import os
-import tempfile
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +26,24 @@ import numpy as np
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
 from percep_lightning.callbacks.sample_plan import is_map_style
-from percep_lightning.metrics.stats_io import load_stats
+from percep_lightning.metrics.stats_io import (
+    CACHE_FILE_PREFIX,
+    cached_stats_path,
+    read_cached_stats,
+    stats_key,
+    weights_digest,
+    write_cached_stats,
+)
 
 __all__ = ["RealStats", "RealStatsStore", "real_stats_key", "weights_digest"]
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 2
-FILE_PREFIX = "fid_real_stats-"
+FILE_PREFIX = CACHE_FILE_PREFIX
 
 
 @dataclass
@@ -84,7 +87,7 @@ class RealStatsStore:
     def path_for(self, key: str) -> Path | None:
         """The file of ``key``: in the shared folder, else in the run folder (``None`` when neither is set)."""
         folder = self.directory if self.directory is not None else self.run_directory
-        return None if folder is None else folder / f"{FILE_PREFIX}{key[:24]}.npz"
+        return None if folder is None else cached_stats_path(folder, key)
 
     def lookup(self, key: str, trainer: Trainer) -> RealStats | None:
         """The statistics of ``key`` from memory, the shared folder or the resumed checkpoint's file.
@@ -173,34 +176,18 @@ class RealStatsStore:
 
 def _read_file(path: Path) -> dict[str, Any] | None:
     try:
-        mu, sigma = load_stats(path)
-        with np.load(path, allow_pickle=False) as archive:
-            num_samples = int(archive["num_samples"])
-            fingerprint = [int(v) for v in archive["fingerprint"]]
+        entry = read_cached_stats(path)
     except (OSError, KeyError, ValueError) as err:
         rank_zero_warn(f"ImageMetricsCallback ignored the unreadable real statistics file {path}: {err}")
         return None
-    return {"mu": mu, "sigma": sigma, "num_samples": num_samples, "fingerprint": fingerprint}
+    entry.pop("features", None)
+    return entry
 
 
 def _write_file(path: Path, stats: RealStats) -> bool:
     """Write the pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the count and checksum) atomically."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    mu=stats.mu.detach().cpu().numpy(),
-                    sigma=stats.sigma.detach().cpu().numpy(),
-                    num_samples=np.int64(stats.num_samples),
-                    fingerprint=np.asarray(stats.fingerprint, dtype=np.int64),
-                )
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+        write_cached_stats(path, stats.mu, stats.sigma, stats.num_samples, stats.fingerprint)
     except OSError as err:
         rank_zero_warn(f"ImageMetricsCallback could not write the real statistics to {path}: {err}")
         return False
@@ -227,37 +214,7 @@ def real_stats_key(
         (64, False)
     """
     fields = {"format": format_version, "weights": weights, "dataset": dataset_identity(dataset), **options}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-
-
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
-_MODULE_DIGESTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
-
-
-def weights_digest(weights: Any, module: nn.Module) -> str:
-    """SHA-256 of the weights ``module`` was built from, computed once per file (or per module).
-
-    A weights file is identified by its path, size and modification time, so a process hashes it once
-    however many callbacks or runs load it; other weights (``"default"``, a state dict, random) are
-    hashed from the module's tensors once per module.
-    """
-    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        stat = os.stat(weights)
-        file_key = (os.path.realpath(weights), stat.st_size, stat.st_mtime_ns)
-        if file_key not in _FILE_DIGESTS:
-            digest = hashlib.sha256()
-            with open(weights, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
-            _FILE_DIGESTS[file_key] = digest.hexdigest()
-        return _FILE_DIGESTS[file_key]
-    if module not in _MODULE_DIGESTS:
-        digest = hashlib.sha256()
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        _MODULE_DIGESTS[module] = digest.hexdigest()
-    return _MODULE_DIGESTS[module]
+    return stats_key(fields)
 
 
 def dataset_identity(dataset: Any, probes: int = 3) -> dict[str, Any]:

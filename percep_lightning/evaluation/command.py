@@ -53,7 +53,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     parser = commands.add_parser(
         "evaluate",
         help="metrics of a folder of images against reference folders",
-        description="Compute image metrics over folders: paired ones per same-named (or sorted) pair, FID/IS over "
+        description="Compute image metrics over folders: paired ones per same-named (or sorted) pair, FID/IS/KID over "
         "whole folders. Run it under `torchrun --nproc_per_node=G -m percep_lightning evaluate ...` to shard.",
         epilog="metrics:\n" + "\n".join(lines) + "\npresets:\n" + "\n".join(presets),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -74,13 +74,30 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     )
     parser.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10)")
     parser.add_argument(
+        "--styleid-size",
+        type=int,
+        default=512,
+        help="shorter side StyleID resizes images to before lpips_content, lpips_gray and fid_art (default 512)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        help="folder of the cached TARGET statistics (default $TORCH_HOME/percep_lightning/real_stats)",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="neither reuse nor store the TARGET folder's statistics"
+    )
+    parser.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
+    parser.add_argument(
+        "--kid-subset-size", type=int, default=1000, help="images per set in a KID subset (default 1000)"
+    )
+    parser.add_argument(
         "--crop-border", type=int, default=0, help="pixels cropped on every side before PSNR/SSIM"
     )
     parser.add_argument(
         "--weights",
         nargs="+",
         metavar="NAME=PATH",
-        help="weights files: inception=, alexnet=, vgg16=, vgg19=",
+        help="weights files: inception=, alexnet=, vgg16=, vgg19=, art_inception=",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="write values, counts, settings, weights hashes and versions"
@@ -164,6 +181,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             resize=args.resize,
             crop_border=args.crop_border,
             is_splits=args.is_splits,
+            kid_subsets=args.kid_subsets,
+            kid_subset_size=args.kid_subset_size,
+            styleid_size=args.styleid_size,
+            cache=not args.no_cache,
+            cache_dir=args.cache_dir,
             weights=weights,
             progress=not args.no_progress,
         )

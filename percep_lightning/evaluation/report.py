@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from percep_lightning.evaluation.runner import EvaluationReport
+from percep_lightning.evaluation.runner import EvaluationReport, MetricResult
 
 __all__ = ["format_table", "write_csv", "write_json"]
 
@@ -29,8 +29,18 @@ def _number(value: float | None) -> str:
     return f"{value:.6g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.4e}"
 
 
+def _count(result: MetricResult) -> str:
+    """``n``, or ``n vs m`` for a metric comparing with a reference folder (``?`` when ``m`` is unknown)."""
+    if result.reference is None:
+        return str(result.n)
+    return f"{result.n} vs {'?' if result.n_reference is None else result.n_reference}"
+
+
 def format_table(report: EvaluationReport) -> str:
     """The results as an aligned text table: metric, value, ``±``, n, better direction.
+
+    ``n`` is the number of pairs or predicted images; feature metrics that compare with a reference folder
+    show ``n vs m`` (``m`` is ``?`` for a statistics file, which does not record its count).
 
     Example:
         >>> from percep_lightning.evaluation.runner import EvaluationReport, MetricResult
@@ -41,7 +51,7 @@ def format_table(report: EvaluationReport) -> str:
     """
     header = ("metric", "value", "±", "n", "better")
     rows = [
-        (r.name, _number(r.value), _number(r.std), str(r.n), "higher" if r.higher_is_better else "lower")
+        (r.name, _number(r.value), _number(r.std), _count(r), "higher" if r.higher_is_better else "lower")
         for r in report.results
     ]
     widths = [max(len(row[k]) for row in (header, *rows)) for k in range(len(header))]
@@ -63,6 +73,8 @@ def report_dict(report: EvaluationReport) -> dict:
                 "std": r.std,
                 "std_over": r.spread,
                 "n": r.n,
+                "reference": r.reference,
+                "n_reference": r.n_reference,
                 "higher_is_better": r.higher_is_better,
             }
             for r in report.results

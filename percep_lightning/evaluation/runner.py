@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -48,7 +49,11 @@ class MetricResult:
             splits (IS); ``None`` where not defined (FID).
         n: the number of pairs, or of predicted images.
         higher_is_better: the better direction.
-        spread: what ``std`` is taken over: ``"pairs"``, ``"splits"`` (IS), or ``None``.
+        spread: what ``std`` is taken over: ``"pairs"``, ``"splits"`` (IS), ``"subsets"`` (KID), or ``None``.
+        reference: the folder a feature metric compares the predictions with (``"target"``, ``"style"``),
+            ``None`` for paired metrics and IS.
+        n_reference: the number of images behind ``reference``; ``None`` when unknown (a pytorch-fid
+            ``.npz`` TARGET does not record it).
     """
 
     name: str
@@ -57,6 +62,8 @@ class MetricResult:
     n: int
     higher_is_better: bool
     spread: str | None = None
+    reference: str | None = None
+    n_reference: int | None = None
 
 
 @dataclass
@@ -64,7 +71,7 @@ class EvaluationReport:
     """Everything an evaluation produced: values, counts, per-pair values, settings, weights, versions."""
 
     results: list[MetricResult]
-    counts: dict[str, int]
+    counts: dict[str, int | None]
     settings: dict[str, Any]
     weights: dict[str, Any]
     versions: dict[str, str]
@@ -97,8 +104,9 @@ def evaluate(
 
     Paired metrics (``psnr``, ``ssim``, ``ms_ssim``, ``lpips``, ``cfsd``, ...) compare each predicted image
     with its partner in ``target`` (or ``content``), paired by relative file name or sorted order; feature
-    metrics (``fid``, ``is``) use one Inception pass per folder. Under ``torchrun`` the files are sharded
-    across the processes and every process returns the single-process values.
+    metrics (``fid``, ``is``, ``kid``) use one Inception pass per folder (StyleID's ``fid_art`` one pass of
+    the art Inception), and ``artfid`` combines ``lpips_content`` and ``fid_art``. Under ``torchrun`` the
+    files are sharded across the processes and every process returns the single-process values.
 
     Args:
         pred_dir: the folder of predicted (generated, stylized, restored) images.
@@ -110,11 +118,12 @@ def evaluate(
         preset: ``"lpips"``, ``"sr"``, ``"gan"`` or ``"styleid"`` (see
             :data:`~percep_lightning.evaluation.PRESETS`).
         options: the keyword options of :func:`evaluate_report` (``pair_by``, ``recursive``,
-            ``batch_size``, ``num_workers``, ``device``, ``resize``, ``crop_border``, ``weights``,
+            ``batch_size``, ``num_workers``, ``device``, ``resize``, ``crop_border``, ``is_splits``,
+            ``kid_subsets``, ``kid_subset_size``, ``styleid_size``, ``weights``, ``cache``, ``cache_dir``,
             ``progress``).
 
     Returns:
-        ``{name: value}``, with ``"is_std"`` next to ``"is"``.
+        ``{name: value}``, with ``"is_std"`` next to ``"is"`` and ``"kid_std"`` next to ``"kid"``.
 
     Raises:
         EvaluationError: for bad input (missing or empty folder, unreadable image, unpaired files, images
@@ -154,7 +163,12 @@ def evaluate_report(
     resize: str = "tensorflow",
     crop_border: int = 0,
     is_splits: int = 10,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    styleid_size: int | None = 512,
     weights: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """:func:`evaluate` with the full report: counts, per-pair values, settings, weights files, versions.
@@ -166,12 +180,22 @@ def evaluate_report(
         batch_size: images decoded and run through a network at once.
         num_workers: DataLoader worker processes decoding the files (0: in this process).
         device: ``"cpu"``, ``"cuda"`` (the local rank's GPU under torchrun), ...; default CUDA if available.
-        resize: the Inception resize, ``"tensorflow"`` (torch-fidelity) or ``"bilinear"``.
+        resize: the Inception resize: ``"tensorflow"`` (torch-fidelity's, the default), ``"pytorch_fid"``
+            (``python -m pytorch_fid``'s), ``"clean"`` (clean-fid's) or ``"bilinear"`` (see
+            :class:`~percep_lightning.backbones.FIDInceptionV3`).
         crop_border: pixels removed on every side before PSNR/SSIM (BasicSR's ``crop_border``).
         is_splits: Inception Score splits (torch-fidelity: 10).
+        kid_subsets: KID subsets (torch-fidelity: 100).
+        kid_subset_size: images per set in a KID subset (torch-fidelity: 1000; smaller folders use all
+            their images, with a warning).
+        styleid_size: the shorter-side length StyleID resizes images to before its LPIPS (``lpips_content``,
+            ``lpips_gray``) and its art-Inception FID (``fid_art``): 512; ``None`` keeps their size.
         weights: ``{name: path}`` for ``inception``, ``alexnet``, ``vgg16``, ``vgg19``, ...; a value of
             ``"default"`` (the official file, cached or downloaded) or ``None`` / ``"random"`` (random
             weights, for smoke tests). Missing names use ``"default"``.
+        cache: reuse the Inception statistics (and features) of a TARGET folder from an earlier evaluation
+            with the same weights, resize and files, and store them after computing them.
+        cache_dir: the folder of those entries (default ``$TORCH_HOME/percep_lightning/real_stats``).
         progress: show a progress bar per pass (process 0 only).
 
     Returns:
@@ -181,6 +205,9 @@ def evaluate_report(
         EvaluationError, WeightsUnavailableError: as :func:`evaluate`.
     """
     _check_options(pair_by, batch_size, num_workers, resize, crop_border, is_splits)
+    _check_positive(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+    if styleid_size is not None:
+        _check_positive(styleid_size=styleid_size)
     specs = resolve_metrics(metrics, preset)
     _check_weights_names(weights or {})
     folders = {"pred": pred_dir, "target": target, "content": content, "style": style}
@@ -212,12 +239,26 @@ def evaluate_report(
         "resize": resize,
         "crop_border": crop_border,
         "is_splits": is_splits,
+        "kid_subsets": kid_subsets,
+        "kid_subset_size": kid_subset_size,
+        "styleid_size": styleid_size,
+        "cache_dir": None if not cache else str(cache_dir or "default"),
     }
+    if cache:
+        from percep_lightning.evaluation.cache import default_cache_dir
+
+        cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        settings["cache_dir"] = str(cache_dir)
+    else:
+        cache_dir = None
     with distributed_world(device) as world:
         run_device = _device(device, world)
         settings["device"] = str(run_device)
         settings["world_size"] = world.size
-        context = BuildContext(run_device, resolved, crop_border=crop_border, is_splits=is_splits)
+        context = BuildContext(
+            run_device, resolved, crop_border=crop_border, is_splits=is_splits,
+            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, styleid_size=styleid_size,
+        )  # fmt: skip
         scorers = _build(specs, context, resize)
         run = _Run(folders, listed, world, batch_size, num_workers, progress and world.is_main)
         results, columns, rows = [], ["pred"], []
@@ -231,8 +272,17 @@ def evaluate_report(
                 for consumer in consumers.values():
                     if "target" in consumer.sides:
                         consumer.fix_reference(*target_stats)
-            run.feature_passes(consumers, context.inception, run_device)
+            recorder = _use_target_cache(
+                consumers, folders, listed, resolved, context, resize, cache_dir, world, settings
+            )
+            networks = {"inception": context.inception, "art_inception": context.art_inception}
+            run.feature_passes(consumers, networks, run_device)
+            if recorder is not None:
+                recorder.save(world)
+        computed: dict[str, float] = {}
         for spec in specs:
+            if spec.kind == "derived":
+                continue
             if spec.kind == "paired":
                 values = _ordered(all_gather_objects(world, per_pair[spec.name]))
                 mean = values.mean().item()
@@ -240,11 +290,25 @@ def evaluate_report(
                 results.append(
                     MetricResult(spec.name, mean, std, values.numel(), spec.higher_is_better, "pairs")
                 )
+                computed[spec.name] = mean
             else:
                 value, std = scorers[spec.name].finish()
                 spread = None if std is None else spec.spread
                 n = len(listed["pred"])
-                results.append(MetricResult(spec.name, value, std, n, spec.higher_is_better, spread))
+                against = spec.against
+                n_against = len(listed[against]) if against is not None and against in listed else None
+                results.append(
+                    MetricResult(spec.name, value, std, n, spec.higher_is_better, spread, against, n_against)
+                )
+                computed[spec.name] = value
+        for spec in specs:
+            if spec.kind == "derived" and spec.combine is not None:
+                n = len(listed["pred"])
+                results.append(
+                    MetricResult(spec.name, spec.combine(computed), None, n, spec.higher_is_better)
+                )
+        order = {spec.name: k for k, spec in enumerate(specs)}
+        results.sort(key=lambda r: order[r.name])
         if pairings:
             columns += list(pairings) + [s.name for s in specs if s.kind == "paired"]
             ordered = {
@@ -256,8 +320,64 @@ def evaluate_report(
                 rows.append(
                     [pred_name, *(pairings[a][i][1] for a in pairings), *(v[i] for v in ordered.values())]
                 )
-    counts = {side: len(files) for side, files in listed.items()}
+    counts: dict[str, int | None] = {side: len(files) for side, files in listed.items()}
+    if target_stats is not None:
+        counts["target"] = None  # a pytorch-fid .npz does not record its image count
     return EvaluationReport(results, counts, settings, weights_record, _versions(), columns, rows, world.rank)
+
+
+class _CacheWriter:
+    """Writes the TARGET entry after the pass that computed it (process 0)."""
+
+    def __init__(self, recorder: Any, directory: Path, key: str) -> None:
+        self.recorder, self.directory, self.key = recorder, directory, key
+
+    def save(self, world: World) -> None:
+        from percep_lightning.evaluation.cache import write_entry
+
+        features = self.recorder.gathered(world)
+        if world.is_main:
+            try:
+                write_entry(self.directory, self.key, features)
+            except OSError as err:
+                warnings.warn(
+                    f"Could not cache the TARGET statistics in {str(self.directory)!r}: {err}", stacklevel=2
+                )
+
+
+def _use_target_cache(
+    consumers: dict[str, Any],
+    folders: dict[str, Any],
+    listed: dict[str, list[str]],
+    resolved: dict[str, Any],
+    context: BuildContext,
+    resize: str,
+    cache_dir: Path | None,
+    world: World,
+    settings: dict[str, Any],
+) -> _CacheWriter | None:
+    """Feed the TARGET side from the cache when it holds this folder; else record it for the cache."""
+    users = [
+        c
+        for c in consumers.values()
+        if "target" in c.sides and getattr(c, "network", "inception") == "inception"
+    ]
+    if cache_dir is None or not users or "target" not in listed:
+        return None
+    from percep_lightning.evaluation.cache import FeatureRecorder, folder_key, read_entry
+    from percep_lightning.metrics.stats_io import weights_digest
+
+    digest = weights_digest(resolved["inception"], context.inception)
+    key = folder_key(folders["target"], listed["target"], weights=digest, resize=resize)
+    entry = read_entry(cache_dir, key, world)
+    settings["target_cache"] = "reused" if entry is not None else "computed"
+    if entry is not None:
+        for consumer in users:
+            consumer.use_cached_target(entry, world.is_main)
+        return None
+    recorder = FeatureRecorder()
+    consumers["target statistics cache"] = recorder
+    return _CacheWriter(recorder, cache_dir, key)
 
 
 def _check_options(
@@ -277,6 +397,12 @@ def _check_options(
         raise EvaluationError(f"Expected `resize` to be one of {RESIZE_MODES}, but got {resize!r}.")
 
 
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise EvaluationError(f"Expected `{name}` to be an integer >= 1, but got {value!r}.")
+
+
 def _check_folders_given(specs: list[MetricSpec], folders: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
     """Check every metric has its folder; load TARGET statistics when TARGET is an ``.npz`` file."""
     for spec in specs:
@@ -288,10 +414,11 @@ def _check_folders_given(specs: list[MetricSpec], folders: dict[str, Any]) -> tu
         return None
     if not Path(target).is_file():
         raise EvaluationError(f"TARGET {str(target)!r} does not exist.")
-    paired = [s.name for s in specs if s.against == "target" and s.kind == "paired"]
+    paired = [s.name for s in specs if s.against == "target" and s.name != "fid"]
     if paired:
         raise EvaluationError(
-            f"TARGET {str(target)!r} is a statistics file; the paired metrics {paired} need a folder of images."
+            f"TARGET {str(target)!r} is a statistics file; {', '.join(paired)} need a folder of images "
+            "(only fid works from statistics)."
         )
     from percep_lightning.metrics.stats_io import load_stats
 
@@ -385,10 +512,17 @@ def _build(specs: list[MetricSpec], context: BuildContext, resize: str) -> dict[
     # Random networks (smoke tests) come from a fixed seed, so every process holds the same ones.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        if any(s.kind == "features" for s in specs):
+        networks = {s.network for s in specs if s.kind == "features"}
+        if "inception" in networks:
             from percep_lightning.backbones.inception import FIDInceptionV3
 
             context.inception = FIDInceptionV3(context.weights["inception"], resize=resize).to(context.device)  # type: ignore[arg-type]
+        if "art_inception" in networks:
+            from percep_lightning.backbones.art_inception import ArtInception
+
+            weights = context.weights["art_inception"]
+            size = context.styleid_size
+            context.art_inception = ArtInception(weights, resize=size).to(context.device)
         return {spec.name: spec.build(context) for spec in specs}
 
 
@@ -437,20 +571,34 @@ class _Run:
                 out[name][1].extend(values.tolist())
         return out
 
-    def feature_passes(self, consumers: dict[str, Any], inception: Any, device: torch.device) -> None:
-        from percep_lightning.metrics._images import inception_forward
+    def feature_passes(
+        self, consumers: dict[str, Any], networks: dict[str, Any], device: torch.device
+    ) -> None:
+        """One pass per (network, folder) feeding every consumer of that network and folder."""
+        from percep_lightning.metrics._images import exact_float32, inception_forward, to_uint8
 
-        sides = list(dict.fromkeys(side for c in consumers.values() for side in c.sides))
-        for side in sides:
+        passes = dict.fromkeys(
+            (getattr(c, "network", "inception"), side) for c in consumers.values() for side in c.sides
+        )
+        for network, side in passes:
             names = self.listed[side]
             shard = self.world.shard(len(names))
             dataset = ImageFiles([(p,) for p in self._paths(side, [names[i] for i in shard])], shard)
-            users = [c for c in consumers.values() if side in c.sides]
+            users = [
+                c
+                for c in consumers.values()
+                if side in c.sides and getattr(c, "network", "inception") == network
+            ]
+            flag = _FOLDER_FLAGS[side]
             for batch in iter_batches(
-                dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                folder_names=(_FOLDER_FLAGS[side],), progress=self.progress, description=f"Inception {side}",
+                dataset, batch_size=self.batch_size, num_workers=self.num_workers, folder_names=(flag,),
+                progress=self.progress, description=f"{network.replace('_', ' ')} {side}",
             ):  # fmt: skip
-                features = inception_forward(inception, batch.images[0], _FOLDER_FLAGS[side])
+                if network == "inception":
+                    features = inception_forward(networks[network], batch.images[0], flag)
+                else:  # StyleID reads 8-bit images
+                    with exact_float32(device):
+                        features = networks[network](to_uint8(batch.images[0], flag).to(device))
                 for consumer in users:
                     consumer.update(features, batch.indices.to(device), side)
 
@@ -522,7 +670,7 @@ def folder_statistics(
         run = _Run(
             {"target": folder}, {"target": names}, world, batch_size, num_workers, progress and world.is_main
         )
-        run.feature_passes({"stats": consumer}, context.inception, run_device)
+        run.feature_passes({"stats": consumer}, {"inception": context.inception}, run_device)
         mu, sigma, n = consumer.metric.real_statistics()
         if world.is_main:
             save_stats(output, mu, sigma)

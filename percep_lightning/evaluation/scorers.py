@@ -17,23 +17,29 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
+from percep_lightning.backbones.art_inception import resize_shorter_side
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.cfsd import cfsd
+from percep_lightning.functional.fid import feature_statistics, feature_sums, frechet_distance
 from percep_lightning.functional.pixel import psnr
 from percep_lightning.functional.ssim import ms_ssim, ssim
 from percep_lightning.losses.lpips import LPIPSLoss
-from percep_lightning.metrics._images import exact_float32, to_float
+from percep_lightning.metrics._images import exact_float32, to_float, to_uint8
 from percep_lightning.metrics.cfsd import CFSD, LAYER
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 from percep_lightning.metrics.inception_score import InceptionScore
+from percep_lightning.metrics.kid import KernelInceptionDistance
 
 __all__ = [
+    "ArtFIDConsumer",
     "CFSDScorer",
     "FIDConsumer",
     "FeatureConsumer",
     "ISConsumer",
+    "KIDConsumer",
     "LPIPSScorer",
     "PairScorer",
     "PixelScorer",
@@ -124,14 +130,29 @@ class LPIPSScorer:
         weights: the trunk's torchvision weights (a path, ``"default"`` or ``None``).
         device: where the network runs.
         grey: compare Pillow-grey versions of the images.
+        resize: first resize both images so that their shorter side has this length, as
+            ``torchvision.transforms.Resize(resize)`` on the 8-bit Pillow image (StyleID reads its images
+            so, with 512, before converting to grey); ``None`` keeps their size.
     """
 
-    def __init__(self, net: str, weights: WeightsArg, device: torch.device, *, grey: bool = False) -> None:
+    def __init__(
+        self,
+        net: str,
+        weights: WeightsArg,
+        device: torch.device,
+        *,
+        grey: bool = False,
+        resize: int | None = None,
+    ) -> None:
         self.loss = LPIPSLoss(net, weights=weights, reduction="none").to(device)
         self.device = device
         self.grey = grey
+        self.resize = resize
 
     def __call__(self, preds: Tensor, other: Tensor) -> Tensor:
+        if self.resize is not None:
+            preds = resize_shorter_side(to_uint8(preds, "preds"), self.resize)
+            other = resize_shorter_side(to_uint8(other, "content"), self.resize)
         if self.grey:
             preds, other = grey_like_pil(preds), grey_like_pil(other)
         x = to_float(preds, "preds").to(self.device)
@@ -164,17 +185,115 @@ class FIDConsumer:
         self.metric = FrechetInceptionDistance(backbone=backbone)
         self.sides = ("pred", against)
         self.against = against
+        self._reference: tuple[Tensor, Tensor] | None = None
 
     def fix_reference(self, mu: Tensor, sigma: Tensor) -> None:
-        """Use precomputed reference statistics (the reference folder is then not read)."""
-        self.metric.set_real_statistics(mu, sigma, num_samples=2)
+        """Use precomputed reference statistics (the reference folder is then not read).
+
+        Their image count is not needed (a pytorch-fid ``.npz`` does not carry it): the predicted images'
+        statistics are accumulated on their own and compared with ``mu`` and ``sigma`` directly.
+        """
+        self._reference = (mu.to(torch.float64), sigma.to(torch.float64))
         self.sides = ("pred",)
 
+    def use_cached_target(self, entry: dict, is_main: bool) -> None:
+        """Use TARGET statistics from the cache (``entry["mu"]``, ``entry["sigma"]``) instead of a pass."""
+        self.fix_reference(entry["mu"], entry["sigma"])
+
     def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
-        self.metric.update_features(features.pool3, real=side != "pred")
+        # with fixed reference statistics the metric's real side only accumulates the predicted images
+        real = side != "pred" or self._reference is not None
+        self.metric.update_features(features.pool3, real=real)
 
     def finish(self) -> tuple[float, float | None]:
-        return float(self.metric.compute()), None
+        if self._reference is None:
+            return float(self.metric.compute()), None
+        mu, sigma, _ = self.metric.real_statistics()
+        reference_mu, reference_sigma = (t.to(mu.device) for t in self._reference)
+        return float(frechet_distance(reference_mu, reference_sigma, mu, sigma)), None
+
+
+class _FeatureStatistics(Metric):
+    """Streaming float64 sums of feature vectors (mean and unbiased covariance), summed across processes."""
+
+    full_state_update = False
+    features_sum: Tensor
+    outer_sum: Tensor
+    num_samples: Tensor
+
+    def __init__(self, dim: int = 2048) -> None:
+        super().__init__()
+        self.add_state("features_sum", torch.zeros(dim, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("outer_sum", torch.zeros(dim, dim, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_samples", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, features: Tensor) -> None:
+        total, outer, n = feature_sums(features.to(self.features_sum.device))
+        self.features_sum += total
+        self.outer_sum += outer
+        self.num_samples += n
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        return feature_statistics(self.features_sum, self.outer_sum, self.num_samples)
+
+
+class ArtFIDConsumer:
+    """StyleID's FID: the art Inception's pooled features of the ``pred`` and ``style`` folders.
+
+    The features arrive from :class:`~percep_lightning.backbones.ArtInception` (images resized to the
+    shorter side ``--styleid-size``); statistics are float64 sums, the distance as ``numpy.cov`` and
+    ``scipy.linalg.sqrtm`` give it (see :func:`~percep_lightning.functional.frechet_distance`).
+    """
+
+    network = "art_inception"
+
+    def __init__(self) -> None:
+        self.sides = ("pred", "style")
+        self.statistics = {side: _FeatureStatistics() for side in self.sides}
+
+    def update(self, features: Tensor, indices: Tensor, side: str) -> None:
+        self.statistics[side].update(features)
+
+    def finish(self) -> tuple[float, float | None]:
+        (mu1, sigma1), (mu2, sigma2) = (self.statistics[side].compute() for side in self.sides)
+        return float(frechet_distance(mu1, sigma1, mu2, sigma2)), None
+
+
+class KIDConsumer:
+    """KID between the ``pred`` folder and TARGET (torch-fidelity's kernel, subsets and seed), mean and std."""
+
+    def __init__(self, backbone: FIDInceptionV3, *, subsets: int = 100, subset_size: int = 1000) -> None:
+        self.metric = KernelInceptionDistance(backbone=backbone, subsets=subsets, subset_size=subset_size)
+        self.sides = ("pred", "target")
+        self._seen: set[str] = set()
+
+    def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
+        self._seen.add(side)
+        self.metric.update_features(features.pool3, real=side != "pred", indices=indices)
+
+    def use_cached_target(self, entry: dict, is_main: bool) -> None:
+        """Use TARGET features from the cache (``entry["features"]``, in folder order) instead of a pass.
+
+        Process 0 adds them all; the others none (the metric gathers them).
+        """
+        self.sides = ("pred",)
+        if is_main:
+            features = entry["features"].to(self.metric.device)
+            indices = torch.arange(features.shape[0], device=features.device)
+            self.metric.update_features(features, real=True, indices=indices)
+            self._seen.add("target")
+
+    def finish(self) -> tuple[float, float | None]:
+        device = self.metric.device
+        for side in ("pred", "target"):
+            if side not in self._seen:  # a process without images still takes part in the gather
+                self.metric.update_features(
+                    torch.empty(0, 2048, device=device),
+                    real=side != "pred",
+                    indices=torch.empty(0, dtype=torch.long, device=device),
+                )
+        mean, std = self.metric.compute()
+        return float(mean), float(std)
 
 
 class ISConsumer:

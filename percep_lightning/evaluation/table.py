@@ -15,7 +15,7 @@ from percep_lightning.evaluation.errors import EvaluationError
 
 __all__ = ["METRICS", "PRESETS", "BuildContext", "MetricSpec", "resolve_metrics"]
 
-Kind = Literal["paired", "features"]
+Kind = Literal["paired", "features", "derived"]
 Against = Literal["target", "content", "style"]
 
 
@@ -27,7 +27,11 @@ class BuildContext:
     weights: dict[str, Any]
     crop_border: int = 0
     is_splits: int = 10
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    styleid_size: int | None = 512
     inception: Any = None  # the shared FIDInceptionV3, built once for every feature metric
+    art_inception: Any = None  # the ArtInception of StyleID's FID, built once when a metric needs it
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -37,8 +41,8 @@ class MetricSpec:
 
     Attributes:
         name: the name on the command line and in the outputs.
-        kind: ``"paired"`` (one value per pair, mean over pairs) or ``"features"`` (Inception features
-            of whole folders).
+        kind: ``"paired"`` (one value per pair, mean over pairs), ``"features"`` (Inception features
+            of whole folders) or ``"derived"`` (a formula of the values of ``requires``).
         against: the folder compared with the predictions (``None``: the predictions alone).
         higher_is_better: the direction shown in the table.
         weights: the weights names (keys of ``--weights``) it needs.
@@ -47,6 +51,10 @@ class MetricSpec:
         spread: what the value's own ``±`` is taken over (``"splits"`` for IS, ``"subsets"`` for KID);
             ``None`` for none. Paired metrics report the standard deviation over pairs.
         min_images: the fewest images per folder it accepts.
+        network: the feature network of a ``"features"`` metric: ``"inception"`` (the FID Inception) or
+            ``"art_inception"`` (StyleID's art-trained Inception).
+        requires: the metrics a ``"derived"`` metric is computed from (added to the run when not named).
+        combine: ``combine(values) -> value`` of a ``"derived"`` metric, ``values`` by metric name.
     """
 
     name: str
@@ -58,6 +66,9 @@ class MetricSpec:
     build: Callable[[BuildContext], Any]
     spread: str | None = None
     min_images: int = 1
+    network: str = "inception"
+    requires: tuple[str, ...] = ()
+    combine: Callable[[dict[str, float]], float] | None = None
 
 
 def _pixel(metric: str, y: bool) -> Callable[[BuildContext], Any]:
@@ -69,11 +80,12 @@ def _pixel(metric: str, y: bool) -> Callable[[BuildContext], Any]:
     return build
 
 
-def _lpips(net: str, trunk: str, grey: bool = False) -> Callable[[BuildContext], Any]:
+def _lpips(net: str, trunk: str, grey: bool = False, styleid: bool = False) -> Callable[[BuildContext], Any]:
     def build(ctx: BuildContext) -> Any:
         from percep_lightning.evaluation.scorers import LPIPSScorer
 
-        return LPIPSScorer(net, ctx.weights[trunk], ctx.device, grey=grey)
+        resize = ctx.styleid_size if styleid else None
+        return LPIPSScorer(net, ctx.weights[trunk], ctx.device, grey=grey, resize=resize)
 
     return build
 
@@ -91,6 +103,27 @@ def _fid(against: str) -> Callable[[BuildContext], Any]:
         return FIDConsumer(ctx.inception, against)
 
     return build
+
+
+def _art_fid(ctx: BuildContext) -> Any:
+    from percep_lightning.evaluation.scorers import ArtFIDConsumer
+
+    return ArtFIDConsumer()
+
+
+def _no_scorer(ctx: BuildContext) -> None:
+    return None
+
+
+def _artfid(values: dict[str, float]) -> float:
+    """ArtFID = (1 + LPIPS(stylized, content)) x (1 + FID(stylized, style)), Wright & Ommer 2022."""
+    return (1 + values["lpips_content"]) * (1 + values["fid_art"])
+
+
+def _kid(ctx: BuildContext) -> Any:
+    from percep_lightning.evaluation.scorers import KIDConsumer
+
+    return KIDConsumer(ctx.inception, subsets=ctx.kid_subsets, subset_size=ctx.kid_subset_size)
 
 
 def _is(ctx: BuildContext) -> Any:
@@ -115,12 +148,12 @@ _ROWS = (
     MetricSpec("lpips_vgg", "paired", "target", False, ("vgg16",), "LPIPS v0.1, VGG16", _lpips("vgg", "vgg16")),
     MetricSpec(
         "lpips_content", "paired", "content", False, ("alexnet",),
-        "LPIPS v0.1 AlexNet of the predictions vs --content (StyleID)", _lpips("alex", "alexnet"),
+        "LPIPS v0.1 AlexNet of the predictions vs --content, shorter sides resized to --styleid-size (StyleID)",
+        _lpips("alex", "alexnet", styleid=True),
     ),
     MetricSpec(
         "lpips_gray", "paired", "content", False, ("alexnet",),
-        "LPIPS v0.1 AlexNet on grey images, predictions vs --content (StyleID)",
-        _lpips("alex", "alexnet", grey=True),
+        "lpips_content on grey images (StyleID's LPIPS_gray)", _lpips("alex", "alexnet", grey=True, styleid=True),
     ),
     MetricSpec(
         "cfsd", "paired", "content", False, ("vgg19",), "CFSD of the predictions vs --content (StyleID)", _cfsd
@@ -134,6 +167,20 @@ _ROWS = (
         _fid("style"), min_images=2,
     ),
     MetricSpec(
+        "fid_art", "features", "style", False, ("art_inception",),
+        "FID of the predictions vs --style, art Inception, shorter sides --styleid-size (StyleID's FID)",
+        _art_fid, min_images=2, network="art_inception",
+    ),
+    MetricSpec(
+        "artfid", "derived", None, False, (), "ArtFID = (1 + lpips_content) x (1 + fid_art) (StyleID)",
+        _no_scorer, requires=("lpips_content", "fid_art"), combine=_artfid,
+    ),
+    MetricSpec(
+        "kid", "features", "target", False, ("inception",),
+        "KID vs TARGET folder (mean and std over --kid-subsets subsets of --kid-subset-size)", _kid,
+        spread="subsets", min_images=2,
+    ),
+    MetricSpec(
         "is", "features", None, True, ("inception",), "Inception Score (mean and std over --is-splits splits)", _is, spread="splits",
     ),
 )  # fmt: skip
@@ -144,8 +191,8 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _ROWS}
 PRESETS: dict[str, tuple[str, ...]] = {
     "lpips": ("lpips",),
     "sr": ("psnr_y", "ssim_y", "lpips"),
-    "gan": ("fid", "is"),
-    "styleid": ("lpips_content", "lpips_gray", "cfsd"),
+    "gan": ("fid", "is", "kid"),
+    "styleid": ("artfid", "fid_art", "lpips_content", "lpips_gray", "cfsd"),
 }
 """Named metric lists (``--preset``)."""
 
@@ -183,4 +230,6 @@ def resolve_metrics(metrics: Sequence[str] | str | None, preset: str | None) -> 
             f"Name the metrics (--metrics, some of {', '.join(METRICS)}) or a preset "
             f"(--preset, one of {', '.join(PRESETS)})."
         )
+    for name in list(names):
+        names.extend(METRICS[name].requires)
     return [METRICS[name] for name in dict.fromkeys(names)]

@@ -1,23 +1,47 @@
-"""FID statistics files: the pytorch-fid ``.npz`` format (arrays ``mu`` and ``sigma``).
+"""FID statistics files: the pytorch-fid ``.npz`` format (arrays ``mu`` and ``sigma``), and their cache.
 
 Reference statistics computed once (by pytorch-fid's ``--save-stats``, torch-fidelity, or
 :meth:`~percep_lightning.metrics.FrechetInceptionDistance.real_statistics`) are saved and loaded here and
 fixed in a metric with :meth:`~percep_lightning.metrics.FrechetInceptionDistance.set_real_statistics`.
+
+The real-statistics cache of the validation callback and of ``percep-lightning evaluate`` lives here too:
+an entry is named by a key, the hash of everything the statistics depend on (:func:`stats_key`, with
+:func:`weights_digest` of the Inception weights), and stored as a pytorch-fid ``.npz`` that also carries
+the image count, a checksum of the images and optionally the features themselves
+(:func:`write_cached_stats`, :func:`read_cached_stats`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from percep_lightning.functional.fid import _check_statistics
 
-__all__ = ["load_stats", "save_stats"]
+__all__ = [
+    "CACHE_FILE_PREFIX",
+    "cached_stats_path",
+    "load_stats",
+    "read_cached_stats",
+    "save_stats",
+    "stats_key",
+    "weights_digest",
+    "write_cached_stats",
+]
+
+CACHE_FILE_PREFIX = "fid_real_stats-"
+"""File names of cached statistics: this prefix, then the first 24 hex digits of the key."""
 
 
 def save_stats(path: str | os.PathLike[str], mu: Tensor, sigma: Tensor) -> None:
@@ -109,3 +133,111 @@ def load_stats(path: str | os.PathLike[str]) -> tuple[Tensor, Tensor]:
         sigma = torch.from_numpy(np.asarray(archive["sigma"], dtype=np.float64))
     _check_statistics(mu, sigma, "mu", "sigma")
     return mu, sigma
+
+
+# ---------------------------------------------------------------------- the real-statistics cache
+
+
+def stats_key(fields: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of ``fields`` as sorted JSON: the name of a cache entry.
+
+    Example:
+        >>> a = stats_key({"weights": "w", "resize": "tensorflow"})
+        >>> len(a), a == stats_key({"resize": "tensorflow", "weights": "w"})
+        (64, True)
+    """
+    return hashlib.sha256(json.dumps(dict(fields), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_stats_path(directory: str | os.PathLike[str], key: str) -> Path:
+    """The file of the entry ``key`` in ``directory``."""
+    return Path(directory) / f"{CACHE_FILE_PREFIX}{key[:24]}.npz"
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+_MODULE_DIGESTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def weights_digest(weights: Any, module: nn.Module) -> str:
+    """SHA-256 of the weights ``module`` was built from, computed once per file (or per module).
+
+    A weights file is identified by its path, size and modification time, so a process hashes it once
+    however many callbacks or runs load it; other weights (``"default"``, a state dict, random) are
+    hashed from the module's tensors once per module.
+    """
+    if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+        stat = os.stat(weights)
+        file_key = (os.path.realpath(weights), stat.st_size, stat.st_mtime_ns)
+        if file_key not in _FILE_DIGESTS:
+            digest = hashlib.sha256()
+            with open(weights, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+            _FILE_DIGESTS[file_key] = digest.hexdigest()
+        return _FILE_DIGESTS[file_key]
+    if module not in _MODULE_DIGESTS:
+        digest = hashlib.sha256()
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        _MODULE_DIGESTS[module] = digest.hexdigest()
+    return _MODULE_DIGESTS[module]
+
+
+def read_cached_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a cache entry written by :func:`write_cached_stats`.
+
+    Returns:
+        ``{"mu", "sigma", "num_samples", "fingerprint"}``, plus ``"features"`` (``(n, D)`` float32) when
+        the entry holds them.
+
+    Raises:
+        OSError, KeyError, ValueError: for a missing, unreadable or incomplete file.
+    """
+    mu, sigma = load_stats(path)
+    with np.load(path, allow_pickle=False) as archive:
+        entry: dict[str, Any] = {
+            "mu": mu,
+            "sigma": sigma,
+            "num_samples": int(archive["num_samples"]),
+            "fingerprint": [int(v) for v in archive["fingerprint"]],
+        }
+        if "features" in archive.files:
+            entry["features"] = torch.from_numpy(np.asarray(archive["features"], dtype=np.float32))
+    return entry
+
+
+def write_cached_stats(
+    path: str | os.PathLike[str],
+    mu: Tensor,
+    sigma: Tensor,
+    num_samples: int,
+    fingerprint: list[int],
+    features: Tensor | None = None,
+) -> None:
+    """Write a cache entry atomically: the pytorch-fid ``.npz`` (``mu``, ``sigma``) plus the count, a checksum
+    of the images and optionally their ``(n, D)`` features (for metrics such as KID that need them).
+
+    The folder is created if needed. A reader never sees a half-written file.
+
+    Raises:
+        OSError: if the file cannot be written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        arrays = {
+            "mu": mu.detach().to("cpu", torch.float64).numpy(),
+            "sigma": sigma.detach().to("cpu", torch.float64).numpy(),
+            "num_samples": np.int64(num_samples),
+            "fingerprint": np.asarray(fingerprint, dtype=np.int64),
+        }
+        if features is not None:
+            arrays["features"] = features.detach().to("cpu", torch.float32).numpy()
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)

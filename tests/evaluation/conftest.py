@@ -38,3 +38,40 @@ def photo_folders(tmp_path: Path, photos: Callable[..., torch.Tensor]) -> Callab
         return pred_dir, target_dir
 
     return make
+
+
+@pytest.fixture(scope="session")
+def art_inception_weights(
+    tmp_path_factory: pytest.TempPathFactory, photos: Callable[..., torch.Tensor]
+) -> Path:
+    """An ``art_inception.pth``-format file (torchvision Inception3 trunk, heads fc1/fc2, AuxLogits1/2), random.
+
+    BatchNorm statistics are set from one batch of photographs so activations stay in a realistic range.
+    """
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.Inception3(num_classes=1000, aux_logits=True, init_weights=False)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration pass
+    net.train()
+    x = photos(4, 96)
+    trunk = [
+        name for name, _ in net.named_children() if name not in ("AuxLogits", "avgpool", "dropout", "fc")
+    ]
+    with torch.no_grad():
+        for name in trunk:
+            x = getattr(net, name)(x)
+    state = {}
+    for key, value in net.state_dict().items():
+        head, _, rest = key.partition(".")
+        if head in ("AuxLogits", "fc"):
+            for k in ("1", "2"):
+                state[f"{head}{k}.{rest}"] = value.clone()
+        else:
+            state[key] = value
+    path = tmp_path_factory.mktemp("art_inception") / "art_inception.pth"
+    torch.save(state, path)
+    return path

@@ -22,8 +22,10 @@ def test_presets_name_known_metrics_and_rows_are_consistent():
     for preset, names in PRESETS.items():
         assert names and set(names) <= set(METRICS), preset
     for name, spec in METRICS.items():
-        assert spec.name == name and spec.kind in ("paired", "features")
+        assert spec.name == name and spec.kind in ("paired", "features", "derived")
         assert spec.against in (None, "target", "content", "style")
+        assert set(spec.requires) <= set(METRICS) and (spec.combine is not None) == (spec.kind == "derived")
+        assert spec.network in ("inception", "art_inception")
 
 
 def test_paired_values_match_functional_reference_and_report_counts(tmp_path, photo_folders):

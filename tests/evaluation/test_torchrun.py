@@ -26,26 +26,37 @@ def test_two_processes_give_the_single_process_values(
 ):
     pred, target = photo_folders(5, 48)  # 5 pairs: the shards hold 3 and 2
     args = [
-        "evaluate", str(pred), str(target), "--metrics", "psnr,ssim,lpips,fid,is", "--is-splits", "2",
+        "evaluate", str(pred), str(target), "--metrics", "psnr,ssim,lpips,fid,is,kid", "--is-splits", "2",
+        "--kid-subsets", "4", "--kid-subset-size", "3",
         "--weights", f"inception={inception_weights}", f"alexnet={torchvision_weights('alexnet')}",
         "--batch-size", "1", "--num-workers", "0", "--device", "cpu", "--no-progress",
+        "--cache-dir", str(tmp_path / "cache"),
     ]  # fmt: skip
-    single, multi = tmp_path / "single.json", tmp_path / "multi.json"
-    _run(
-        [sys.executable, "-m", "percep_lightning", *args, "--json", str(single), "--per-image", "s.csv"],
-        tmp_path,
-    )
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    single, multi, again = tmp_path / "single.json", tmp_path / "multi.json", tmp_path / "again.json"
+    # 2 processes compute TARGET's statistics and cache them; 2 processes again reuse them
+    _run([*torchrun, "-m", "percep_lightning", *args, "--json", str(multi), "--per-image", "m.csv"], tmp_path)
+    _run([*torchrun, "-m", "percep_lightning", *args, "--json", str(again)], tmp_path)
     _run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            "-m", "percep_lightning", *args, "--json", str(multi), "--per-image", "m.csv",
+            sys.executable,
+            "-m",
+            "percep_lightning",
+            *args,
+            "--json",
+            str(single),
+            "--per-image",
+            "s.csv",
+            "--no-cache",
         ],
         tmp_path,
-    )  # fmt: skip
-    one, two = json.loads(single.read_text()), json.loads(multi.read_text())
+    )
+    one, two, reused = (json.loads(p.read_text()) for p in (single, multi, again))
     assert two["settings"]["world_size"] == 2 and one["settings"]["world_size"] == 1
-    assert set(one["values"]) == {"psnr", "ssim", "lpips", "fid", "is", "is_std"}
+    assert (two["settings"]["target_cache"], reused["settings"]["target_cache"]) == ("computed", "reused")
+    assert set(one["values"]) == {"psnr", "ssim", "lpips", "fid", "is", "is_std", "kid", "kid_std"}
     for name, value in one["values"].items():
         assert two["values"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
-    assert [r["n"] for r in two["results"]] == [5] * 5
+        assert reused["values"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert [r["n"] for r in two["results"]] == [5] * 6
     assert (tmp_path / "s.csv").read_text() == (tmp_path / "m.csv").read_text()

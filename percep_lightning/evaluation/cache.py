@@ -1,0 +1,131 @@
+"""The real statistics of a TARGET folder, cached between evaluations in the callback's store format.
+
+An entry is named by :func:`~percep_lightning.metrics.stats_io.stats_key` of what the statistics depend
+on: the Inception weights (their SHA-256, :func:`~percep_lightning.metrics.stats_io.weights_digest`), the
+resize mode, and the folder's content (every file's relative name and the SHA-256 of its bytes, so a
+changed, added or removed file makes another key). The file is the one
+:func:`~percep_lightning.metrics.stats_io.write_cached_stats` writes for the validation callback, with the
+pool3 features added (KID needs them, not only ``mu`` and ``sigma``). A second evaluation of the same
+TARGET then skips its Inception pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from percep_lightning.backbones.inception import InceptionFeatures
+from percep_lightning.evaluation.distributed import World, all_gather_objects
+from percep_lightning.functional.fid import feature_statistics, feature_sums
+from percep_lightning.metrics.stats_io import (
+    cached_stats_path,
+    read_cached_stats,
+    stats_key,
+    write_cached_stats,
+)
+
+__all__ = ["FeatureRecorder", "default_cache_dir", "folder_key", "read_entry", "write_entry"]
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """``$TORCH_HOME/percep_lightning/real_stats`` (next to the torch hub cache of the weights files)."""
+    return Path(torch.hub.get_dir()).parent / "percep_lightning" / "real_stats"
+
+
+def folder_key(folder: str | os.PathLike[str], names: list[str], *, weights: str, resize: str) -> str:
+    """The cache key of a folder's Inception statistics.
+
+    Args:
+        folder: the folder.
+        names: its image files (relative names, as listed).
+        weights: the digest of the Inception weights.
+        resize: the Inception resize mode.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.png").write_bytes(b"1")
+        >>> k1 = folder_key(d, ["a.png"], weights="w", resize="tensorflow")
+        >>> _ = (d / "a.png").write_bytes(b"2")
+        >>> k1 == folder_key(d, ["a.png"], weights="w", resize="tensorflow")
+        False
+    """
+    files = []
+    for name in names:
+        digest = hashlib.sha256()
+        with open(Path(folder) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        files.append([name, digest.hexdigest()])
+    fields = {
+        "format": CACHE_FORMAT,
+        "source": "image folder",
+        "weights": weights,
+        "resize": resize,
+        "quantize": "round",
+        "files": files,
+    }
+    return stats_key(fields)
+
+
+def read_entry(directory: Path, key: str, world: World) -> dict[str, Any] | None:
+    """The cached entry of ``key`` as process 0 reads it (every process gets the same answer), or ``None``."""
+    entry = None
+    if world.is_main:
+        path = cached_stats_path(directory, key)
+        if path.is_file():
+            try:
+                entry = read_cached_stats(path)
+            except (OSError, KeyError, ValueError):
+                entry = None  # unreadable: computed again and rewritten
+            if entry is not None and "features" not in entry:
+                entry = None
+    return all_gather_objects(world, entry)[0] if world.size > 1 else entry
+
+
+def write_entry(directory: Path, key: str, features: Tensor) -> Path:
+    """Write the statistics and features of a folder (process 0 only); returns the file."""
+    total, outer, n = feature_sums(features.to(torch.float64))
+    with warnings.catch_warnings():  # stored, not judged: the metrics warn about few images themselves
+        warnings.simplefilter("ignore")
+        mu, sigma = feature_statistics(total, outer, n)
+    path = cached_stats_path(directory, key)
+    write_cached_stats(path, mu, sigma, n, [n], features=features)
+    return path
+
+
+class FeatureRecorder:
+    """A feature consumer keeping the pool3 features of TARGET, to be cached after the pass."""
+
+    network = "inception"
+
+    def __init__(self) -> None:
+        self.sides = ("target",)
+        self._features: list[Tensor] = []
+        self._indices: list[Tensor] = []
+
+    def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
+        self._features.append(features.pool3.detach().to("cpu", torch.float32))
+        self._indices.append(indices.detach().to("cpu", torch.long))
+
+    def gathered(self, world: World) -> Tensor:
+        """Every process's features, in the folder's order (call it on every process)."""
+        mine = (
+            torch.cat(self._features) if self._features else torch.empty(0, 2048),
+            torch.cat(self._indices) if self._indices else torch.empty(0, dtype=torch.long),
+        )
+        parts = all_gather_objects(world, mine) if world.size > 1 else [mine]
+        features = torch.cat([p[0] for p in parts])
+        indices = torch.cat([p[1] for p in parts])
+        return features[torch.argsort(indices, stable=True)]
+
+    def finish(self) -> tuple[float, float | None]:  # not a metric: nothing to report
+        return float("nan"), None
