@@ -1,10 +1,12 @@
-"""The real-image FID statistics of a validation set, computed once and reused across epochs and resumes.
+"""The real-image statistics of a validation set (FID's mean and covariance, KID's per-image features),
+computed once and reused across epochs and resumes.
 
 An entry is identified by a key, a hash of everything the statistics depend on (:func:`real_stats_key`):
 the Inception weights, resize and quantisation, the dataset (type, length and a digest of a few samples),
 ``max_samples``, the batch limit and where the real images come from. The store keeps the entry of the
-last key in memory and on disk as a pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the image count and a
-checksum of the images), so checkpoints carry only the key and the file name:
+last key in memory and on disk as a pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the image count, a
+checksum of the images and, when KID is computed, the ``(N, 2048)`` pool3 ``features`` in dataset order),
+so checkpoints carry only the key and the file name:
 
 * with an explicit folder, the file is written as soon as the statistics exist and read back by key in
   any later run (a cache shared by runs);
@@ -53,6 +55,8 @@ class RealStats:
         sigma: ``(2048, 2048)`` float64 covariance.
         num_samples: the number of images.
         fingerprint: ``[count, sum, sum of squares]`` of the uint8 images, to notice changed images.
+        features: ``(N, 2048)`` float32 pool3 features in dataset order (what KID needs), or ``None`` when
+            only FID's statistics were kept.
     """
 
     key: str
@@ -60,6 +64,7 @@ class RealStats:
     sigma: Tensor
     num_samples: int
     fingerprint: list[int] = field(default_factory=list)
+    features: Tensor | None = None
 
 
 class RealStatsStore:
@@ -177,26 +182,41 @@ def _read_file(path: Path) -> dict[str, Any] | None:
         with np.load(path, allow_pickle=False) as archive:
             num_samples = int(archive["num_samples"])
             fingerprint = [int(v) for v in archive["fingerprint"]]
+            features = torch.from_numpy(archive["features"]) if "features" in archive.files else None
     except (OSError, KeyError, ValueError) as err:
         rank_zero_warn(f"ImageMetricsCallback ignored the unreadable real statistics file {path}: {err}")
         return None
-    return {"mu": mu, "sigma": sigma, "num_samples": num_samples, "fingerprint": fingerprint}
+    if features is not None and tuple(features.shape) != (num_samples, mu.shape[0]):
+        rank_zero_warn(
+            f"ImageMetricsCallback ignored the real features in {path}: expected shape ({num_samples}, "
+            f"{mu.shape[0]}), but got {tuple(features.shape)}."
+        )
+        features = None
+    return {
+        "mu": mu,
+        "sigma": sigma,
+        "num_samples": num_samples,
+        "fingerprint": fingerprint,
+        "features": features,
+    }
 
 
 def _write_file(path: Path, stats: RealStats) -> bool:
-    """Write the pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the count and checksum) atomically."""
+    """Write the pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the count, checksum and features) atomically."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            arrays = {
+                "mu": stats.mu.detach().cpu().numpy(),
+                "sigma": stats.sigma.detach().cpu().numpy(),
+                "num_samples": np.int64(stats.num_samples),
+                "fingerprint": np.asarray(stats.fingerprint, dtype=np.int64),
+            }
+            if stats.features is not None:
+                arrays["features"] = stats.features.detach().cpu().to(torch.float32).numpy()
             with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    mu=stats.mu.detach().cpu().numpy(),
-                    sigma=stats.sigma.detach().cpu().numpy(),
-                    num_samples=np.int64(stats.num_samples),
-                    fingerprint=np.asarray(stats.fingerprint, dtype=np.int64),
-                )
+                np.savez(f, **arrays)
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(OSError):
