@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from _ddp_module import PairDataset, Recorder, StyleModule, TinyModule, loaders
 from test_image_metrics import CheapInception, _callback, _trainer
 from torch.utils.data import DataLoader, TensorDataset
@@ -184,25 +183,6 @@ def test_lpips_streams_over_the_epoch(tmp_path, photos, torchvision_weights):
 
 
 # ---------------------------------------------------------------------- ArtFID
-
-
-@pytest.fixture(scope="module")
-def art_weights(tmp_path_factory):
-    """A random torchvision Inception3 saved with ``art_inception.pth``'s two heads (fc1/fc2, AuxLogits1/2)."""
-    torch.manual_seed(0)
-    net = torchvision.models.Inception3(num_classes=1000, aux_logits=True, init_weights=True)
-    state = {}
-    for key, value in net.state_dict().items():
-        for head in ("AuxLogits", "fc"):
-            if key.startswith(f"{head}."):
-                for i in (1, 2):
-                    state[key.replace(f"{head}.", f"{head}{i}.", 1)] = value
-                break
-        else:
-            state[key] = value
-    path = tmp_path_factory.mktemp("art_inception") / "art_inception.pth"
-    torch.save(state, path)
-    return path
 
 
 def test_artfid_reads_preds_content_and_style(tmp_path, art_weights, torchvision_weights):
