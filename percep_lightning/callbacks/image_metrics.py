@@ -83,19 +83,19 @@ class ImageMetricsCallback(Callback):
     Images are ``uint8`` in [0, 255] or float in [0, 1], ``(N, 3, H, W)`` (or one channel). The metrics, by
     name (what each reads; what it logs after the prefix):
 
-    ========== =============================== ==========================================================
-    name       images (keys)                   logs
-    ========== =============================== ==========================================================
-    ``fid``    preds, target                   ``fid``
-    ``is``     preds                           ``is``, ``is_std``
-    ``kid``    preds, target                   ``kid``, ``kid_std``
-    ``cfsd``   preds, content                  ``cfsd``
-    ``psnr``   preds, target                   ``psnr`` (dB, mean of per-image values)
-    ``ssim``   preds, target                   ``ssim``
-    ``ms_ssim`` preds, target                  ``ms_ssim``
-    ``lpips``  preds, target                   ``lpips``
-    ``artfid`` preds, content, style           ``artfid``, ``artfid_fid``, ``artfid_lpips``
-    ========== =============================== ==========================================================
+    ============= ======================= ==============================================
+    name          images (keys)           logs
+    ============= ======================= ==============================================
+    ``fid``       preds, target           ``fid``
+    ``is``        preds                   ``is``, ``is_std``
+    ``kid``       preds, target           ``kid``, ``kid_std``
+    ``cfsd``      preds, content          ``cfsd``
+    ``psnr``      preds, target           ``psnr`` (dB, the mean of per-image values)
+    ``ssim``      preds, target           ``ssim``
+    ``ms_ssim``   preds, target           ``ms_ssim``
+    ``lpips``     preds, target           ``lpips``
+    ``artfid``    preds, content, style   ``artfid``, ``artfid_fid``, ``artfid_lpips``
+    ============= ======================= ==============================================
 
     ``content`` is ``content_key`` (by default the ``target`` images) and ``style`` is ``style_key``. One
     Inception forward per image feeds FID, IS and KID together
@@ -435,6 +435,7 @@ class ImageMetricsCallback(Callback):
         )
         epoch = self._epoch
         if epoch is None:  # sanity check: outputs validated, nothing computed
+            self._check_sizes(images)
             return
         count = next(iter(images.values())).shape[0]
         keep, positions = epoch.plan.select(epoch.seen, count)
@@ -502,6 +503,22 @@ class ImageMetricsCallback(Callback):
             for role in METRICS[name].roles:
                 keys.setdefault(self._key_of(role), self._argument_of(role))
         return keys
+
+    def _check_sizes(self, images: Mapping[str, Tensor]) -> None:
+        """Raise a ValueError in the callback's terms when images are too small for a requested metric."""
+        options = self._options()
+        for name in self.metric_names:
+            spec = METRICS[name]
+            needed = spec.min_side(options)
+            for role in spec.roles:
+                key = self._key_of(role)
+                height, width = images[key].shape[-2:]
+                if min(height, width) < needed:
+                    raise ValueError(
+                        f"ImageMetricsCallback: metric {name!r} needs images with both sides >= {needed} "
+                        f"({spec.why_side}), but `{self._argument_of(role)}`={key!r} holds {height}x{width} "
+                        "images."
+                    )
 
     def _caching_metrics(self) -> list[str]:
         """The requested metrics whose real side the store can hold (FID, KID)."""

@@ -86,6 +86,8 @@ class CallbackMetric:
             statistics, KID from the per-image features).
         why_min: why it needs ``min_images`` (for the error message).
         values: ``values(result) -> tuple`` of the ``compute()`` result, in the order of ``logs``.
+        min_side: ``min_side(options)``, the smallest image side it accepts (checked in the sanity check).
+        why_side: why it needs ``min_side`` (for the error message).
     """
 
     roles: tuple[str, ...]
@@ -98,6 +100,8 @@ class CallbackMetric:
     values: Callable[[Any], tuple[Tensor, ...]] = lambda result: (
         result if isinstance(result, tuple) else (result,)
     )
+    min_side: Callable[[MetricOptions], int] = lambda options: 1
+    why_side: str = ""
 
     @property
     def uses_inception(self) -> bool:
@@ -187,10 +191,35 @@ METRICS: Mapping[str, CallbackMetric] = {
         why_min="2 per side for the unbiased MMD",
     ),
     "cfsd": CallbackMetric(("preds", "content"), "images", ("cfsd",), _cfsd, _one_pair, why_min="1 pair"),
-    "psnr": CallbackMetric(("preds", "target"), "images", ("psnr",), _psnr, _one_pair, why_min="1 pair"),
-    "ssim": CallbackMetric(("preds", "target"), "images", ("ssim",), _ssim, _one_pair, why_min="1 pair"),
+    "psnr": CallbackMetric(
+        ("preds", "target"),
+        "images",
+        ("psnr",),
+        _psnr,
+        _one_pair,
+        why_min="1 pair",
+        min_side=lambda options: 2 * options.crop_border + 1,
+        why_side="a pixel left after `crop_border`",
+    ),
+    "ssim": CallbackMetric(
+        ("preds", "target"),
+        "images",
+        ("ssim",),
+        _ssim,
+        _one_pair,
+        why_min="1 pair",
+        min_side=lambda options: 2 * options.crop_border + 11,
+        why_side="the 11-tap window after `crop_border`",
+    ),
     "ms_ssim": CallbackMetric(
-        ("preds", "target"), "images", ("ms_ssim",), _ms_ssim, _one_pair, why_min="1 pair"
+        ("preds", "target"),
+        "images",
+        ("ms_ssim",),
+        _ms_ssim,
+        _one_pair,
+        why_min="1 pair",
+        min_side=lambda options: 2 * options.crop_border + 161,
+        why_side="5 scales of an 11-tap window: sides above 160 after `crop_border`",
     ),
     "lpips": CallbackMetric(("preds", "target"), "images", ("lpips",), _lpips, _one_pair, why_min="1 pair"),
     "artfid": CallbackMetric(
@@ -200,6 +229,8 @@ METRICS: Mapping[str, CallbackMetric] = {
         _artfid,
         why_min="2 stylized and 2 style images to estimate covariances",
         values=_artfid_values,
+        min_side=lambda options: 75 if options.art_resize is None else 1,
+        why_side="the art Inception's smallest input with `art_resize`=None",
     ),
 }
 """Metric name -> entry. The callback builds its metrics with ``sync_on_compute=False`` and synchronises

@@ -17,6 +17,7 @@ from _ddp_module import PairDataset, Recorder, StyleModule, TinyModule, loaders
 from test_image_metrics import CheapInception, _callback, _trainer
 from torch.utils.data import DataLoader, TensorDataset
 
+import percep_lightning.metrics.fid as fid_module
 from percep_lightning.functional import kernel_inception_distance, psnr, ssim
 from percep_lightning.functional.ssim import ms_ssim
 from percep_lightning.losses import LPIPSLoss
@@ -28,6 +29,16 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*random weights.*:UserWarning"),
     pytest.mark.filterwarnings("ignore:KID `subset_size`.*:UserWarning"),
 ]
+
+
+@pytest.fixture
+def cheap_fid(monkeypatch):
+    """A cheap Fréchet distance where FID only rides along (its maths is tested in tests/functional)."""
+    monkeypatch.setattr(
+        fid_module,
+        "frechet_distance",
+        lambda mu1, s1, mu2, s2: (mu1 - mu2).square().sum() + (s1 - s2).abs().sum(),
+    )
 
 
 class CountingInception(CheapInception):
@@ -62,7 +73,7 @@ def _photo_loader(photos, n: int, size: int, batch_size: int = 2) -> DataLoader:
 # ---------------------------------------------------------------------- KID
 
 
-def test_kid_equals_the_function_on_the_whole_set_from_one_inception_forward(tmp_path):
+def test_kid_equals_the_function_on_the_whole_set_from_one_inception_forward(tmp_path, cheap_fid):
     """kid/kid_std are the KID of all real and generated features; FID, IS and KID share each forward."""
     inception = CountingInception()
     callback = _callback(
@@ -100,7 +111,7 @@ def test_kid_subset_size_above_the_epoch_warns_once(tmp_path):
 
 
 @pytest.mark.parametrize("metrics", [("kid",), ("fid", "kid")])
-def test_resumed_run_logs_the_same_kid_without_real_forwards(tmp_path, metrics):
+def test_resumed_run_logs_the_same_kid_without_real_forwards(tmp_path, cheap_fid, metrics):
     """The real pool3 features are stored with the FID statistics; a resumed run reads them back."""
     kwargs = {"metrics": metrics, "kid_subsets": 9, "kid_subset_size": 3}
     train, val = loaders(5)
@@ -126,7 +137,7 @@ def test_resumed_run_logs_the_same_kid_without_real_forwards(tmp_path, metrics):
     assert resumed.values[1] == uninterrupted.values[1]
 
 
-def test_statistics_without_features_are_recomputed_for_kid(tmp_path):
+def test_statistics_without_features_are_recomputed_for_kid(tmp_path, cheap_fid):
     """A shared folder written by an FID-only run has no features: a KID run recomputes and adds them."""
     stats_dir = tmp_path / "stats"
     train, val = loaders(4)
@@ -185,6 +196,7 @@ def test_lpips_streams_over_the_epoch(tmp_path, photos, torchvision_weights):
 # ---------------------------------------------------------------------- ArtFID
 
 
+@pytest.mark.slow
 def test_artfid_reads_preds_content_and_style(tmp_path, art_weights, torchvision_weights):
     alex = str(torchvision_weights("alexnet"))
     kwargs = {"art_inception_weights": str(art_weights), "art_lpips_weights": alex, "art_resize": 75}
@@ -220,6 +232,42 @@ def test_missing_style_output_is_caught_in_the_sanity_check(tmp_path):
     ):
         _trainer(tmp_path, [callback], num_sanity_val_steps=1).fit(module, train, val)
     assert module.scale.item() == 1.0  # no optimizer step ran
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"metrics": ("ms_ssim",)},
+            r"'ms_ssim' needs images with both sides >= 161 .*`preds_key`='preds' holds 32x32",
+        ),
+        (
+            {"metrics": ("ssim",), "crop_border": 11},
+            r"'ssim' needs images with both sides >= 33 .*`crop_border`",
+        ),
+    ],
+)
+def test_images_too_small_for_a_metric_fail_in_the_sanity_check(tmp_path, kwargs, match):
+    module = TinyModule()
+    train, val = loaders(2)
+    with pytest.raises(ValueError, match=match):
+        _trainer(tmp_path, [_callback(**kwargs)], num_sanity_val_steps=1).fit(module, train, val)
+    assert module.scale.item() == 1.0
+
+
+class NaNModule(TinyModule):
+    def validation_step(self, batch, batch_idx):
+        out = super().validation_step(batch, batch_idx)
+        out["target"][0, 0, 3, 5] = float("nan")
+        return out
+
+
+def test_nan_outputs_fail_in_the_sanity_check(tmp_path):
+    train, val = loaders(2)
+    with pytest.raises(ValueError, match=r"`target_key`='target' .* to be finite, but they hold NaN or Inf"):
+        _trainer(tmp_path, [_callback(metrics=("psnr",))], num_sanity_val_steps=1).fit(
+            NaNModule(), train, val
+        )
 
 
 # ---------------------------------------------------------------------- arguments
