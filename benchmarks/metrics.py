@@ -281,6 +281,54 @@ def epoch_bench(cfg: Config, assets: Assets) -> Bench:
     )  # fmt: skip
 
 
+# ----------------------------------------------------------------------------------------- Inception forward
+
+
+def build_inception_forward(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]:
+    """One forward of the FID Inception (both heads) on a uint8 batch: ours and torch-fidelity's network."""
+
+    def build(env: Env) -> list[Contender]:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        from percep_lightning.backbones import FIDInceptionV3
+
+        weights = str(assets.inception())
+        images, _ = uint8_pair(cfg.fid_batch, cfg.fid_size)
+        images = images.to(env.device)
+        ours = FIDInceptionV3(weights).to(env.device)
+        fidelity = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=weights
+        ).to(env.device)
+        last: dict[str, list[Tensor]] = {}
+
+        def ours_step() -> None:
+            with torch.inference_mode():
+                out = ours(images)
+            last["ours"] = [out.pool3, out.logits_unbiased]
+
+        def fidelity_step() -> None:
+            with torch.inference_mode():
+                last["fidelity"] = list(fidelity(images))
+
+        return [
+            Contender("percep_lightning FIDInceptionV3", OURS, ours_step, lambda: last["ours"]),
+            Contender(
+                "torch-fidelity FeatureExtractorInceptionV3", PEER, fidelity_step, lambda: last["fidelity"]
+            ),
+        ]
+
+    return build
+
+
+def inception_forward_bench(cfg: Config, assets: Assets) -> Bench:
+    return Bench(
+        "inception_forward", "FID Inception forward (pool3 + logits)",
+        f"{cfg.fid_batch} uint8 {cfg.fid_size}x{cfg.fid_size} images, TF1 resize to 299; ours: batch norms folded "
+        "and the device's layout rule", build_inception_forward(cfg, assets), reps=cfg.reps_heavy,
+        warmup=cfg.warmup_heavy, rtol=(1e-4,), variants=False,
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------- FID compute
 
 
@@ -429,6 +477,7 @@ def metric_benches(cfg: Config, assets: Assets) -> list[Bench]:
     side = cfg.cfsd_size
     return [
         epoch_bench(cfg, assets),
+        inception_forward_bench(cfg, assets),
         fid_compute_bench(cfg),
         kid_compute_bench(cfg),
         Bench(

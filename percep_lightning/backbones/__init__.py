@@ -6,12 +6,9 @@ from their modules.
 """
 
 from percep_lightning.backbones.art_inception import ArtInception
+from percep_lightning.backbones.base import preferred_memory_format
 from percep_lightning.backbones.inception import RESIZE_MODES, FIDInceptionV3, InceptionFeatures, ResizeMode
-from percep_lightning.backbones.torchvision_trunks import (
-    LAYER_NAMES,
-    TorchvisionFeatures,
-    preferred_memory_format,
-)
+from percep_lightning.backbones.torchvision_trunks import LAYER_NAMES, TorchvisionFeatures
 from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError, fetch
 
 __all__ = [

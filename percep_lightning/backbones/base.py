@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -55,3 +56,37 @@ class HoldsFrozen:
             if self._frozen_keep_float32:
                 backbone.float()
         return result
+
+
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+"""The fixed layouts a backbone's ``memory_format`` argument names."""
+
+
+def preferred_memory_format(device: torch.device) -> torch.memory_format:
+    """The layout the backbones use on ``device`` by default (``memory_format="auto"``).
+
+    The rule, from the side-by-side runs in ``benchmarks/README.md`` (one table per CPU kind):
+
+    * CUDA: channels-last (cuDNN's tensor-core kernels read NHWC).
+    * CPU with AVX-512 (``torch.backends.cpu.get_cpu_capability()``): channels-last. On the Intel Xeon
+      machines measured, oneDNN's channels-last convolutions, pooling and the losses' channel reductions
+      beat the default layout for VGG, AlexNet and SqueezeNet, and for the FID Inception (about 30% less
+      CPU time per image).
+    * other CPUs (AVX2 and below): torchvision's default layout. On an AMD EPYC run channels-last AlexNet
+      was the slower; whether that follows the instruction set is not established, so pass
+      ``memory_format`` to override.
+    * other devices: the default layout.
+
+    A rule, not a measurement, so that the layout (and float rounding) does not depend on what else
+    the machine was doing at start-up. ``memory_format="measure"`` times both layouts instead, once per
+    process, network and dtype (:func:`~percep_lightning.backbones.torchvision_trunks.measured_memory_format`).
+
+    Example:
+        >>> preferred_memory_format(torch.device("cuda"))
+        torch.channels_last
+    """
+    if device.type == "cuda":
+        return torch.channels_last
+    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return torch.channels_last
+    return torch.contiguous_format

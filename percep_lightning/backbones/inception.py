@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.backbones.base import MEMORY_FORMATS, FrozenBackbone, preferred_memory_format
 from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
 
 INCEPTION_SIZE = 299
 ResizeMode = Literal["tensorflow", "pytorch_fid", "clean", "bilinear"]
 RESIZE_MODES: tuple[str, ...] = ("tensorflow", "pytorch_fid", "clean", "bilinear")
 """The accepted ``resize`` values, in the order the documentation lists them."""
+LayoutArg = Literal["auto", "channels_last", "contiguous"]
 
 
 def check_resize(resize: object) -> None:
@@ -66,7 +67,14 @@ class InceptionFeatures(NamedTuple):
 
 
 class _ConvBN(nn.Module):
-    """Convolution without bias, BatchNorm (eps 1e-3, TensorFlow's), ReLU."""
+    """Convolution without bias, BatchNorm (eps 1e-3, TensorFlow's), ReLU.
+
+    The official file stores the convolution and the batch norm apart (``conv.weight``, ``bn.*``), and
+    they stay the source of truth. Frozen in eval mode, the batch norm is a per-channel affine map, so
+    :meth:`fold` merges it into the convolution (weights and bias computed in float64, then rounded to
+    the module's dtype) and ``forward`` runs one convolution with a bias instead of a convolution and a
+    second pass over its output: the same function, rounded once instead of twice.
+    """
 
     def __init__(
         self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding=0
@@ -74,9 +82,23 @@ class _ConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=0.001)
+        self.register_buffer("folded_weight", torch.empty(0), persistent=False)
+        self.register_buffer("folded_bias", torch.empty(0), persistent=False)
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Recompute the folded convolution from ``conv`` and ``bn`` (keeping their dtype, device, layout)."""
+        bn, weight = self.bn, self.conv.weight
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        folded = torch.empty_like(weight)  # same dtype, device and memory format as the convolution
+        folded.copy_(weight.double() * scale.view(-1, 1, 1, 1))
+        self.folded_weight = folded
+        self.folded_bias = (bn.bias.double() - bn.running_mean.double() * scale).to(weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv(x)), inplace=True)
+        conv = self.conv
+        y = F.conv2d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding)
+        return F.relu(y, inplace=True)
 
 
 def _avg_pool_same(x: Tensor) -> Tensor:
@@ -229,12 +251,14 @@ def resize_like_tensorflow1(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
         return x
 
     def taps(n_in: int) -> tuple[Tensor, Tensor, Tensor]:
-        src = torch.arange(size, dtype=torch.float32, device=x.device) * torch.tensor(
-            n_in / size, dtype=torch.float32
+        # TensorFlow's float32 scale; positions in the images' dtype (float32 as TensorFlow and
+        # torch-fidelity; a float64 input gets torch-fidelity's float64 positions)
+        src = torch.arange(size, dtype=x.dtype, device=x.device) * torch.tensor(
+            n_in / size, dtype=torch.float32, device=x.device
         )
         lo = src.long()
         hi = (lo + 1).clamp_max(n_in - 1)
-        return lo, hi, (src - lo.float()).to(x.dtype)
+        return lo, hi, src - lo.to(x.dtype)
 
     ylo, yhi, dy = taps(height)
     xlo, xhi, dx = taps(width)
@@ -287,6 +311,13 @@ class FIDInceptionV3(FrozenBackbone):
             torch-fidelity and the TensorFlow FID papers), ``"pytorch_fid"`` (pytorch-fid), ``"clean"``
             (clean-fid) or ``"bilinear"`` (the pytorch-fid resize with ``(x - 128) / 128`` scaling, for
             compatibility; prefer ``"pytorch_fid"``).
+        memory_format: the layout of the weights and activations: ``"auto"`` (default) follows
+            :func:`~percep_lightning.backbones.preferred_memory_format`'s rule for the input's device
+            (channels-last on CUDA and AVX-512 CPUs), or ``"channels_last"`` / ``"contiguous"``. Values
+            agree across layouts to float32 round-off.
+
+    The batch norms are folded into their convolutions (see ``_ConvBN``), from the official tensors,
+    whenever the weights are loaded or cast.
 
     Shape:
         - Input: ``(N, 3, H, W)`` pixel values in [0, 255], ``uint8`` or floating point.
@@ -297,10 +328,20 @@ class FIDInceptionV3(FrozenBackbone):
         RuntimeError: if the weights do not have the keys and shapes of the official file.
     """
 
-    def __init__(self, weights: WeightsArg = "default", resize: ResizeMode = "tensorflow") -> None:
+    def __init__(
+        self,
+        weights: WeightsArg = "default",
+        resize: ResizeMode = "tensorflow",
+        memory_format: LayoutArg = "auto",
+    ) -> None:
         super().__init__()
         check_resize(resize)
+        if memory_format not in ("auto", *MEMORY_FORMATS):
+            raise ValueError(
+                f"Expected `memory_format` to be one of {('auto', *MEMORY_FORMATS)}, but got {memory_format!r}."
+            )
         self.resize = resize
+        self.memory_format = memory_format
         self.Conv2d_1a_3x3 = _ConvBN(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = _ConvBN(32, 32, 3)
         self.Conv2d_2b_3x3 = _ConvBN(32, 64, 3, padding=1)
@@ -325,7 +366,30 @@ class FIDInceptionV3(FrozenBackbone):
         else:
             check_state_dict(self, state, source, "inception_fid")
             self.load_state_dict(state, strict=True)
+        self.register_load_state_dict_post_hook(lambda module, keys: module._fold())
+        self._fold()
         self.freeze()
+
+    def _fold(self) -> None:
+        for module in self.modules():
+            if isinstance(module, _ConvBN):
+                module.fold()
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # A cast or move of the official tensors refolds from them (a float64 copy keeps float64 accuracy).
+        result = super()._apply(fn, *args, **kwargs)
+        self._fold()
+        return result
+
+    def _layout(self, device: torch.device) -> torch.memory_format:
+        if self.memory_format == "auto":
+            layout = preferred_memory_format(device)
+        else:
+            layout = MEMORY_FORMATS[self.memory_format]
+        if not self.Conv2d_2a_3x3.folded_weight.is_contiguous(memory_format=layout):
+            with torch.inference_mode(False), torch.no_grad():
+                self.to(memory_format=layout)
+        return layout
 
     def _variance_preserving_init(self) -> None:
         # PyTorch's default convolution init shrinks activations at every layer; through 94 layers the
@@ -339,7 +403,8 @@ class FIDInceptionV3(FrozenBackbone):
         """Resize ``[0, 255]`` images to 299x299 and scale them to [-1, 1] as the ``resize`` mode's reference."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"Expected images of shape (N, 3, H, W), but got {tuple(images.shape)}.")
-        x = images.to(torch.float32)
+        # float32 as the references (float64 for a network cast to float64, e.g. as a reference itself)
+        x = images.to(torch.float64 if self.fc.weight.dtype == torch.float64 else torch.float32)
         if self.resize == "tensorflow":
             return (resize_like_tensorflow1(x) - 128) / 128
         if self.resize == "clean":
@@ -357,6 +422,7 @@ class FIDInceptionV3(FrozenBackbone):
     def forward(self, images: Tensor) -> InceptionFeatures:
         """Return the pool3 features and unbiased logits of ``images`` (values in [0, 255])."""
         x = self.preprocess(images)
+        x = x.to(self.fc.weight.dtype).contiguous(memory_format=self._layout(x.device))
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.backbones.base import MEMORY_FORMATS, FrozenBackbone, preferred_memory_format
 from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
 from percep_lightning.functional._images import check_min_size
 
@@ -85,7 +85,6 @@ def layer_index(arch: str, name: str) -> int:
 MemoryFormatArg = Literal["auto", "measure", "channels_last", "contiguous"]
 """How a trunk lays out its weights and inputs: ``"auto"`` follows :func:`preferred_memory_format`'s rule,
 ``"measure"`` times both layouts once per process, the other two fix the layout."""
-_MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 _MEASURED: dict[tuple[str, int, torch.dtype], torch.memory_format] = {}
 
 
@@ -142,9 +141,9 @@ class TorchvisionFeatures(FrozenBackbone):
             layers = [layers]
         if not layers:
             raise ValueError("Expected `layers` to name at least one layer, but got none.")
-        if memory_format not in ("auto", "measure", *_MEMORY_FORMATS):
+        if memory_format not in ("auto", "measure", *MEMORY_FORMATS):
             raise ValueError(
-                f"Expected `memory_format` to be one of {('auto', 'measure', *_MEMORY_FORMATS)}, but got "
+                f"Expected `memory_format` to be one of {('auto', 'measure', *MEMORY_FORMATS)}, but got "
                 f"{memory_format!r}."
             )
         self.arch = arch
@@ -245,8 +244,8 @@ class TorchvisionFeatures(FrozenBackbone):
         check_min_size(images, names, self.min_size, f"{self.arch} up to {self.deepest}")
 
     def _layout(self, x: Tensor) -> torch.memory_format:
-        if self.memory_format in _MEMORY_FORMATS:
-            layout = _MEMORY_FORMATS[self.memory_format]
+        if self.memory_format in MEMORY_FORMATS:
+            layout = MEMORY_FORMATS[self.memory_format]
         elif self.memory_format == "measure" and x.device.type == "cpu" and x.dtype in _MEASURED_DTYPES:
             layout = measured_memory_format(self, x.dtype)
         else:
@@ -259,35 +258,6 @@ class TorchvisionFeatures(FrozenBackbone):
 
 
 _MEASURED_DTYPES = (torch.float32, torch.float64)
-
-
-def preferred_memory_format(device: torch.device) -> torch.memory_format:
-    """The layout the backbone losses use on ``device`` by default (``memory_format="auto"``).
-
-    The rule, from the side-by-side runs in ``benchmarks/README.md`` (one table per CPU kind):
-
-    * CUDA: channels-last (cuDNN's tensor-core kernels read NHWC).
-    * CPU with AVX-512 (``torch.backends.cpu.get_cpu_capability()``): channels-last. On the Intel Xeon
-      machines measured, oneDNN's channels-last convolutions, pooling and the losses' channel reductions
-      beat the default layout for VGG, AlexNet and SqueezeNet.
-    * other CPUs (AVX2 and below): torchvision's default layout. On an AMD EPYC run channels-last AlexNet
-      was the slower; whether that follows the instruction set is not established, so pass
-      ``memory_format`` to override.
-    * other devices: the default layout.
-
-    A rule, not a measurement, so that the layout (and float rounding) does not depend on what else
-    the machine was doing at start-up. ``memory_format="measure"`` times both layouts instead, once per
-    process, network and dtype (:func:`measured_memory_format`).
-
-    Example:
-        >>> preferred_memory_format(torch.device("cuda"))
-        torch.channels_last
-    """
-    if device.type == "cuda":
-        return torch.channels_last
-    if device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def measured_memory_format(trunk: TorchvisionFeatures, dtype: torch.dtype) -> torch.memory_format:

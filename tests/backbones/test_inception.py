@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from _inception_reference import INCEPTION_TERMS, torch_fidelity_float64
 from _numerics import assert_float32_close
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
@@ -18,26 +19,6 @@ def inception(inception_weights):
     return FIDInceptionV3(weights=inception_weights)
 
 
-def _torch_fidelity(path, features):
-    """torch-fidelity's extractor computing in float64 (its outputs are then rounded to float32: half an ulp).
-
-    Its ``feature_extractor_internal_dtype="float64"`` option maps to float32 (torch-fidelity 0.4), so the
-    module and its documented internal dtype attribute are set to float64 after construction.
-    """
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    extractor = FeatureExtractorInceptionV3(
-        "inception-v3-compat", features, feature_extractor_weights_path=str(path)
-    )
-    extractor.feature_extractor_internal_dtype = torch.float64
-    return extractor.double()
-
-
-# Float32 round-off accumulates over the network's longest reductions (3 x 3 x 448 taps in Mixed_7) and
-# compounds through its 94 convolution + batch-norm layers.
-INCEPTION_TERMS = 3 * 3 * 448 * 94
-
-
 @pytest.mark.parametrize("size", [(299, 299), (64, 80), (512, 384)])
 def test_resize_matches_torch_fidelity(size):
     x = torch.rand(2, 3, *size) * 255
@@ -47,7 +28,7 @@ def test_resize_matches_torch_fidelity(size):
 
 def test_matches_torch_fidelity(inception, inception_weights, photos):
     images = photos(3, 96, dtype=torch.uint8)
-    reference = _torch_fidelity(inception_weights, ["2048", "logits_unbiased"])
+    reference = torch_fidelity_float64(inception_weights, ["2048", "logits_unbiased"])
     with torch.inference_mode():
         pool3, logits = reference(images)
         ours = inception(images)
@@ -60,10 +41,39 @@ def test_one_forward_equals_two(inception, inception_weights, photos):
     images = photos(2, 64, dtype=torch.uint8)
     with torch.inference_mode():
         both = inception(images)
-        (pool3,) = _torch_fidelity(inception_weights, ["2048"])(images)
-        (logits,) = _torch_fidelity(inception_weights, ["logits_unbiased"])(images)
+        (pool3,) = torch_fidelity_float64(inception_weights, ["2048"])(images)
+        (logits,) = torch_fidelity_float64(inception_weights, ["logits_unbiased"])(images)
     assert_float32_close(both.pool3, pool3.double(), terms=INCEPTION_TERMS)
     assert_float32_close(both.logits_unbiased, logits.double(), terms=INCEPTION_TERMS)
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_both_layouts_match_torch_fidelity(inception_weights, photos, memory_format):
+    images = photos(2, 64, dtype=torch.uint8)
+    net = FIDInceptionV3(weights=inception_weights, memory_format=memory_format)
+    with torch.inference_mode():
+        (pool3,) = torch_fidelity_float64(inception_weights, ["2048"])(images)
+        got = net(images).pool3
+    layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    assert net.Conv2d_2a_3x3.folded_weight.is_contiguous(memory_format=layout)
+    assert_float32_close(got, pool3.double(), terms=INCEPTION_TERMS)
+
+
+def test_folded_batch_norm_follows_casts_and_loads(inception_weights, photos):
+    """The folded convolutions are rebuilt from the official tensors after a cast and after a new load."""
+    images = photos(2, 64, dtype=torch.uint8)
+    with torch.inference_mode():
+        (pool3,) = torch_fidelity_float64(inception_weights, ["2048"])(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = FIDInceptionV3(weights=None)
+    assert not any("folded" in key for key in net.state_dict())  # the file format is unchanged
+    net.load_state_dict(torch.load(inception_weights, weights_only=True))
+    net.double()
+    with torch.inference_mode():
+        got = net(images).pool3
+    # float64 throughout (the fold is computed in float64 from the loaded tensors): far below float32 error
+    torch.testing.assert_close(got.double(), pool3.double(), rtol=0, atol=1e-9 * float(pool3.abs().max()))
 
 
 def test_frozen_and_eval(inception):
@@ -77,6 +87,10 @@ def test_bad_input_and_options(inception):
         inception(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"Expected `resize` to be one of \(.*'clean'.*\), but got 'area'"):
         FIDInceptionV3(weights=None, resize="area")
+    with pytest.raises(
+        ValueError, match=r"Expected `memory_format` to be one of \(.*'channels_last'.*\), but got 'nhwc'"
+    ):
+        FIDInceptionV3(weights=None, memory_format="nhwc")
 
 
 def test_wrong_file_named(tmp_path, torchvision_weights):

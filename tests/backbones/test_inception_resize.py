@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _inception_reference import INCEPTION_TERMS
 from _numerics import assert_float32_close
 
 from percep_lightning.backbones import RESIZE_MODES, FIDInceptionV3
@@ -64,10 +65,6 @@ def _pytorch_fid_network(path):
             [pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True
         )
     return model.double().eval()
-
-
-# as for the FID Inception parity with torch-fidelity (tests/backbones/test_inception.py)
-INCEPTION_TERMS = 3 * 3 * 448 * 94
 
 
 @pytest.mark.slow
