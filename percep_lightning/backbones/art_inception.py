@@ -21,6 +21,7 @@ import torchvision
 from torch import Tensor, nn
 
 from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.backbones.folded import ConvBN, FoldedBatchNorms, LayoutArg, check_layout
 from percep_lightning.backbones.weights import WeightsArg, resolve_state_dict
 
 ART_INCEPTION_SIZE = 512
@@ -88,7 +89,7 @@ def resize_shorter_side(images: Tensor, size: int = ART_INCEPTION_SIZE) -> Tenso
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(images.device)
 
 
-class ArtInception(FrozenBackbone):
+class ArtInception(FoldedBatchNorms, FrozenBackbone):
     """The frozen art-trained Inception v3 of ArtFID, returning 2048-d pooled features.
 
     Args:
@@ -99,6 +100,10 @@ class ArtInception(FrozenBackbone):
             mis-shaped trunk weight is an error, since the features would silently be random.
         resize: the shorter-side length the images are resized to first (StyleID: 512), or ``None`` to
             feed them at their own size.
+        memory_format: ``"auto"`` (default: :func:`~percep_lightning.backbones.preferred_memory_format`'s
+            rule for the input's device), ``"channels_last"`` or ``"contiguous"``. The batch norms are
+            folded into their convolutions (:mod:`~percep_lightning.backbones.folded`); values agree with
+            torchvision's network to float32 round-off.
 
     Shape:
         - Input: ``(N, 3, H, W)`` ``uint8`` pixels in [0, 255] (the resize works on 8-bit images, as
@@ -118,8 +123,15 @@ class ArtInception(FrozenBackbone):
         torch.Size([1, 2048])
     """
 
-    def __init__(self, weights: WeightsArg = "default", resize: int | None = ART_INCEPTION_SIZE) -> None:
+    def __init__(
+        self,
+        weights: WeightsArg = "default",
+        resize: int | None = ART_INCEPTION_SIZE,
+        memory_format: LayoutArg = "auto",
+    ) -> None:
         super().__init__()
+        check_layout(memory_format)
+        self.memory_format = memory_format
         if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 75):
             raise ValueError(
                 f"Expected `resize` to be None or an integer >= 75 (the network's smallest input), but got {resize!r}."
@@ -129,7 +141,7 @@ class ArtInception(FrozenBackbone):
             num_classes=1000, aux_logits=True, transform_input=False, init_weights=False
         )
         for name in _TRUNK:
-            setattr(self, name, getattr(reference, name))
+            setattr(self, name, _folded(getattr(reference, name)))
         self.AuxLogits1 = reference.AuxLogits
         self.AuxLogits2 = copy.deepcopy(reference.AuxLogits)
         self.fc1 = nn.Linear(2048, 1000)
@@ -145,6 +157,8 @@ class ArtInception(FrozenBackbone):
                     nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
         else:
             self._load(state, source)
+        self.refold()
+        self.watch_loads()
         self.freeze()
 
     def _load(self, state: Mapping[str, Tensor], source: str) -> None:
@@ -192,7 +206,17 @@ class ArtInception(FrozenBackbone):
 
     def forward(self, images: Tensor) -> Tensor:
         """Return the ``(N, 2048)`` pooled features of ``uint8`` images."""
-        x = self.preprocess(images)
+        x = self.in_layout(self.preprocess(images))
         for name in _TRUNK:
             x = getattr(self, name)(x)
         return x.mean(dim=(2, 3)).float()
+
+
+def _folded(module: nn.Module) -> nn.Module:
+    """``module`` with every torchvision ``BasicConv2d`` (conv, bn, ReLU) replaced by a folded :class:`ConvBN`
+    holding the same ``conv`` and ``bn`` (the state-dict keys do not change)."""
+    if isinstance(module, torchvision.models.inception.BasicConv2d):
+        return ConvBN(module.conv, module.bn)
+    for name, child in module.named_children():
+        setattr(module, name, _folded(child))
+    return module

@@ -33,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from percep_lightning.backbones.base import MEMORY_FORMATS, FrozenBackbone, preferred_memory_format
+from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.backbones.folded import ConvBN, FoldedBatchNorms, LayoutArg, check_layout
 from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
 
 INCEPTION_SIZE = 299
 ResizeMode = Literal["tensorflow", "pytorch_fid", "clean", "bilinear"]
 RESIZE_MODES: tuple[str, ...] = ("tensorflow", "pytorch_fid", "clean", "bilinear")
 """The accepted ``resize`` values, in the order the documentation lists them."""
-LayoutArg = Literal["auto", "channels_last", "contiguous"]
 
 
 def check_resize(resize: object) -> None:
@@ -66,41 +66,6 @@ class InceptionFeatures(NamedTuple):
     logits_unbiased: Tensor
 
 
-class _ConvBN(nn.Module):
-    """Convolution without bias, BatchNorm (eps 1e-3, TensorFlow's), ReLU.
-
-    The official file stores the convolution and the batch norm apart (``conv.weight``, ``bn.*``), and
-    they stay the source of truth. Frozen in eval mode, the batch norm is a per-channel affine map, so
-    :meth:`fold` merges it into the convolution (weights and bias computed in float64, then rounded to
-    the module's dtype) and ``forward`` runs one convolution with a bias instead of a convolution and a
-    second pass over its output: the same function, rounded once instead of twice.
-    """
-
-    def __init__(
-        self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding=0
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=0.001)
-        self.register_buffer("folded_weight", torch.empty(0), persistent=False)
-        self.register_buffer("folded_bias", torch.empty(0), persistent=False)
-
-    @torch.no_grad()
-    def fold(self) -> None:
-        """Recompute the folded convolution from ``conv`` and ``bn`` (keeping their dtype, device, layout)."""
-        bn, weight = self.bn, self.conv.weight
-        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        folded = torch.empty_like(weight)  # same dtype, device and memory format as the convolution
-        folded.copy_(weight.double() * scale.view(-1, 1, 1, 1))
-        self.folded_weight = folded
-        self.folded_bias = (bn.bias.double() - bn.running_mean.double() * scale).to(weight.dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        conv = self.conv
-        y = F.conv2d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding)
-        return F.relu(y, inplace=True)
-
-
 def _avg_pool_same(x: Tensor) -> Tensor:
     # TensorFlow's average pool divides by the number of real (unpadded) pixels.
     return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
@@ -111,13 +76,13 @@ class _MixedA(nn.Module):
 
     def __init__(self, cin: int, pool_features: int) -> None:
         super().__init__()
-        self.branch1x1 = _ConvBN(cin, 64, 1)
-        self.branch5x5_1 = _ConvBN(cin, 48, 1)
-        self.branch5x5_2 = _ConvBN(48, 64, 5, padding=2)
-        self.branch3x3dbl_1 = _ConvBN(cin, 64, 1)
-        self.branch3x3dbl_2 = _ConvBN(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = _ConvBN(96, 96, 3, padding=1)
-        self.branch_pool = _ConvBN(cin, pool_features, 1)
+        self.branch1x1 = ConvBN.build(cin, 64, 1)
+        self.branch5x5_1 = ConvBN.build(cin, 48, 1)
+        self.branch5x5_2 = ConvBN.build(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = ConvBN.build(cin, 64, 1)
+        self.branch3x3dbl_2 = ConvBN.build(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = ConvBN.build(96, 96, 3, padding=1)
+        self.branch_pool = ConvBN.build(cin, pool_features, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat(
@@ -136,10 +101,10 @@ class _ReductionA(nn.Module):
 
     def __init__(self, cin: int) -> None:
         super().__init__()
-        self.branch3x3 = _ConvBN(cin, 384, 3, stride=2)
-        self.branch3x3dbl_1 = _ConvBN(cin, 64, 1)
-        self.branch3x3dbl_2 = _ConvBN(64, 96, 3, padding=1)
-        self.branch3x3dbl_3 = _ConvBN(96, 96, 3, stride=2)
+        self.branch3x3 = ConvBN.build(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = ConvBN.build(cin, 64, 1)
+        self.branch3x3dbl_2 = ConvBN.build(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = ConvBN.build(96, 96, 3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat(
@@ -158,16 +123,16 @@ class _MixedC(nn.Module):
     def __init__(self, cin: int, c7: int) -> None:
         super().__init__()
         row, col = ((1, 7), (0, 3)), ((7, 1), (3, 0))
-        self.branch1x1 = _ConvBN(cin, 192, 1)
-        self.branch7x7_1 = _ConvBN(cin, c7, 1)
-        self.branch7x7_2 = _ConvBN(c7, c7, row[0], padding=row[1])
-        self.branch7x7_3 = _ConvBN(c7, 192, col[0], padding=col[1])
-        self.branch7x7dbl_1 = _ConvBN(cin, c7, 1)
-        self.branch7x7dbl_2 = _ConvBN(c7, c7, col[0], padding=col[1])
-        self.branch7x7dbl_3 = _ConvBN(c7, c7, row[0], padding=row[1])
-        self.branch7x7dbl_4 = _ConvBN(c7, c7, col[0], padding=col[1])
-        self.branch7x7dbl_5 = _ConvBN(c7, 192, row[0], padding=row[1])
-        self.branch_pool = _ConvBN(cin, 192, 1)
+        self.branch1x1 = ConvBN.build(cin, 192, 1)
+        self.branch7x7_1 = ConvBN.build(cin, c7, 1)
+        self.branch7x7_2 = ConvBN.build(c7, c7, row[0], padding=row[1])
+        self.branch7x7_3 = ConvBN.build(c7, 192, col[0], padding=col[1])
+        self.branch7x7dbl_1 = ConvBN.build(cin, c7, 1)
+        self.branch7x7dbl_2 = ConvBN.build(c7, c7, col[0], padding=col[1])
+        self.branch7x7dbl_3 = ConvBN.build(c7, c7, row[0], padding=row[1])
+        self.branch7x7dbl_4 = ConvBN.build(c7, c7, col[0], padding=col[1])
+        self.branch7x7dbl_5 = ConvBN.build(c7, 192, row[0], padding=row[1])
+        self.branch_pool = ConvBN.build(cin, 192, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
@@ -182,12 +147,12 @@ class _ReductionB(nn.Module):
 
     def __init__(self, cin: int) -> None:
         super().__init__()
-        self.branch3x3_1 = _ConvBN(cin, 192, 1)
-        self.branch3x3_2 = _ConvBN(192, 320, 3, stride=2)
-        self.branch7x7x3_1 = _ConvBN(cin, 192, 1)
-        self.branch7x7x3_2 = _ConvBN(192, 192, (1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = _ConvBN(192, 192, (7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = _ConvBN(192, 192, 3, stride=2)
+        self.branch3x3_1 = ConvBN.build(cin, 192, 1)
+        self.branch3x3_2 = ConvBN.build(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = ConvBN.build(cin, 192, 1)
+        self.branch7x7x3_2 = ConvBN.build(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = ConvBN.build(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = ConvBN.build(192, 192, 3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
         b7 = self.branch7x7x3_1(x)
@@ -204,15 +169,15 @@ class _MixedE(nn.Module):
     def __init__(self, cin: int, max_pool: bool) -> None:
         super().__init__()
         self.max_pool = max_pool
-        self.branch1x1 = _ConvBN(cin, 320, 1)
-        self.branch3x3_1 = _ConvBN(cin, 384, 1)
-        self.branch3x3_2a = _ConvBN(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3_2b = _ConvBN(384, 384, (3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = _ConvBN(cin, 448, 1)
-        self.branch3x3dbl_2 = _ConvBN(448, 384, 3, padding=1)
-        self.branch3x3dbl_3a = _ConvBN(384, 384, (1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = _ConvBN(384, 384, (3, 1), padding=(1, 0))
-        self.branch_pool = _ConvBN(cin, 192, 1)
+        self.branch1x1 = ConvBN.build(cin, 320, 1)
+        self.branch3x3_1 = ConvBN.build(cin, 384, 1)
+        self.branch3x3_2a = ConvBN.build(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = ConvBN.build(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = ConvBN.build(cin, 448, 1)
+        self.branch3x3dbl_2 = ConvBN.build(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = ConvBN.build(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = ConvBN.build(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = ConvBN.build(cin, 192, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         b3 = self.branch3x3_1(x)
@@ -300,7 +265,7 @@ def resize_like_clean_fid(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
     return torch.from_numpy(out.clip(0, 255)).to(x.device)
 
 
-class FIDInceptionV3(FrozenBackbone):
+class FIDInceptionV3(FoldedBatchNorms, FrozenBackbone):
     """The frozen FID Inception v3, returning pool3 features and unbiased logits in one pass.
 
     Args:
@@ -316,7 +281,7 @@ class FIDInceptionV3(FrozenBackbone):
             (channels-last on CUDA and AVX-512 CPUs), or ``"channels_last"`` / ``"contiguous"``. Values
             agree across layouts to float32 round-off.
 
-    The batch norms are folded into their convolutions (see ``_ConvBN``), from the official tensors,
+    The batch norms are folded into their convolutions (:mod:`~percep_lightning.backbones.folded`), from the official tensors,
     whenever the weights are loaded or cast.
 
     Shape:
@@ -336,17 +301,14 @@ class FIDInceptionV3(FrozenBackbone):
     ) -> None:
         super().__init__()
         check_resize(resize)
-        if memory_format not in ("auto", *MEMORY_FORMATS):
-            raise ValueError(
-                f"Expected `memory_format` to be one of {('auto', *MEMORY_FORMATS)}, but got {memory_format!r}."
-            )
+        check_layout(memory_format)
         self.resize = resize
         self.memory_format = memory_format
-        self.Conv2d_1a_3x3 = _ConvBN(3, 32, 3, stride=2)
-        self.Conv2d_2a_3x3 = _ConvBN(32, 32, 3)
-        self.Conv2d_2b_3x3 = _ConvBN(32, 64, 3, padding=1)
-        self.Conv2d_3b_1x1 = _ConvBN(64, 80, 1)
-        self.Conv2d_4a_3x3 = _ConvBN(80, 192, 3)
+        self.Conv2d_1a_3x3 = ConvBN.build(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = ConvBN.build(32, 32, 3)
+        self.Conv2d_2b_3x3 = ConvBN.build(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = ConvBN.build(64, 80, 1)
+        self.Conv2d_4a_3x3 = ConvBN.build(80, 192, 3)
         self.Mixed_5b = _MixedA(192, pool_features=32)
         self.Mixed_5c = _MixedA(256, pool_features=64)
         self.Mixed_5d = _MixedA(288, pool_features=64)
@@ -366,30 +328,9 @@ class FIDInceptionV3(FrozenBackbone):
         else:
             check_state_dict(self, state, source, "inception_fid")
             self.load_state_dict(state, strict=True)
-        self.register_load_state_dict_post_hook(lambda module, keys: module._fold())
-        self._fold()
+        self.refold()
+        self.watch_loads()
         self.freeze()
-
-    def _fold(self) -> None:
-        for module in self.modules():
-            if isinstance(module, _ConvBN):
-                module.fold()
-
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # A cast or move of the official tensors refolds from them (a float64 copy keeps float64 accuracy).
-        result = super()._apply(fn, *args, **kwargs)
-        self._fold()
-        return result
-
-    def _layout(self, device: torch.device) -> torch.memory_format:
-        if self.memory_format == "auto":
-            layout = preferred_memory_format(device)
-        else:
-            layout = MEMORY_FORMATS[self.memory_format]
-        if not self.Conv2d_2a_3x3.folded_weight.is_contiguous(memory_format=layout):
-            with torch.inference_mode(False), torch.no_grad():
-                self.to(memory_format=layout)
-        return layout
 
     def _variance_preserving_init(self) -> None:
         # PyTorch's default convolution init shrinks activations at every layer; through 94 layers the
@@ -422,7 +363,7 @@ class FIDInceptionV3(FrozenBackbone):
     def forward(self, images: Tensor) -> InceptionFeatures:
         """Return the pool3 features and unbiased logits of ``images`` (values in [0, 255])."""
         x = self.preprocess(images)
-        x = x.to(self.fc.weight.dtype).contiguous(memory_format=self._layout(x.device))
+        x = self.in_layout(x)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
