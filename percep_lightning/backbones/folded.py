@@ -8,8 +8,8 @@ second full pass over every activation map (a tenth of the network's CPU time) d
 
 The official tensors (``conv.weight``, ``bn.*``) stay the module's state and the only thing in its
 ``state_dict``, so weight files load unchanged; the folded copies are non-persistent buffers rebuilt from
-them in float64 after every load and every cast or move. Values equal the unfolded network to the
-module dtype's round-off.
+them in float64 after every load and every cast (they follow moves and layout changes as any buffer).
+Values equal the unfolded network to the module dtype's round-off.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class ConvBN(nn.Module):
         self.bn = bn
         self.register_buffer("folded_weight", torch.empty(0), persistent=False)
         self.register_buffer("folded_bias", torch.empty(0), persistent=False)
+        self.folded_dtype: torch.dtype | None = None  # the dtype of the last fold
 
     @classmethod
     def build(
@@ -69,6 +70,7 @@ class ConvBN(nn.Module):
         folded.copy_(weight.double() * scale.view(-1, 1, 1, 1))
         self.folded_weight = folded
         self.folded_bias = (bn.bias.double() - bn.running_mean.double() * scale).to(weight.dtype)
+        self.folded_dtype = weight.dtype
 
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
@@ -96,7 +98,7 @@ class FoldedBatchNorms(nn.Module):
     memory_format: LayoutArg = "auto"
 
     def refold(self) -> None:
-        """Rebuild every block's folded convolution (after a load; casts and moves do it themselves)."""
+        """Rebuild every block's folded convolution (after a load; casts do it themselves)."""
         for module in self.modules():
             if isinstance(module, ConvBN):
                 module.fold()
@@ -106,9 +108,12 @@ class FoldedBatchNorms(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, keys: module.refold())
 
     def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> Any:
-        # A cast or move of the official tensors refolds from them (a float64 copy keeps float64 accuracy).
+        # The folded buffers follow moves and layout changes themselves; a cast refolds from the official
+        # tensors instead (a float64 copy then has float64 accuracy, not a float32 fold widened).
         result = super()._apply(fn, *args, **kwargs)
-        self.refold()
+        for module in self.modules():
+            if isinstance(module, ConvBN) and module.folded_dtype != module.conv.weight.dtype:
+                module.fold()
         return result
 
     def in_layout(self, x: Tensor) -> Tensor:
