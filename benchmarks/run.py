@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 import torch
 
 from benchmarks.assets import Assets
+from benchmarks.callback_metrics import callback_benches
 from benchmarks.config import FULL_CPU, FULL_CUDA, QUICK, Config
 from benchmarks.evaluation import evaluation_benches
 from benchmarks.harness import VARIANTS, Bench, Env, Row, run_bench
@@ -41,7 +42,12 @@ PACKAGES = ("percep-lightning", "pytorch-msssim", "piq", "kornia", "torchmetrics
 
 
 def all_benches(cfg: Config, assets: Assets) -> list[Bench]:
-    return [*loss_benches(cfg, assets), *metric_benches(cfg, assets), *evaluation_benches(cfg, assets)]
+    return [
+        *loss_benches(cfg, assets),
+        *metric_benches(cfg, assets),
+        *callback_benches(cfg, assets),
+        *evaluation_benches(cfg, assets),
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

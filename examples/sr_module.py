@@ -14,9 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from percep_lightning.functional.pixel import psnr
-from percep_lightning.functional.ssim import ssim
-
 
 def _upscale_bicubic(x: Tensor, scale: int) -> Tensor:
     return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
@@ -95,8 +92,9 @@ class SuperResolutionModule(L.LightningModule):
     """Train ``net`` with a perceptual :class:`~percep_lightning.losses.CompositeLoss`.
 
     ``training_step`` logs every part of the loss (``train/loss/<part>``, per step and per epoch)
-    through the loss's own ``log_parts``; ``validation_step`` logs PSNR and SSIM and returns ``{"preds", "target"}`` in [0, 1], the
-    dict that :class:`~percep_lightning.callbacks.ImageMetricsCallback` reads FID, IS and CFSD from.
+    through the loss's own ``log_parts``; ``validation_step`` returns ``{"preds", "target"}`` in [0, 1], the
+    dict that :class:`~percep_lightning.callbacks.ImageMetricsCallback` reads its metrics from (the example
+    config asks for FID, IS, CFSD, PSNR and SSIM).
 
     Args:
         net: the super-resolution network, ``(N, 3, h, w) -> (N, 3, h * s, w * s)``.
@@ -130,12 +128,7 @@ class SuperResolutionModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         preds = self.net(batch["lr"]).float().clamp(0, 1)
-        target = batch["hr"].float()
-        # Full-reference metrics: meaningful with or without pretrained backbones.
-        log = {"batch_size": len(preds), "sync_dist": True}
-        self.log("val/psnr", psnr(preds, target, data_range=1.0), prog_bar=True, **log)
-        self.log("val/ssim", ssim(preds, target, data_range=1.0), **log)
-        return {"preds": preds, "target": target}  # read by ImageMetricsCallback (FID, IS, CFSD)
+        return {"preds": preds, "target": batch["hr"].float()}  # read by ImageMetricsCallback
 
     def configure_optimizers(self) -> Any:
         # Only the network: the loss and its frozen backbones are never optimised.

@@ -37,7 +37,17 @@ def _needed_weights(node: DictConfig, field: str) -> set[str]:
         metrics = set(node.get("metrics") or _IMAGE_METRICS_DEFAULT)
         if field == "vgg_weights":
             return {"vgg19"} if "cfsd" in metrics else set()
-        return {"inception_fid"} if metrics & {"fid", "is"} else set()
+        if field == "lpips_weights":
+            return (
+                {_LPIPS_TRUNKS.get(str(node.get("lpips_net", "alex")), "alexnet")}
+                if "lpips" in metrics
+                else set()
+            )
+        if field == "art_inception_weights":
+            return {"art_inception"} if "artfid" in metrics else set()
+        if field == "art_lpips_weights":
+            return {"alexnet"} if "artfid" in metrics else set()
+        return {"inception_fid"} if metrics & {"fid", "is", "kid"} else set()
     if target == "LPIPSLoss":
         return {_LPIPS_TRUNKS.get(str(node.get("net", "alex")), "alexnet")}
     if target == "VGGPerceptualLoss":

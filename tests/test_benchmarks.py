@@ -18,12 +18,17 @@ pytestmark = pytest.mark.slow  # every contender once, incl. a Lightning validat
 def _expected_rows() -> list[str]:
     sys.path.insert(0, str(ROOT))
     try:
+        from benchmarks.callback_metrics import callback_benches
         from benchmarks.config import QUICK
         from benchmarks.losses import loss_benches
         from benchmarks.metrics import metric_benches
     finally:
         sys.path.remove(str(ROOT))
-    benches = [*loss_benches(QUICK, None), *metric_benches(QUICK, None)]  # type: ignore[arg-type]
+    benches = [
+        *loss_benches(QUICK, None),  # type: ignore[arg-type]
+        *metric_benches(QUICK, None),  # type: ignore[arg-type]
+        *callback_benches(QUICK, None),  # type: ignore[arg-type]
+    ]
     return [phase.name for b in benches for phase in b.phases or ()] + [
         b.name for b in benches if not b.phases
     ]
@@ -47,7 +52,8 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
     for row in _expected_rows():
         assert f"**{row}**" in text, f"row {row!r} missing from the table"
     for target in ("SSIM <=", "MS-SSIM <=", "VGG perceptual <=", "LPIPS alex <=", "FID + IS epoch 1 <=",
-                   "FID + IS epoch 2 <=", "FID compute"):  # fmt: skip
+                   "FID + IS epoch 2 <=", "FID compute", "FID + IS + KID epoch 1 <=", "FID + IS + KID epoch 2 <=",
+                   "Streaming LPIPS in the callback <="):  # fmt: skip
         assert f"| {target}" in text, f"target {target!r} missing"
     table = text[text.index("All rows:") :]
     assert "ERROR" not in table, table

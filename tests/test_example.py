@@ -60,7 +60,8 @@ def test_example_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     # Metrics logged: the image metrics, the PSNR and every loss part.
     with open(tmp_path / "csv" / "metrics.csv", newline="") as f:
         columns = set(next(csv.reader(f)))
-    assert {"val/fid", "val/is", "val/is_std", "val/cfsd", "val/psnr"} <= columns
+    # all from the callback, PSNR and SSIM included
+    assert {"val/fid", "val/is", "val/is_std", "val/cfsd", "val/psnr", "val/ssim"} <= columns
     parts = {c for c in columns if c.startswith("train/loss/")}
     assert len(parts) >= 2, columns
     history = result["history"]

@@ -1,8 +1,9 @@
-r"""FID, Inception Score and CFSD logged at the end of every validation (and test) epoch, exact under DDP.
+r"""Image metrics (FID, IS, KID, CFSD, PSNR, SSIM, MS-SSIM, LPIPS, ArtFID) logged at the end of every
+validation (and test) epoch, exact under DDP.
 
 The callback reads images from what ``validation_step`` / ``test_step`` returns, feeds the metrics of
-:mod:`percep_lightning.metrics` and logs ``val/fid``, ``val/is``, ``val/is_std`` and ``val/cfsd`` (``test/...``
-under ``trainer.test()``). Its collaborators each hold one concern: :mod:`.metric_table` (which metrics
+:mod:`percep_lightning.metrics` and logs ``val/<name>`` (``val/fid``, ``val/is``, ``val/is_std``, ...;
+``test/...`` under ``trainer.test()``). Its collaborators each hold one concern: :mod:`.metric_table` (which metrics
 exist, what they read and log), :mod:`.sample_plan` (which images a process keeps under DDP),
 :mod:`.real_stats` (the cached real statistics) and :mod:`.step_outputs` (reading the step outputs).
 
@@ -29,7 +30,13 @@ from torchmetrics import Metric
 
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode, check_resize
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.callbacks.metric_table import METRICS, CallbackMetric, MetricOptions
+from percep_lightning.callbacks.metric_table import (
+    DEFAULT_METRICS,
+    METRICS,
+    ROLE_KEYS,
+    CallbackMetric,
+    MetricOptions,
+)
 from percep_lightning.callbacks.real_stats import (
     RealStats,
     RealStatsStore,
@@ -39,7 +46,11 @@ from percep_lightning.callbacks.real_stats import (
 )
 from percep_lightning.callbacks.sample_plan import SamplePlan, plan_samples
 from percep_lightning.callbacks.step_outputs import Extractor, extract_images
-from percep_lightning.metrics import FrechetInceptionDistance, SharedInception
+from percep_lightning.functional._checks import check_choice
+from percep_lightning.functional._paired import Channel, check_channel, check_crop_border
+from percep_lightning.functional.fid import feature_statistics, feature_sums
+from percep_lightning.losses.lpips import LPIPS_NETS
+from percep_lightning.metrics import FrechetInceptionDistance, KernelInceptionDistance, SharedInception
 from percep_lightning.metrics._images import Quantize, check_quantize, to_uint8
 
 METRIC_NAMES = tuple(METRICS)
@@ -54,12 +65,12 @@ class _Epoch:
     plan: SamplePlan
     seen: int = 0
     real_key: str | None = None  # the real-statistics key when caching is on this epoch
-    cached_real: bool = False  # FID's real side fixed from the store
+    cached_real: bool = False  # FID's and KID's real sides fixed from the store
     fingerprint: Tensor | None = None
 
 
 class ImageMetricsCallback(Callback):
-    r"""Log FID, Inception Score and CFSD at the end of each validation (and test) epoch, on one or many processes.
+    r"""Log image metrics at the end of each validation (and test) epoch, on one or many processes.
 
     Add it to the ``Trainer`` and return a dict from ``validation_step`` (and ``test_step``)::
 
@@ -69,17 +80,36 @@ class ImageMetricsCallback(Callback):
 
         trainer = Trainer(callbacks=[ImageMetricsCallback(weights="pt_inception-2015-12-05-6726825d.pth")])
 
-    Images are ``uint8`` in [0, 255] or float in [0, 1], ``(N, 3, H, W)`` (or one channel). FID compares
-    ``preds`` with ``target``; IS scores ``preds``; CFSD compares the structure of ``preds`` with the
-    ``content`` images (``content_key``, by default the ``target`` images). One Inception forward per image
-    feeds both FID and IS (:class:`~percep_lightning.metrics.SharedInception`).
+    Images are ``uint8`` in [0, 255] or float in [0, 1], ``(N, 3, H, W)`` (or one channel). The metrics, by
+    name (what each reads; what it logs after the prefix):
+
+    ============= ======================= ==============================================
+    name          images (keys)           logs
+    ============= ======================= ==============================================
+    ``fid``       preds, target           ``fid``
+    ``is``        preds                   ``is``, ``is_std``
+    ``kid``       preds, target           ``kid``, ``kid_std``
+    ``cfsd``      preds, content          ``cfsd``
+    ``psnr``      preds, target           ``psnr`` (dB, the mean of per-image values)
+    ``ssim``      preds, target           ``ssim``
+    ``ms_ssim``   preds, target           ``ms_ssim``
+    ``lpips``     preds, target           ``lpips``
+    ``artfid``    preds, content, style   ``artfid``, ``artfid_fid``, ``artfid_lpips``
+    ============= ======================= ==============================================
+
+    ``content`` is ``content_key`` (by default the ``target`` images) and ``style`` is ``style_key``. One
+    Inception forward per image feeds FID, IS and KID together
+    (:class:`~percep_lightning.metrics.SharedInception`). PSNR, SSIM, MS-SSIM and LPIPS average per image
+    over the whole epoch (:mod:`percep_lightning.metrics`), with ``channel`` / ``crop_border`` as
+    super-resolution papers report them; ArtFID is StyleID's (Wright & Ommer 2022).
 
     Early errors: at the start of every evaluation (the sanity check included) the callback checks that the
     evaluation set holds enough images for the metrics, and during the sanity check it validates the step
     outputs (a dict or ``extractor``, keys present, ``(N, 1 or 3, H, W)``, uint8 or float in [0, 1] up to a
     rounding tolerance) without computing metrics.
 
-    Real statistics: they are computed in the first epoch and reused while the evaluation set is unchanged
+    Real statistics (FID's mean and covariance; with KID also the per-image pool3 features of the real
+    images): they are computed in the first epoch and reused while the evaluation set is unchanged
     (``cache_real_stats``); the key is a hash of everything they depend on (Inception weights, resize,
     quantisation, dataset type, length and a digest of a few samples, ``max_samples``, the batch limit and
     the target key). At the end of an epoch that reused them, a checksum of the target images seen is
@@ -87,21 +117,25 @@ class ImageMetricsCallback(Callback):
     is switched off for the run. Checkpoints hold only the key and a file name (a few hundred bytes): the
     statistics are written once as a pytorch-fid ``.npz`` into ``real_stats_dir`` (a folder shared by runs,
     written at once and read by key), or by default into ``<log_dir or default_root_dir>/real_stats`` when
-    a checkpoint is saved. A resumed run reads that file and logs the same values as an uninterrupted one;
+    a checkpoint is saved (KID adds 8 KB per real image to the file, not to checkpoints). A resumed run reads
+    that file and logs the same values as an uninterrupted one;
     when the file is gone it recomputes the statistics (one info line).
 
     Distributed runs: the duplicates that ``DistributedSampler`` pads the last batches with are dropped
     (:mod:`percep_lightning.callbacks.sample_plan`), so the values on several processes equal those on one
-    process (for FID and CFSD always; for IS when the sampler does not shuffle, Lightning's default). With
+    process (for FID, KID and the paired metrics always; for IS when the sampler does not shuffle, Lightning's
+    default). With
     ``use_distributed_sampler=False`` duplicates cannot be recognised: a warning is given and every image
     each process sees is counted. Warnings of the metrics and backbones (random weights, rank-deficient
     covariance) are given once per run, on rank zero.
 
     Args:
-        metrics: which of ``"fid"``, ``"is"``, ``"cfsd"`` to compute.
+        metrics: which of ``"fid"``, ``"is"``, ``"kid"``, ``"cfsd"``, ``"psnr"``, ``"ssim"``, ``"ms_ssim"``,
+            ``"lpips"``, ``"artfid"`` to compute (see the table above).
         preds_key: key of the generated images in the step output.
-        target_key: key of the real images (FID, and CFSD's content when ``content_key`` is ``None``).
-        content_key: key of the content images for CFSD; ``None`` uses ``target_key``.
+        target_key: key of the real images (FID, KID, the reference of PSNR/SSIM/MS-SSIM/LPIPS, and the
+            content images when ``content_key`` is ``None``).
+        content_key: key of the content images for CFSD and ArtFID; ``None`` uses ``target_key``.
         every_n_epochs: compute on every n-th validation epoch only (``(epoch + 1) % n == 0``); ``trainer.validate``
             and ``trainer.test`` always compute.
         max_samples: at most this many images per epoch (the first ones of the dataset, the same on any number
@@ -125,24 +159,39 @@ class ImageMetricsCallback(Callback):
         real_stats_dir: a folder shared by runs for the statistics files (``None``: the run's folder).
         cfsd_chunk_size: rows of the CFSD similarity matrix processed at once (``None``: the metric's
             default), bounding its memory at high resolution.
+        style_key: key of the style images for ArtFID (its FID term compares ``preds`` with them).
+        kid_subsets: the number of random KID subsets (torch-fidelity: 100).
+        kid_subset_size: the images per side in a KID subset (torch-fidelity: 1000); a smaller epoch uses
+            all its images, with one warning.
+        channel: what PSNR, SSIM and MS-SSIM compare: ``"rgb"``, ``"y"`` (BT.601 luma, as super-resolution
+            papers report) or ``"per_channel"``; see :func:`~percep_lightning.functional.psnr`.
+        crop_border: pixels removed from every side before PSNR, SSIM and MS-SSIM (SR papers: the scale).
+        lpips_net: the LPIPS network, ``"alex"``, ``"vgg"`` or ``"squeeze"``.
+        lpips_weights: the torchvision weights of that network's trunk (``"default"``, a path, ``None``).
+        art_inception_weights: the art Inception weights of ArtFID (``"default"``: ``art_inception.pth``).
+        art_lpips_weights: the AlexNet weights of ArtFID's LPIPS term (``"default"``: torchvision's).
+        art_resize: the shorter side ArtFID resizes every image to (StyleID: 512), or ``None``.
         inception: an :class:`~percep_lightning.backbones.FIDInceptionV3` to use instead of building one from
             ``weights`` and ``resize``.
 
     Raises:
         ValueError: for an unknown metric name, a missing key needed by a metric, ``every_n_epochs < 1``,
-            ``max_samples`` too small for the metrics, or an unknown ``resize`` / ``quantize``.
-        TypeError: if ``extractor`` is not callable or ``inception`` is not an ``FIDInceptionV3``.
+            ``max_samples`` too small for the metrics, an unknown ``resize`` / ``quantize`` / ``channel`` /
+            ``lpips_net``, a negative ``crop_border``, ``kid_subsets`` / ``kid_subset_size`` below 1 or
+            ``art_resize`` below 75.
+        TypeError: if ``extractor`` is not callable, ``inception`` is not an ``FIDInceptionV3`` or an
+            integer option is not an integer.
 
     Example:
         >>> from percep_lightning.callbacks import ImageMetricsCallback
-        >>> callback = ImageMetricsCallback(metrics=("fid", "is"), is_splits=2, prog_bar=True)
+        >>> callback = ImageMetricsCallback(metrics=("fid", "is", "kid", "psnr"), is_splits=2, channel="y")
         >>> callback.metric_names
-        ('fid', 'is')
+        ('fid', 'is', 'kid', 'psnr')
     """
 
     def __init__(
         self,
-        metrics: Sequence[str] = METRIC_NAMES,
+        metrics: Sequence[str] = DEFAULT_METRICS,
         preds_key: str = "preds",
         target_key: str | None = "target",
         content_key: str | None = None,
@@ -161,6 +210,16 @@ class ImageMetricsCallback(Callback):
         cache_real_stats: bool = True,
         real_stats_dir: str | os.PathLike[str] | None = None,
         cfsd_chunk_size: int | None = None,
+        style_key: str | None = None,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        channel: Channel = "rgb",
+        crop_border: int = 0,
+        lpips_net: str = "alex",
+        lpips_weights: WeightsArg = "default",
+        art_inception_weights: WeightsArg = "default",
+        art_lpips_weights: WeightsArg = "default",
+        art_resize: int | None = 512,
         inception: FIDInceptionV3 | None = None,
     ) -> None:
         super().__init__()
@@ -168,10 +227,8 @@ class ImageMetricsCallback(Callback):
         self.preds_key = preds_key
         self.target_key = target_key
         self.content_key = content_key
-        if "fid" in self.metric_names and target_key is None:
-            raise ValueError("Metric 'fid' needs real images: `target_key` must not be None.")
-        if "cfsd" in self.metric_names and content_key is None and target_key is None:
-            raise ValueError("Metric 'cfsd' needs content images: set `content_key` (or `target_key`).")
+        self.style_key = style_key
+        _check_role_keys(self.metric_names, target_key, content_key, style_key)
         _check_int(every_n_epochs, "every_n_epochs", minimum=1)
         _check_int(is_splits, "is_splits", minimum=1)
         _check_int(dataloader_idx, "dataloader_idx", minimum=0)
@@ -181,6 +238,13 @@ class ImageMetricsCallback(Callback):
         check_quantize(quantize)
         if cfsd_chunk_size is not None:
             _check_int(cfsd_chunk_size, "cfsd_chunk_size", minimum=1)
+        _check_int(kid_subsets, "kid_subsets", minimum=1)
+        _check_int(kid_subset_size, "kid_subset_size", minimum=1)
+        check_channel(channel)
+        check_crop_border(crop_border)
+        check_choice(lpips_net, "lpips_net", tuple(LPIPS_NETS))
+        if art_resize is not None:
+            _check_int(art_resize, "art_resize", minimum=75)
         if inception is not None and not isinstance(inception, FIDInceptionV3):
             raise TypeError(
                 f"Expected `inception` to be an FIDInceptionV3, but got {type(inception).__name__}."
@@ -200,6 +264,15 @@ class ImageMetricsCallback(Callback):
         self.quantize = quantize
         self.cache_real_stats = cache_real_stats
         self.cfsd_chunk_size = cfsd_chunk_size
+        self.kid_subsets = int(kid_subsets)
+        self.kid_subset_size = int(kid_subset_size)
+        self.channel = channel
+        self.crop_border = crop_border
+        self.lpips_net = lpips_net
+        self.lpips_weights = lpips_weights
+        self.art_inception_weights = art_inception_weights
+        self.art_lpips_weights = art_lpips_weights
+        self.art_resize = None if art_resize is None else int(art_resize)
         self._inception = inception
         if max_samples is not None:
             needed = max(self._minimum_images()[0], 1)
@@ -263,7 +336,7 @@ class ImageMetricsCallback(Callback):
             self._metrics = {name: METRICS[name].build(self._options()) for name in self.metric_names}
         if self._inception is not None:
             self._shared = SharedInception(self._inception, quantize=self.quantize)
-            if "fid" in self._metrics and self.cache_real_stats and trainer.is_global_zero:
+            if self._caching_metrics() and self.cache_real_stats and trainer.is_global_zero:
                 # Hashing the weights is cached per file or module; done here, once, not inside an epoch.
                 self._weights_digest = weights_digest(self.weights, self._inception)
 
@@ -331,25 +404,21 @@ class ImageMetricsCallback(Callback):
             self._check_only = True
             return
         epoch = _Epoch(stage, plan)
-        for name, metric in self._metrics.items():
+        for metric in self._metrics.values():
             metric.to(pl_module.device)
             metric.reset()
-            if (
-                METRICS[name].feed == "inception_logits"
-            ):  # every rank takes part in the gather with a 2-D state
-                metric.update_logits(
-                    torch.empty(0, 1008, device=pl_module.device), torch.empty(0, dtype=torch.long)
-                )
-        fid = self._metrics.get("fid")
-        if isinstance(fid, FrechetInceptionDistance):
-            fid.clear_real_statistics()
+            _take_part_in_gathers(metric, pl_module.device)
+        if self._caching_metrics():
             epoch.fingerprint = torch.zeros(3, dtype=torch.long, device=pl_module.device)
+            fid = self._metrics.get("fid")
+            if isinstance(fid, FrechetInceptionDistance):
+                fid.clear_real_statistics()
             if self._cache_allowed(plan):
                 key = self._real_key(trainer, loader, stage) if trainer.is_global_zero else None
                 epoch.real_key = trainer.strategy.broadcast(key, src=0)
                 found = self._store.lookup(epoch.real_key, trainer)
-                if found is not None:
-                    fid.set_real_statistics(found.mu, found.sigma, found.num_samples)
+                if found is not None and (found.features is not None or "kid" not in self._metrics):
+                    self._restore_real(found, trainer)
                     epoch.cached_real = True
         self._epoch = epoch
 
@@ -366,6 +435,7 @@ class ImageMetricsCallback(Callback):
         )
         epoch = self._epoch
         if epoch is None:  # sanity check: outputs validated, nothing computed
+            self._check_sizes(images)
             return
         count = next(iter(images.values())).shape[0]
         keep, positions = epoch.plan.select(epoch.seen, count)
@@ -376,9 +446,8 @@ class ImageMetricsCallback(Callback):
         self._feed_inception(images, positions.to(pl_module.device), epoch)
         for name, metric in self._metrics.items():
             spec = METRICS[name]
-            if spec.feed == "pairs":
-                first, second = (self._key_of(role) for role in spec.roles)
-                metric.update(images[first], images[second])
+            if spec.feed == "images":
+                metric.update(*(images[self._key_of(role)] for role in spec.roles))
 
     def _end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         epoch, self._epoch = self._epoch, None
@@ -392,13 +461,8 @@ class ImageMetricsCallback(Callback):
                 f"{expected} samples: step outputs must hold one image per batch sample, or duplicates cannot be "
                 "recognised."
             )
-        values: dict[str, Tensor] = {}
         with self._warnings_once():
-            for name, metric in self._metrics.items():
-                spec = METRICS[name]
-                result = self._compute(trainer, metric, epoch) if name == "fid" else _synced_compute(metric)
-                results = result if isinstance(result, tuple) else (result,)
-                values.update(zip(spec.logs, results, strict=True))
+            values = self._compute(trainer, epoch)
         prefix = self.prefix if self.prefix is not None else f"{epoch.stage}/"
         for name, value in values.items():
             # Every process holds the same synchronised value; `max` over processes returns it unchanged and
@@ -423,24 +487,42 @@ class ImageMetricsCallback(Callback):
             return True
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
+    def _argument_of(self, role: str) -> str:
+        """The callback argument that names the output key of ``role``."""
+        if role == "content" and self.content_key is None:
+            return "target_key"
+        return ROLE_KEYS[role]
+
     def _key_of(self, role: str) -> str:
-        if role == "preds":
-            return self.preds_key
-        if role == "content":
-            return self.content_key or self.target_key  # type: ignore[return-value]
-        return self.target_key  # type: ignore[return-value]
+        return getattr(self, self._argument_of(role))
 
     def _keys(self) -> dict[str, str]:
         """Output key -> the argument naming it, for every image the metrics read."""
-        arguments = {"preds": "preds_key", "target": "target_key", "content": "content_key"}
         keys: dict[str, str] = {}
         for name in self.metric_names:
             for role in METRICS[name].roles:
-                argument = (
-                    arguments[role] if not (role == "content" and self.content_key is None) else "target_key"
-                )
-                keys.setdefault(self._key_of(role), argument)
+                keys.setdefault(self._key_of(role), self._argument_of(role))
         return keys
+
+    def _check_sizes(self, images: Mapping[str, Tensor]) -> None:
+        """Raise a ValueError in the callback's terms when images are too small for a requested metric."""
+        options = self._options()
+        for name in self.metric_names:
+            spec = METRICS[name]
+            needed = spec.min_side(options)
+            for role in spec.roles:
+                key = self._key_of(role)
+                height, width = images[key].shape[-2:]
+                if min(height, width) < needed:
+                    raise ValueError(
+                        f"ImageMetricsCallback: metric {name!r} needs images with both sides >= {needed} "
+                        f"({spec.why_side}), but `{self._argument_of(role)}`={key!r} holds {height}x{width} "
+                        "images."
+                    )
+
+    def _caching_metrics(self) -> list[str]:
+        """The requested metrics whose real side the store can hold (FID, KID)."""
+        return [name for name in self.metric_names if METRICS[name].caches_real]
 
     def _minimum_images(self) -> tuple[int, str]:
         needs = [(METRICS[name].min_images(self._options()), name) for name in self.metric_names]
@@ -449,7 +531,20 @@ class ImageMetricsCallback(Callback):
 
     def _options(self) -> MetricOptions:
         return MetricOptions(
-            self._inception, self.quantize, self.is_splits, self.vgg_weights, self.cfsd_chunk_size
+            self._inception,
+            self.quantize,
+            self.is_splits,
+            self.vgg_weights,
+            self.cfsd_chunk_size,
+            kid_subsets=self.kid_subsets,
+            kid_subset_size=self.kid_subset_size,
+            channel=self.channel,
+            crop_border=self.crop_border,
+            lpips_net=self.lpips_net,
+            lpips_weights=self.lpips_weights,
+            art_inception_weights=self.art_inception_weights,
+            art_lpips_weights=self.art_lpips_weights,
+            art_resize=self.art_resize,
         )
 
     def _check_capacity(self, trainer: Trainer, loader: Any, plan: SamplePlan, stage: str) -> None:
@@ -495,31 +590,45 @@ class ImageMetricsCallback(Callback):
         shared = self._shared
         if shared is None:
             return
-        feature_metrics, logit_metrics, real_metrics = [], [], []
+        # Streaming consumers (FID's sums, IS's logits) go through the shared feed; KID keeps per-image
+        # features, which travel with their dataset positions (the same subsets on any number of processes).
+        streaming: list[Metric] = []
+        logit_metrics: list[Metric] = []
+        per_image: list[KernelInceptionDistance] = []
+        real_streaming: list[Metric] = []
+        real_per_image: list[KernelInceptionDistance] = []
         for name, metric in self._metrics.items():
             spec: CallbackMetric = METRICS[name]
-            if spec.feed == "inception_features":
-                feature_metrics.append(metric)
-                if not (spec.caches_real and epoch.cached_real):
-                    real_metrics.append(metric)
-            elif spec.feed == "inception_logits":
+            fresh_real = not (spec.caches_real and epoch.cached_real)
+            if spec.feed == "inception_logits":
                 logit_metrics.append(metric)
+            elif spec.feed == "inception_features" and isinstance(metric, KernelInceptionDistance):
+                per_image.append(metric)
+                real_per_image += [metric] if fresh_real else []
+            elif spec.feed == "inception_features":
+                streaming.append(metric)
+                real_streaming += [metric] if fresh_real else []
         fake = to_uint8(images[self.preds_key], self.preds_key, self.quantize)
         batch = fake
         real = None
-        if feature_metrics:
+        forward_real = bool(real_streaming or real_per_image)
+        if streaming or per_image:
             real = to_uint8(images[self.target_key], self.target_key, self.quantize)  # type: ignore[index]
             if epoch.fingerprint is not None:
                 epoch.fingerprint += _checksum(real).to(epoch.fingerprint.device)
-            if real_metrics:
+            if forward_real:
                 batch = torch.cat([fake, real.to(fake.device)])
         features = shared.forward(batch, self.preds_key)
         n = fake.shape[0]
         fake_features = type(features)(features.pool3[:n], features.logits_unbiased[:n])
-        shared.feed(fake_features, real=False, metrics=[*feature_metrics, *logit_metrics], indices=positions)
-        if real_metrics:
+        shared.feed(fake_features, real=False, metrics=[*streaming, *logit_metrics], indices=positions)
+        for kid in per_image:
+            kid.update_features(fake_features.pool3, real=False, indices=positions)
+        if forward_real:
             real_features = type(features)(features.pool3[n:], features.logits_unbiased[n:])
-            shared.feed(real_features, real=True, metrics=real_metrics)
+            shared.feed(real_features, real=True, metrics=real_streaming)
+            for kid in real_per_image:
+                kid.update_features(real_features.pool3, real=True, indices=positions)
             self._real_forwarded += n
 
     def _cache_allowed(self, plan: SamplePlan) -> bool:
@@ -553,34 +662,48 @@ class ImageMetricsCallback(Callback):
             options=options,
         )
 
-    def _compute(self, trainer: Trainer, fid: Metric, epoch: _Epoch) -> Tensor:
-        """FID from one synchronisation; fresh real statistics are handed to the store on the way."""
-        assert isinstance(fid, FrechetInceptionDistance)
-        if epoch.real_key is None:
-            return _synced_compute(fid)
-        fingerprint = trainer.strategy.reduce(epoch.fingerprint, reduce_op="sum").cpu()  # type: ignore[arg-type]
-        if epoch.cached_real:
-            value = _synced_compute(fid)
-            entry = self._store.entry
-            if entry is not None and not torch.equal(fingerprint, torch.as_tensor(entry.fingerprint)):
-                rank_zero_warn(
-                    "ImageMetricsCallback: the target images differ from those the cached real FID statistics were "
-                    f"computed from (e.g. random augmentation); epoch {trainer.current_epoch}'s FID used the cached "
-                    "statistics. Caching is switched off for the rest of this run; pass `cache_real_stats=False` if "
-                    "the evaluation set changes between epochs."
-                )
-                self._caching_disabled = True
-                self._store.forget()
-            return value
-        with fid.sync_context(dist_sync_fn=fid.dist_sync_fn):
-            mu, sigma, n = fid.real_statistics()
-            fid.set_real_statistics(mu, sigma, n)  # compute() below reuses them instead of rebuilding them
-            value = fid.compute()
-        self._store.remember(
-            RealStats(epoch.real_key, mu.detach().cpu(), sigma.detach().cpu(), int(n), fingerprint.tolist()),
-            trainer,
-        )
-        return value
+    def _restore_real(self, found: RealStats, trainer: Trainer) -> None:
+        """Fix the real sides of FID and KID from the store (KID: this process's share of the features)."""
+        fid = self._metrics.get("fid")
+        if isinstance(fid, FrechetInceptionDistance):
+            fid.set_real_statistics(found.mu, found.sigma, found.num_samples)
+        kid = self._metrics.get("kid")
+        if isinstance(kid, KernelInceptionDistance) and found.features is not None:
+            # each process adds every world_size-th row with its position, so the gather holds each once
+            rows = torch.arange(int(trainer.global_rank), found.features.shape[0], int(trainer.world_size))
+            kid.update_features(found.features[rows].to(kid.device), real=True, indices=rows.to(kid.device))
+
+    def _compute(self, trainer: Trainer, epoch: _Epoch) -> dict[str, Tensor]:
+        """Every metric's logged values, each from one synchronisation; fresh real statistics go to the store."""
+        values: dict[str, Tensor] = {}
+        fresh: dict[str, Any] = {}
+        for name, metric in self._metrics.items():
+            spec = METRICS[name]
+            if spec.caches_real and epoch.real_key is not None and not epoch.cached_real:
+                result = _compute_keeping_real(metric, fresh)
+            else:
+                result = _synced_compute(metric)
+            values.update(zip(spec.logs, spec.values(result), strict=True))
+        if epoch.real_key is not None:
+            fingerprint = trainer.strategy.reduce(epoch.fingerprint, reduce_op="sum").cpu()  # type: ignore[arg-type]
+            if epoch.cached_real:
+                self._check_fingerprint(trainer, fingerprint)
+            else:
+                self._store.remember(_real_stats(epoch.real_key, fresh, fingerprint.tolist()), trainer)
+        return values
+
+    def _check_fingerprint(self, trainer: Trainer, fingerprint: Tensor) -> None:
+        """Switch caching off when the target images differ from those the cached statistics came from."""
+        entry = self._store.entry
+        if entry is not None and not torch.equal(fingerprint, torch.as_tensor(entry.fingerprint)):
+            rank_zero_warn(
+                "ImageMetricsCallback: the target images differ from those the cached real FID statistics were "
+                f"computed from (e.g. random augmentation); epoch {trainer.current_epoch}'s FID/KID used the "
+                "cached statistics. Caching is switched off for the rest of this run; pass "
+                "`cache_real_stats=False` if the evaluation set changes between epochs."
+            )
+            self._caching_disabled = True
+            self._store.forget()
 
     @contextlib.contextmanager
     def _warnings_once(self) -> Iterator[None]:
@@ -601,6 +724,53 @@ def _synced_compute(metric: Metric) -> Any:
     """``compute()`` on states synchronised once across processes (the table's metrics do not sync themselves)."""
     with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
         return metric.compute()
+
+
+def _compute_keeping_real(metric: Metric, fresh: dict[str, Any]) -> Any:
+    """``compute()`` of FID or KID on synchronised states, keeping their real side in ``fresh`` for the store."""
+    with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
+        if isinstance(metric, FrechetInceptionDistance):
+            mu, sigma, n = metric.real_statistics()
+            metric.set_real_statistics(mu, sigma, n)  # compute() below reuses them instead of rebuilding them
+            fresh.update(mu=mu.detach().cpu(), sigma=sigma.detach().cpu(), num_samples=int(n))
+        elif isinstance(metric, KernelInceptionDistance):
+            fresh["features"] = metric.ordered_features(real=True).detach().cpu()
+        return metric.compute()
+
+
+def _real_stats(key: str, fresh: Mapping[str, Any], fingerprint: list[int]) -> RealStats:
+    """The store entry of an epoch; without FID its mean and covariance come from KID's features."""
+    features = fresh.get("features")
+    if "mu" in fresh:
+        mu, sigma, n = fresh["mu"], fresh["sigma"], fresh["num_samples"]
+    else:
+        total, outer, n = feature_sums(features.to(torch.float64))
+        mu, sigma = feature_statistics(total, outer, n)
+    return RealStats(key, mu, sigma, int(n), fingerprint, features)
+
+
+def _take_part_in_gathers(metric: Metric, device: torch.device) -> None:
+    """Give list states an empty 2-D entry, so that a process without images still joins the gather."""
+    if isinstance(metric, KernelInceptionDistance):
+        for real in (False, True):
+            empty = torch.empty(0, dtype=torch.long, device=device)
+            metric.update_features(torch.empty(0, 2048, device=device), real=real, indices=empty)
+    elif hasattr(metric, "update_logits"):
+        metric.update_logits(torch.empty(0, 1008, device=device), torch.empty(0, dtype=torch.long))
+
+
+def _check_role_keys(
+    names: Sequence[str], target_key: str | None, content_key: str | None, style_key: str | None
+) -> None:
+    """Raise a ValueError when a requested metric reads images whose key is ``None``."""
+    for name in names:
+        roles = METRICS[name].roles
+        if "target" in roles and target_key is None:
+            raise ValueError(f"Metric {name!r} needs real images: `target_key` must not be None.")
+        if "content" in roles and content_key is None and target_key is None:
+            raise ValueError(f"Metric {name!r} needs content images: set `content_key` (or `target_key`).")
+        if "style" in roles and style_key is None:
+            raise ValueError(f"Metric {name!r} needs style images: set `style_key`.")
 
 
 def _check_metric_names(metrics: Sequence[str]) -> tuple[str, ...]:

@@ -1,10 +1,12 @@
-"""The real-image FID statistics of a validation set, computed once and reused across epochs and resumes.
+"""The real-image statistics of a validation set (FID's mean and covariance, KID's per-image features),
+computed once and reused across epochs and resumes.
 
 An entry is identified by a key, a hash of everything the statistics depend on (:func:`real_stats_key`):
 the Inception weights, resize and quantisation, the dataset (type, length and a digest of a few samples),
 ``max_samples``, the batch limit and where the real images come from. The store keeps the entry of the
-last key in memory and on disk as a pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the image count and a
-checksum of the images), so checkpoints carry only the key and the file name:
+last key in memory and on disk as a pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the image count, a
+checksum of the images and, when KID is computed, the ``(N, 2048)`` pool3 ``features`` in dataset order),
+so checkpoints carry only the key and the file name:
 
 * with an explicit folder, the file is written as soon as the statistics exist and read back by key in
   any later run (a cache shared by runs);
@@ -56,6 +58,8 @@ class RealStats:
         sigma: ``(2048, 2048)`` float64 covariance.
         num_samples: the number of images.
         fingerprint: ``[count, sum, sum of squares]`` of the uint8 images, to notice changed images.
+        features: ``(N, 2048)`` float32 pool3 features in dataset order (what KID needs), or ``None`` when
+            only FID's statistics were kept.
     """
 
     key: str
@@ -63,6 +67,7 @@ class RealStats:
     sigma: Tensor
     num_samples: int
     fingerprint: list[int] = field(default_factory=list)
+    features: Tensor | None = None
 
 
 class RealStatsStore:
@@ -180,14 +185,24 @@ def _read_file(path: Path) -> dict[str, Any] | None:
     except (OSError, KeyError, ValueError) as err:
         rank_zero_warn(f"ImageMetricsCallback ignored the unreadable real statistics file {path}: {err}")
         return None
-    entry.pop("features", None)
+    features = entry.get("features")
+    expected = (entry["num_samples"], entry["mu"].shape[0])
+    if features is not None and tuple(features.shape) != expected:
+        rank_zero_warn(
+            f"ImageMetricsCallback ignored the real features in {path}: expected shape {expected}, "
+            f"but got {tuple(features.shape)}."
+        )
+        features = None
+    entry["features"] = features
     return entry
 
 
 def _write_file(path: Path, stats: RealStats) -> bool:
-    """Write the pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the count and checksum) atomically."""
+    """Write the pytorch-fid ``.npz`` (``mu``, ``sigma``, plus the count, checksum and features) atomically."""
     try:
-        write_cached_stats(path, stats.mu, stats.sigma, stats.num_samples, stats.fingerprint)
+        write_cached_stats(
+            path, stats.mu, stats.sigma, stats.num_samples, stats.fingerprint, features=stats.features
+        )
     except OSError as err:
         rank_zero_warn(f"ImageMetricsCallback could not write the real statistics to {path}: {err}")
         return False

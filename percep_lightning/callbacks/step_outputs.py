@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -83,11 +84,12 @@ def _checked(value: object, what: str, where: str) -> Tensor:
     value = value.detach()
     if not value.is_floating_point() or value.numel() == 0:
         return value
-    if not bool(torch.isfinite(value).all()):
+    # one pass and one device sync: NaN propagates to both bounds, Inf shows in one
+    low, high = torch.stack(torch.aminmax(value)).tolist()
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(
             f"Expected the images under {what} in {where} to be finite, but they hold NaN or Inf."
         )
-    low, high = float(value.min()), float(value.max())
     if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
         hint = " (uint8-range values stored as float: divide by 255)" if high > 2 else ""
         raise ValueError(

@@ -120,19 +120,41 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """The LPIPS distance between ``preds`` and ``target``, reduced as ``reduction`` says."""
         check_image_pair(preds, target, self.input_range)
+        return reduce(self.distance(preds, target), self.reduction)
+
+    def distance(self, preds: Tensor, target: Tensor) -> Tensor:
+        """The unreduced distance of a pair that its caller has validated already (no value checks).
+
+        For callers that check their inputs themselves (the streaming
+        :class:`~percep_lightning.metrics.LPIPS`), so the images are not scanned twice; :meth:`forward`
+        is this after the checks, then the reduction.
+
+        Returns:
+            ``(N, 1, 1, 1)``, or the ``(N, 1, H, W)`` map when ``spatial``.
+
+        Raises:
+            ValueError: for images too small for the network (the minimum size is in the message).
+
+        Example:
+            >>> import torch
+            >>> from percep_lightning.losses.lpips import LPIPSLoss
+            >>> loss = LPIPSLoss("alex", weights=None)
+            >>> x = torch.rand(2, 3, 64, 64)
+            >>> loss.distance(x, x).flatten()
+            tensor([0., 0.])
+        """
         trunk: TorchvisionFeatures = self._held("trunk")  # type: ignore[assignment]
         trunk.check_size(preds, ("preds", "target"))
         with torch.no_grad():
             target_features = trunk(self._scale(target, trunk))
         preds_features = trunk(self._scale(preds, trunk))
-        distance = lpips_distance(
+        return lpips_distance(
             [preds_features[name] for name in self._layers],
             [target_features[name] for name in self._layers],
             self.lin_weights,
             spatial=self.spatial,
             output_size=tuple(preds.shape[-2:]),
         )
-        return reduce(distance, self.reduction)
 
     def _scale(self, images: Tensor, trunk: TorchvisionFeatures) -> Tensor:
         """Map ``input_range`` to [-1, 1] (as the package's ``normalize=True``), then the scaling layer."""

@@ -222,6 +222,19 @@ class KernelInceptionDistance(HoldsFrozen, Metric):
             seed=self.seed,
         )
 
+    def ordered_features(self, real: bool) -> Tensor:
+        """The pool3 features of one side, ``(N, 2048)`` float32, in dataset order when ``indices`` were given.
+
+        Call it inside ``sync_context()`` for the features of every process.
+
+        Args:
+            real: ``True`` for the reference images, ``False`` for the generated ones.
+
+        Raises:
+            ValueError: if ``indices`` were given for only some images of that side.
+        """
+        return self._ordered("real" if real else "fake")
+
     def reset(self) -> None:
         """Clear the features (keeping the real ones when ``reset_real_features=False``)."""
         if self.reset_real_features:

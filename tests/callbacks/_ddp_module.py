@@ -69,6 +69,15 @@ class TinyModule(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+class StyleModule(TinyModule):
+    """Also returns ``"style"`` images (the mirrored targets), for ArtFID."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        out = super().validation_step(batch, batch_idx)
+        out["style"] = out["target"].flip(-1)
+        return out
+
+
 class Recorder(Callback):
     """Records the logged ``val/`` values per epoch; with ``path``, writes them as JSON (one file per rank)."""
 
@@ -107,8 +116,9 @@ def fit(
     devices: int = 1,
     strategy: str = "auto",
     record_to: str | None = None,
+    module: type[TinyModule] = TinyModule,
 ) -> Recorder:
-    """Fit :class:`TinyModule` with an :class:`ImageMetricsCallback`; returns the recorder."""
+    """Fit ``module`` (:class:`TinyModule`) with an :class:`ImageMetricsCallback`; returns the recorder."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*FID statistics from .* samples.*")
     recorder = Recorder(record_to)
@@ -127,5 +137,5 @@ def fit(
         callbacks=[ImageMetricsCallback(**callback_kwargs), recorder],
     )
     train, val = loaders(n_val, batch_size)
-    trainer.fit(TinyModule(), train_dataloaders=train, val_dataloaders=val)
+    trainer.fit(module(), train_dataloaders=train, val_dataloaders=val)
     return recorder

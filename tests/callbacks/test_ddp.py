@@ -6,25 +6,39 @@ import json
 
 import pytest
 import torch
-from _ddp_module import fit
+from _ddp_module import StyleModule, fit
 
-METRICS = ("val/fid", "val/is", "val/is_std", "val/cfsd")
+METRICS = (
+    "val/fid", "val/is", "val/is_std", "val/kid", "val/kid_std", "val/cfsd", "val/psnr", "val/ssim",
+    "val/lpips", "val/artfid", "val/artfid_fid", "val/artfid_lpips",
+)  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-def test_two_processes_log_what_one_process_logs(tmp_path, inception_weights, torchvision_weights):
+def test_two_processes_log_what_one_process_logs(
+    tmp_path, inception_weights, torchvision_weights, art_weights
+):
     """7 validation images, batch 2, 2 processes: the sampler pads to 8, the duplicate must not count.
 
     ``strategy="ddp_spawn"`` starts the two processes from inside pytest (``"ddp"`` would re-run the pytest
     command line in each child); the callback code is the same for both strategies. Two epochs: the second
-    reuses the cached real statistics.
+    reuses the cached real statistics (FID's and KID's) on every process. KID's subsets depend on the
+    order of the gathered features, so its equality shows that the positions put them in dataset order.
     """
     kwargs = {
+        "metrics": ("fid", "is", "kid", "cfsd", "psnr", "ssim", "lpips", "artfid"),
         "weights": str(inception_weights),
         "vgg_weights": str(torchvision_weights("vgg19")),
         "content_key": "content",
+        "style_key": "style",
         "is_splits": 3,
+        "kid_subsets": 20,
+        "kid_subset_size": 4,
+        "lpips_weights": str(torchvision_weights("alexnet")),
+        "art_inception_weights": str(art_weights),
+        "art_lpips_weights": str(torchvision_weights("alexnet")),
+        "art_resize": 75,
     }
     ddp_dir = tmp_path / "ddp"
     ddp_dir.mkdir()
@@ -37,6 +51,7 @@ def test_two_processes_log_what_one_process_logs(tmp_path, inception_weights, to
         devices=2,
         strategy="ddp_spawn",
         record_to=str(ddp_dir),
+        module=StyleModule,
     )
     ranks = [json.loads((ddp_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["values"] == ranks[1]["values"]  # every process logs the same keys and values
@@ -48,7 +63,9 @@ def test_two_processes_log_what_one_process_logs(tmp_path, inception_weights, to
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = fit(kwargs, str(tmp_path / "single"), n_val=7, batch_size=2, max_epochs=2)
+        single = fit(
+            kwargs, str(tmp_path / "single"), n_val=7, batch_size=2, max_epochs=2, module=StyleModule
+        )
     finally:
         torch.set_num_threads(threads)
 

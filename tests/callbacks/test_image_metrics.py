@@ -439,7 +439,7 @@ def test_warnings_once_per_run(tmp_path, cheap):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"metrics": ("fid", "kid")}, ValueError, r"non-empty subset of \('fid', 'is', 'cfsd'\)"),
+        ({"metrics": ("fid", "fvd")}, ValueError, r"non-empty subset of \('fid', 'is', 'kid', 'cfsd',"),
         ({"metrics": ()}, ValueError, "non-empty subset"),
         ({"every_n_epochs": 0}, ValueError, "`every_n_epochs` to be >= 1"),
         ({"max_samples": 5}, ValueError, "`max_samples` to be >= 10"),
