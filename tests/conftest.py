@@ -153,3 +153,41 @@ def photos() -> Callable[..., torch.Tensor]:
 def pytest_configure(config: pytest.Config) -> None:
     # Keep CPU tests deterministic and light on the 2-core CI machine.
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def art_inception_weights(
+    tmp_path_factory: pytest.TempPathFactory, photos: Callable[..., torch.Tensor]
+) -> Path:
+    """An ``art_inception.pth``-format file: a random torchvision Inception3 trunk with the file's two
+    classifier heads (``fc1``/``fc2``) and two auxiliary heads (``AuxLogits1``/``AuxLogits2``).
+
+    Its BatchNorm statistics are set from one batch of photographs so that activations stay in a realistic
+    range through the network (as for the FID Inception file).
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torchvision.models.Inception3(num_classes=1000, aux_logits=True, init_weights=False)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration pass
+    net.train()
+    x = photos(4, 128)
+    trunk = [
+        name for name, _ in net.named_children() if name not in ("AuxLogits", "avgpool", "dropout", "fc")
+    ]
+    with torch.no_grad():
+        for name in trunk:
+            x = getattr(net, name)(x)
+    state = {}
+    for key, value in net.state_dict().items():
+        head, _, rest = key.partition(".")
+        if head in ("AuxLogits", "fc"):
+            for k in ("1", "2"):
+                state[f"{head}{k}.{rest}"] = value.clone()
+        else:
+            state[key] = value
+    path = tmp_path_factory.mktemp("art_inception") / "art_inception.pth"
+    torch.save(state, path)
+    return path

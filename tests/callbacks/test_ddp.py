@@ -17,7 +17,7 @@ METRICS = (
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 def test_two_processes_log_what_one_process_logs(
-    tmp_path, inception_weights, torchvision_weights, art_weights
+    tmp_path, inception_weights, torchvision_weights, art_inception_weights
 ):
     """7 validation images, batch 2, 2 processes: the sampler pads to 8, the duplicate must not count.
 
@@ -36,7 +36,7 @@ def test_two_processes_log_what_one_process_logs(
         "kid_subsets": 20,
         "kid_subset_size": 4,
         "lpips_weights": str(torchvision_weights("alexnet")),
-        "art_inception_weights": str(art_weights),
+        "art_inception_weights": str(art_inception_weights),
         "art_lpips_weights": str(torchvision_weights("alexnet")),
         "art_resize": 75,
     }

@@ -197,15 +197,19 @@ def test_lpips_streams_over_the_epoch(tmp_path, photos, torchvision_weights):
 
 
 @pytest.mark.slow
-def test_artfid_reads_preds_content_and_style(tmp_path, art_weights, torchvision_weights):
+def test_artfid_reads_preds_content_and_style(tmp_path, art_inception_weights, torchvision_weights):
     alex = str(torchvision_weights("alexnet"))
-    kwargs = {"art_inception_weights": str(art_weights), "art_lpips_weights": alex, "art_resize": 75}
+    kwargs = {
+        "art_inception_weights": str(art_inception_weights),
+        "art_lpips_weights": alex,
+        "art_resize": 75,
+    }
     recorder = Recorder()
     callback = _callback(metrics=("artfid",), content_key="content", style_key="style", **kwargs)
     train, val = loaders(4)
     _trainer(tmp_path, [callback, recorder]).fit(StyleModule(), train, val)
 
-    reference = ArtFID(str(art_weights), lpips_weights=alex, resize=75)
+    reference = ArtFID(str(art_inception_weights), lpips_weights=alex, resize=75)
     module = StyleModule()
     for i, batch in enumerate(val):  # the same batches as the callback
         out = module.validation_step(batch, i)

@@ -24,42 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:FID statistics from .* samples:U
 SIZE = 128  # StyleID resizes to 512; a smaller size keeps the test fast and changes no code path
 
 
-@pytest.fixture(scope="module")
-def art_weights(tmp_path_factory, photos):
-    """An ``art_inception.pth``-format file: torchvision Inception3 trunk, heads fc1/fc2, AuxLogits1/2.
-
-    Random convolutions; BatchNorm statistics set from one batch of photographs so activations stay in range.
-    """
-    torch.manual_seed(0)
-    net = torchvision.models.Inception3(num_classes=1000, aux_logits=True, init_weights=False)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    net.train()
-    x = photos(4, SIZE)
-    with torch.no_grad():
-        for name in (
-            "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-            "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-            "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c",
-        ):  # fmt: skip
-            x = getattr(net, name)(x)
-    state = {}
-    for key, value in net.state_dict().items():
-        if key.startswith("AuxLogits."):
-            state[key.replace("AuxLogits.", "AuxLogits1.", 1)] = value
-            state[key.replace("AuxLogits.", "AuxLogits2.", 1)] = value.clone()
-        elif key.startswith("fc."):
-            state[key.replace("fc.", "fc1.", 1)] = value
-            state[key.replace("fc.", "fc2.", 1)] = value.clone()
-        else:
-            state[key] = value
-    path = tmp_path_factory.mktemp("art_inception") / "art_inception.pth"
-    torch.save(state, path)
-    return path
-
-
 def _styleid_network(path):
     """StyleID's Inception3 (a copy of torchvision's) loaded strict=False; pooled features out, in float64."""
     net = torchvision.models.Inception3(num_classes=1000, aux_logits=True, init_weights=False)
@@ -131,28 +95,28 @@ def test_resize_equals_torchvision_resize_on_pil(hw, photos):
 
 
 @pytest.mark.parametrize("memory_format", ["auto", "contiguous", "channels_last"])
-def test_features_equal_styleid(art_weights, triplets, memory_format):
+def test_features_equal_styleid(art_inception_weights, triplets, memory_format):
     stylized = triplets[0][:2] if memory_format != "auto" else triplets[0]
-    ours = ArtInception(weights=art_weights, resize=SIZE, memory_format=memory_format)
+    ours = ArtInception(weights=art_inception_weights, resize=SIZE, memory_format=memory_format)
     # the file has exactly the network's keys (the folded copies are not state)
     assert ours.ignored_keys == []
     with torch.inference_mode():
         got = ours(stylized)
-        expected = _styleid_network(art_weights)(_styleid_read(stylized, SIZE).double())
+        expected = _styleid_network(art_inception_weights)(_styleid_read(stylized, SIZE).double())
     assert got.shape == (len(stylized), 2048) and got.abs().mean() > 1e-3
     assert_float32_close(got, expected, terms=INCEPTION_TERMS)
 
 
 @pytest.mark.slow
-def test_artfid_equals_styleid(art_weights, torchvision_weights, triplets):
+def test_artfid_equals_styleid(art_inception_weights, torchvision_weights, triplets):
     stylized, content, style = triplets
-    metric = ArtFID(weights=art_weights, lpips_weights=torchvision_weights("alexnet"), resize=SIZE)
+    metric = ArtFID(weights=art_inception_weights, lpips_weights=torchvision_weights("alexnet"), resize=SIZE)
     metric.update(stylized[:3], content[:3], style[:2])
     metric.update(stylized[3:], content[3:])
     metric.update_style(style[2:])
     got = metric.compute()
 
-    net = _styleid_network(art_weights)
+    net = _styleid_network(art_inception_weights)
     with torch.no_grad():
         act_stylized = net(_styleid_read(stylized, SIZE).double()).numpy()
         act_style = net(_styleid_read(style, SIZE).double()).numpy()
@@ -169,8 +133,8 @@ def test_artfid_equals_styleid(art_weights, torchvision_weights, triplets):
     assert float(got["artfid"]) == pytest.approx((1 + lpips_value) * (1 + fid), rel=1e-5)
 
 
-def test_non_strict_loading_reports_what_it_ignored(art_weights):
-    state = torch.load(art_weights, weights_only=True)
+def test_non_strict_loading_reports_what_it_ignored(art_inception_weights):
+    state = torch.load(art_inception_weights, weights_only=True)
     state["extra.weight"] = torch.zeros(1)
     del state["fc2.weight"], state["fc2.bias"]
     with pytest.warns(UserWarning, match=r"loaded non-strictly.*'extra\.weight'.*'fc2\.bias', 'fc2\.weight'"):
@@ -181,11 +145,11 @@ def test_non_strict_loading_reports_what_it_ignored(art_weights):
         ArtInception(weights=state)
 
 
-def test_errors(art_weights, triplets):
+def test_errors(art_inception_weights, triplets):
     stylized, content, _ = triplets
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        metric = ArtFID(weights=art_weights, lpips_weights=None, resize=80)
+        metric = ArtFID(weights=art_inception_weights, lpips_weights=None, resize=80)
     with pytest.raises(ValueError, match=r"same shape, but got \(4, 3, 96, 144\) and \(4, 3, 96, 100\)"):
         metric.update(stylized, content[..., :100])
     metric.update(stylized[:1], content[:1], stylized[:1])
@@ -195,11 +159,13 @@ def test_errors(art_weights, triplets):
         ArtInception(weights=None, resize=10)
 
 
-def test_autocast_does_not_change_the_value(art_weights, torchvision_weights, triplets):
+def test_autocast_does_not_change_the_value(art_inception_weights, torchvision_weights, triplets):
     stylized, content, style = triplets
     values = []
     for autocast in (False, True):
-        metric = ArtFID(weights=art_weights, lpips_weights=torchvision_weights("alexnet"), resize=80)
+        metric = ArtFID(
+            weights=art_inception_weights, lpips_weights=torchvision_weights("alexnet"), resize=80
+        )
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             metric.update(stylized[:2], content[:2], style[:2])
         values.append(metric.compute())
