@@ -23,7 +23,6 @@ under ``inference_mode`` and summing, the same network work and nothing else. Bo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +33,14 @@ from torch.utils.data import DataLoader
 from benchmarks.assets import Assets, image_pair, uint8_pair
 from benchmarks.config import Config
 from benchmarks.harness import FLOOR, OURS, PEER, Bench, Contender, Env, Phase, Target
-from benchmarks.metrics import _marks, _module_class, _Pairs, _quiet_lightning, _sync, _trainer
+from benchmarks.metrics import (
+    _marks,
+    _module_class,
+    _Pairs,
+    _quiet_lightning,
+    _trainer,
+    validate_phases,
+)
 
 OURS_EPOCH = "percep_lightning ImageMetricsCallback"
 PEER_EPOCH = "torchmetrics FID + InceptionScore + KID"
@@ -85,21 +91,6 @@ def _torchmetrics_callback(weights: str, splits: int, subsets: int, subset_size:
     return TorchmetricsFIDISKID()
 
 
-def _validate(env: Env, trainer: Any, module: Any, loader: DataLoader, stamps: dict[str, float], prefix: str):
-    _sync(env.device)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    logged = trainer.validate(module, dataloaders=loader, verbose=False)[0]
-    _sync(env.device)
-    phases = {
-        f"{prefix}epoch": time.perf_counter() - start,
-        f"{prefix}epoch cpu": time.process_time() - cpu_start,
-    }
-    for phase, first, last in (("update", "start", "updated"), ("compute", "updated", "computed")):
-        phases[f"{prefix}{phase}"] = stamps[last] - stamps[first]
-        phases[f"{prefix}{phase} cpu"] = stamps[f"{last} cpu"] - stamps[f"{first} cpu"]
-    return phases, logged
-
-
 def build_kid_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]:
     """Contenders of the FID + IS + KID validation epoch (their steps return phase times)."""
 
@@ -122,8 +113,8 @@ def build_kid_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contend
             before, after, stamps = _marks()
             trainer = _trainer(env, [before, callback, after], root)
             callback.setup(trainer, module, "validate")  # builds the Inception outside the timer, as peers do
-            phases1, logged1 = _validate(env, trainer, module, loader, stamps, "1 ")
-            phases2, logged2 = _validate(env, trainer, module, loader, stamps, "2 ")
+            phases1, logged1 = validate_phases(env, trainer, module, loader, stamps, "1 ")
+            phases2, logged2 = validate_phases(env, trainer, module, loader, stamps, "2 ")
             last["ours"] = [torch.as_tensor(logged1["val/fid"]), torch.as_tensor(logged2["val/fid"])]
             return {**phases1, **phases2}
 
@@ -131,7 +122,7 @@ def build_kid_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contend
             callback = _torchmetrics_callback(weights, cfg.is_splits, cfg.kid_subsets, cfg.fid_images)
             before, after, stamps = _marks()
             trainer = _trainer(env, [before, callback, after], root)
-            phases, logged = _validate(env, trainer, module, loader, stamps, "")
+            phases, logged = validate_phases(env, trainer, module, loader, stamps, "")
             last["peer"] = [torch.as_tensor(logged["tm/fid"])] * 2
             return phases
 

@@ -165,6 +165,25 @@ def _param_bytes(modules: Sequence[nn.Module]) -> int:
     return sum(seen.values())
 
 
+def validate_phases(
+    env: Env, trainer: Any, module: Any, loader: DataLoader, stamps: dict[str, float], prefix: str
+) -> tuple[dict[str, float], dict]:
+    """Run ``trainer.validate`` once; return its wall and CPU times (whole epoch, update and compute phases
+    from the :func:`_marks` stamps, keys prefixed by ``prefix``) and the logged values."""
+    _sync(env.device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    logged = trainer.validate(module, dataloaders=loader, verbose=False)[0]
+    _sync(env.device)
+    phases = {
+        f"{prefix}epoch": time.perf_counter() - start,
+        f"{prefix}epoch cpu": time.process_time() - cpu_start,
+    }
+    for phase, first, last in (("update", "start", "updated"), ("compute", "updated", "computed")):
+        phases[f"{prefix}{phase}"] = stamps[last] - stamps[first]
+        phases[f"{prefix}{phase} cpu"] = stamps[f"{last} cpu"] - stamps[f"{first} cpu"]
+    return phases, logged
+
+
 def build_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]:
     """Contenders of the validation-epoch benchmark (their steps return phase times)."""
 
@@ -182,27 +201,13 @@ def build_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]
         memory: dict[str, str] = {}
         last: dict[str, list[Tensor]] = {}
 
-        def validate(trainer: Any, stamps: dict[str, float], prefix: str) -> tuple[dict[str, float], dict]:
-            _sync(env.device)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            logged = trainer.validate(module, dataloaders=loader, verbose=False)[0]
-            _sync(env.device)
-            phases = {
-                f"{prefix}epoch": time.perf_counter() - start,
-                f"{prefix}epoch cpu": time.process_time() - cpu_start,
-            }
-            for phase, first, last in (("update", "start", "updated"), ("compute", "updated", "computed")):
-                phases[f"{prefix}{phase}"] = stamps[last] - stamps[first]
-                phases[f"{prefix}{phase} cpu"] = stamps[f"{last} cpu"] - stamps[f"{first} cpu"]
-            return phases, logged
-
         def ours_run() -> dict[str, float]:
             callback = ImageMetricsCallback(metrics=("fid", "is"), weights=weights, is_splits=cfg.is_splits)
             before, after, stamps = _marks()
             trainer = _trainer(env, [before, callback, after], root)
             callback.setup(trainer, module, "validate")  # builds the Inception outside the timer, as peers do
-            phases1, logged1 = validate(trainer, stamps, "1 ")
-            phases2, logged2 = validate(trainer, stamps, "2 ")
+            phases1, logged1 = validate_phases(env, trainer, module, loader, stamps, "1 ")
+            phases2, logged2 = validate_phases(env, trainer, module, loader, stamps, "2 ")
             last["ours"] = [torch.as_tensor(logged1["val/fid"]), torch.as_tensor(logged2["val/fid"])]
             return {**phases1, **phases2}
 
@@ -210,7 +215,7 @@ def build_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]
             callback = _torchmetrics_callback(weights, cfg.is_splits)
             before, after, stamps = _marks()
             trainer = _trainer(env, [before, callback, after], root)
-            phases, logged = validate(trainer, stamps, "")
+            phases, logged = validate_phases(env, trainer, module, loader, stamps, "")
             if "peer" not in memory:
                 metrics = (callback.fid, callback.inception)
                 memory["peer"] = (
