@@ -193,21 +193,31 @@ class TorchvisionFeatures(FrozenBackbone):
         return {name: found[name] for name in self.layer_names}
 
     def walk_pair(
-        self, x: Tensor, y: Tensor, *, consumed: Collection[str] = ()
+        self, x: Tensor, y: Tensor, *, consumed: Collection[str] = (), activated: Collection[str] = ()
     ) -> Iterator[tuple[str, Tensor, Tensor]]:
         """Run ``x`` (with autograd) and ``y`` (under ``no_grad``) layer by layer, side by side.
 
         Yields ``(name, x_features, y_features)`` for each requested layer, in network order, as soon as
         the layer's output exists. Nothing is kept after the iterator moves on, so a caller that reduces
-        each pair on the spot (a feature distance) never holds more than one layer's maps. The ReLU right
-        after a requested pre-activation named in ``consumed`` then runs in place, as torchvision's does:
-        the caller must be done with that pair when it resumes the iterator (it must not have saved the
-        maps for its backward; saving their difference is fine).
+        each pair on the spot (a feature distance) never holds more than one layer's maps.
+
+        A requested layer named in ``consumed`` is a pair the caller uses up before it resumes the
+        iterator, which saves memory traffic on both sides:
+
+        * ``y`` has already gone on past it when the pair is yielded (a ReLU followed by a max pooling
+          runs as the pooling then the ReLU, which is the same), so the caller may overwrite
+          ``y_features``, e.g. with what its backward needs;
+        * the ReLU right after it runs in place on ``x_features``, as torchvision's does, so the caller
+          must not have saved ``x_features`` for its backward; or, for a layer also in ``activated``, the
+          caller applies that ReLU itself, in place, before resuming (to fuse it with its own autograd
+          node, as :func:`~percep_lightning.functional.perceptual.l1_distance_then_relu` does).
 
         Args:
             x: ``(N, 3, H, W)`` input that gradients flow to.
             y: the other input (a constant, e.g. the target), same shape.
-            consumed: requested ``conv*`` layers whose maps the caller uses up before resuming.
+            consumed: requested layers whose pair the caller uses up before resuming.
+            activated: layers of ``consumed`` followed by a ReLU (:meth:`relu_follows`) whose ReLU the
+                caller applies to ``x_features``.
 
         Example:
             >>> net = TorchvisionFeatures("vgg19", ["conv1_2", "relu2_1"], weights=None)
@@ -216,18 +226,52 @@ class TorchvisionFeatures(FrozenBackbone):
             [('conv1_2', (1, 64, 16, 16)), ('relu2_1', (1, 128, 8, 8))]
         """
         x, y = self.prepare(x, "x"), self.prepare(y, "y")
-        after = [self._index[name] + 1 for name in consumed if name in self._index]
-        release = {i for i in after if i < len(self.layers) and isinstance(self.layers[i], nn.ReLU)}
+        early = {self._index[name] for name in consumed if name in self._index}
+        by_caller = {self._index[name] + 1 for name in activated if self._index.get(name) in early}
+        y_done = -1  # the last layer ``y`` has been through
         for i, layer in enumerate(self.layers):
-            if i in release:
-                x, y = torch.relu_(x), y.relu_()
+            if i - 1 in early and isinstance(layer, nn.ReLU):
+                x = x if i in by_caller else torch.relu_(x)
             else:
                 x = layer(x)
+            if i > y_done:
                 with torch.no_grad():
                     y = layer(y)
+                y_done = i
             name = self._wanted_at.get(i)
-            if name is not None:
+            if name is None:
+                continue
+            if i in early:
+                y_next, y_done = self._target_ahead(y, i)
                 yield name, x, y
+                y = y_next
+            else:
+                yield name, x, y
+
+    @torch.no_grad()
+    def _target_ahead(self, y: Tensor, i: int) -> tuple[Tensor, int]:
+        """Run ``y`` on past layer ``i`` without overwriting it; returns the output and the last layer run."""
+        j = i + 1
+        if j == len(self.layers):
+            return y, i
+        layer = self.layers[j]
+        if not isinstance(layer, nn.ReLU):
+            return layer(y), j
+        pool = self.layers[j + 1] if j + 1 < len(self.layers) else None
+        if isinstance(pool, nn.MaxPool2d) and j not in self._wanted_at:
+            return pool(y).relu_(), j + 1  # max pooling commutes with the ReLU
+        return torch.relu(y), j
+
+    def relu_follows(self, name: str) -> bool:
+        """Whether a ReLU of this trunk runs right after the requested layer ``name``.
+
+        Example:
+            >>> net = TorchvisionFeatures("vgg19", ["conv1_2", "conv2_2"], weights=None)
+            >>> net.relu_follows("conv1_2"), net.relu_follows("conv2_2")  # the trunk ends at conv2_2
+            (True, False)
+        """
+        after = self._index[name] + 1
+        return after < len(self.layers) and isinstance(self.layers[after], nn.ReLU)
 
     def prepare(self, x: Tensor, name: str = "x") -> Tensor:
         """Check the size of an input and put it (and the weights, on first use) in the chosen layout.

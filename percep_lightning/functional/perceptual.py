@@ -31,6 +31,7 @@ __all__ = [
     "gram_matrix",
     "layer_distance",
     "layer_distances",
+    "l1_distance_then_relu",
     "perceptual_distance",
     "style_distance",
 ]
@@ -175,6 +176,122 @@ class _Distance(torch.autograd.Function):
         need_preds, need_target = ctx.needs_input_grad[:2]
         grad_target = -grad_preds if need_target else None
         return (grad_preds if need_preds else None), grad_target, None, None
+
+
+def l1_distance_then_relu(preds: Tensor, target: Tensor, *, relu: bool) -> Tensor:
+    """Per-image mean absolute difference of two feature maps, then (``relu=True``) ``preds.relu_()``.
+
+    The ``"l1"`` criterion of :func:`layer_distance` with ``reduction="none"``, for a frozen trunk that
+    hands over a pre-activation, continues with its ReLU and no longer needs ``target`` (see
+    :meth:`~percep_lightning.backbones.TorchvisionFeatures.walk_pair`). The values are those of
+    ``(preds - target).abs().mean((1, 2, 3))`` and the gradient that of this expression followed by
+    ``torch.relu_(preds)``, with no full-size temporary:
+
+    * the forward writes the difference into ``target``'s storage, one cache-sized block at a time (the
+      whole map off the CPU), sums its absolute value from the cache, and leaves only its sign there,
+      which is all the backward needs;
+    * with ``relu=True`` the ReLU runs in place on ``preds`` inside the same autograd node, whose backward
+      is the ReLU's gradient with the scaled sign added in place: one gradient tensor per layer, where
+      autograd would make three (the ReLU's, the distance's and their sum).
+
+    Args:
+        preds: ``(N, C, H, W)`` float32 or float64 features (the pre-activation, with ``relu=True``),
+            overwritten by their ReLU when ``relu=True``.
+        target: the other features, same shape and dtype, a constant (not requiring grad): overwritten.
+        relu: apply ``relu_`` to ``preds`` in place after the distance.
+
+    Returns:
+        ``(N,)`` values in the dtype of ``preds``.
+
+    Raises:
+        ValueError: if the maps differ in shape, dtype or layout, are not float32 or float64, or ``target``
+            requires grad.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.perceptual import l1_distance_then_relu
+        >>> x, y = torch.tensor([-1.0, 2.0]).view(1, 2, 1, 1), torch.zeros(1, 2, 1, 1)
+        >>> l1_distance_then_relu(x, y, relu=True), x.flatten(), y.flatten()
+        (tensor([1.5000]), tensor([0., 2.]), tensor([-1.,  1.]))
+    """
+    if (
+        preds.shape != target.shape
+        or preds.dtype != target.dtype
+        or preds.dtype not in (torch.float32, torch.float64)
+        or preds.stride() != target.stride()
+    ):
+        raise ValueError(
+            "Expected float32 or float64 feature maps of one shape, dtype and layout, but got "
+            f"{tuple(preds.shape)} {preds.dtype} {preds.stride()} and {tuple(target.shape)} {target.dtype} "
+            f"{target.stride()}."
+        )
+    if target.requires_grad:
+        raise ValueError("Expected a `target` that does not require grad: it is overwritten.")
+    out = _L1ThenReLU.apply(preds, target, relu)
+    return out[0] if relu else out  # (the ReLU's output is ``preds`` itself)
+
+
+_BLOCK = 1 << 18
+"""Elements per block of the CPU pass of :func:`l1_distance_then_relu` (1 MiB of float32: cache-sized)."""
+
+
+def _abs_sums_to_sign(preds: Tensor, target: Tensor) -> Tensor:
+    """Per-image ``sum |preds - target|``; ``target`` is left holding the sign of the difference."""
+    n = preds.shape[0]
+    if preds.is_contiguous():
+        p, t = preds.view(n, -1), target.view(n, -1)  # one row per image, in memory order
+    elif preds.ndim == 4 and preds.is_contiguous(memory_format=torch.channels_last):
+        p, t = preds.permute(0, 2, 3, 1).view(n, -1), target.permute(0, 2, 3, 1).view(n, -1)
+    else:  # other strides: one block per image, elementwise in place
+        p, t = preds, target
+    m = p[0].numel()
+    block = _BLOCK if preds.device.type == "cpu" and p.ndim == 2 else m
+    scratch = torch.empty(min(block, m), dtype=preds.dtype, device=preds.device)
+    sums = []
+    for i in range(n):
+        parts = []
+        for k in range(0, m, block):
+            diff = torch.sub(p[i, k : k + block], t[i, k : k + block], out=t[i, k : k + block])
+            parts.append(torch.abs(diff, out=scratch[: diff.numel()].view_as(diff)).sum())
+            diff.sign_()
+        sums.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum())
+    return torch.stack(sums)
+
+
+class _L1ThenReLU(torch.autograd.Function):
+    """See :func:`l1_distance_then_relu`. Saves the sign (in ``target``) and the ReLU's output."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, preds: Tensor, target: Tensor, relu: bool) -> Tensor:  # type: ignore[override]
+        sums = _abs_sums_to_sign(preds, target)
+        ctx.count = preds[0].numel()
+        ctx.set_materialize_grads(False)
+        values = sums / ctx.count
+        if relu:
+            ctx.mark_dirty(preds)
+            preds.relu_()
+            ctx.save_for_backward(target, preds)
+            return values, preds
+        ctx.save_for_backward(target)
+        return values
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: FunctionCtx, grad: Tensor | None, *grad_relu: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        sign, *activated = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        scale = None if grad is None else (grad / ctx.count).view(-1, *([1] * (sign.ndim - 1)))
+        upstream = grad_relu[0] if grad_relu else None
+        if upstream is None:
+            return (None if scale is None else sign * scale), None, None
+        # the ReLU's gradient, then the distance's added into it
+        grad_preds = torch.ops.aten.threshold_backward(upstream, activated[0], 0)
+        if scale is not None:
+            grad_preds.addcmul_(sign, scale)
+        return grad_preds, None, None
 
 
 def perceptual_distance(

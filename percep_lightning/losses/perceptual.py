@@ -18,7 +18,7 @@ from percep_lightning.functional._images import (
     check_image_pair,
     imagenet_normalize,
 )
-from percep_lightning.functional.perceptual import CRITERIA, Criterion, layer_distance
+from percep_lightning.functional.perceptual import CRITERIA, Criterion, l1_distance_then_relu, layer_distance
 
 __all__ = ["DEFAULT_LAYER_WEIGHTS", "VGGPerceptualLoss"]
 
@@ -165,7 +165,12 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
             ("style", self._style_layers, self.style_weight),
         )
         per_layer: dict[str, dict[str, Tensor]] = {"perceptual": {}, "style": {}}
-        for name, p, t in trunk.walk_pair(x, y, consumed=self._consumed):
+        # An L1 pre-activation only the perceptual term reads: distance and ReLU in one autograd node.
+        fused = self._consumed if self.criterion == "l1" else set()
+        for name, p, t in trunk.walk_pair(x, y, consumed=self._consumed, activated=fused):
+            if name in fused:
+                per_layer["perceptual"][name] = self._fused_l1(p, t, relu=trunk.relu_follows(name))
+                continue
             for term, layers, _ in terms:
                 if name in layers:
                     per_layer[term][name] = layer_distance(
@@ -183,6 +188,18 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
             total = value * weight if total is None else total + value * weight
         self.parts = parts
         return total
+
+    def _fused_l1(self, preds: Tensor, target: Tensor, *, relu: bool) -> Tensor:
+        """One layer's L1 term, then the ReLU after it (in place) when ``relu``."""
+        if preds.dtype in (torch.float32, torch.float64) and target.dtype == preds.dtype:
+            values = l1_distance_then_relu(preds, target, relu=relu)
+        else:  # half-precision maps (autocast): compared in float32, then the ReLU
+            values = layer_distance(preds, target, criterion="l1", reduction="none")
+            if relu:
+                torch.relu_(preds)
+        if self.reduction == "none":
+            return values
+        return values.mean() if self.reduction == "mean" else values.sum()
 
     def extra_repr(self) -> str:
         return (
