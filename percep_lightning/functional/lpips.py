@@ -128,12 +128,20 @@ def lpips_layer_map(preds: Tensor, target: Tensor, weight: Tensor, *, eps: float
         return _LayerMap.apply(preds.to(dtype), target.to(dtype), weight.to(dtype).reshape(-1), eps)
 
 
-def _inv_norm(x: Tensor, eps: float) -> Tensor:
-    """``1 / sqrt(|x|^2 + eps^2)`` over the channel dimension, ``(N, 1, H, W)``."""
-    if _channels_last(x):
-        squared = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_()  # one pass over contiguous rows
+_BLOCK = 1 << 20
+"""Feature elements per block of the CPU path of :class:`_LayerMap` (4 MiB of float32)."""
+
+
+def _inv_norm(x: Tensor, eps: float, channels: int = 1, out: Tensor | None = None) -> Tensor:
+    """``1 / sqrt(|x|^2 + eps^2)`` over dimension ``channels`` (kept, of size 1)."""
+    if x.stride(channels) == 1:
+        squared = torch.linalg.vector_norm(
+            x, dim=channels, keepdim=True, out=out
+        ).square_()  # contiguous rows
     else:
-        squared = (x * x).sum(1, keepdim=True)  # several times faster than vector_norm in this layout
+        squared = torch.sum(
+            x * x, channels, keepdim=True, out=out
+        )  # several times faster than vector_norm here
     return squared.add_(eps * eps).rsqrt_()
 
 
@@ -157,14 +165,76 @@ def _unit_backward(grad_unit: Tensor, unit: Tensor, inv_norm: Tensor) -> Tensor:
     return grad_unit.addcmul_(unit, dot, value=-1).mul_(inv_norm)
 
 
+class _Blocks:
+    """Cache-sized blocks of ``(N, C, H, W)`` maps laid out like ``like``, each a 2-D view.
+
+    Channels-last maps become ``(rows, C)`` blocks of whole pixels (channel dimension 1); contiguous
+    maps ``(C, columns)`` blocks of one image (channel dimension 0). :meth:`of` cuts any map of the same
+    layout and ``N, H, W`` (``C`` may be 1: the per-pixel maps) into the same blocks.
+    """
+
+    def __init__(self, like: Tensor) -> None:
+        n, c, h, w = like.shape
+        self.last = _channels_last(like)
+        self.dim = 1 if self.last else 0
+        self.step = max(1, _BLOCK // c)
+        self.n, self.pixels = n, h * w
+
+    @staticmethod
+    def usable(x: Tensor, y: Tensor) -> bool:
+        """The blocked path runs on the CPU for two dense maps of one layout."""
+        return (
+            x.device.type == "cpu"
+            and x.stride() == y.stride()
+            and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+        )
+
+    def of(self, t: Tensor) -> list[Tensor]:
+        c = t.shape[1]
+        if self.last:
+            rows = t.permute(0, 2, 3, 1).reshape(-1, c)
+            return [rows[r : r + self.step] for r in range(0, rows.shape[0], self.step)]
+        cols = t.reshape(self.n, c, self.pixels)
+        return [
+            cols[i, :, j : j + self.step] for i in range(self.n) for j in range(0, self.pixels, self.step)
+        ]
+
+    def per_channel(self, weight: Tensor) -> Tensor:
+        """``weight`` shaped to broadcast along the channel dimension of a block."""
+        return weight.view(1, -1) if self.last else weight.view(-1, 1)
+
+    def channel_sum(self, block: Tensor, weight: Tensor, out: Tensor) -> Tensor:
+        """``sum_c weight[c] * block[c]`` for each pixel, written into ``out`` (a block of a 1-channel map)."""
+        return torch.mv(block if self.last else block.t(), weight, out=out.view(-1))
+
+
+def _scratch(blocks: list[Tensor], count: int) -> list[Tensor]:
+    """``count`` reusable buffers as large as the largest block."""
+    size = max(b.numel() for b in blocks)
+    return [torch.empty(size, dtype=blocks[0].dtype, device=blocks[0].device) for _ in range(count)]
+
+
+def _as(buffer: Tensor, block: Tensor) -> Tensor:
+    return buffer[: block.numel()].view(block.shape)
+
+
 class _LayerMap(torch.autograd.Function):
-    """``sum_c w_c (x / |x| - y / |y|)_c^2`` with a hand-written backward (see the module docstring)."""
+    """``sum_c w_c (x / |x| - y / |y|)_c^2`` with a hand-written backward (see the module docstring).
+
+    On the CPU the forward and backward walk the maps in cache-sized blocks (:class:`_Blocks`) and save
+    the two maps and their per-pixel inverse norms: the unit maps, their difference and its square live
+    in a few block-sized buffers, so no full-size temporary is allocated (an allocation of a large
+    map costs more than the arithmetic on it). Elsewhere the full-size path runs.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: FunctionCtx, x: Tensor, y: Tensor, weight: Tensor, eps: float
     ) -> Tensor:
         need_x, need_y, need_w = ctx.needs_input_grad[:3]
+        ctx.blocked = _Blocks.usable(x, y)
+        if ctx.blocked:
+            return _blocked_forward(ctx, x, y, weight, eps)
         inv_x, inv_y = _inv_norm(x, eps), _inv_norm(y, eps)
         unit_x, unit_y = x * inv_x, y * inv_y
         # Rounded separately, equal features give an exactly zero difference (a fused addcmul would not).
@@ -183,6 +253,8 @@ class _LayerMap(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        if ctx.blocked:
+            return _blocked_backward(ctx, grad)
         diff, weight, unit_x, inv_x, unit_y, inv_y = ctx.saved_tensors
         need_x, need_y, need_w = ctx.needs_input_grad[:3]
         grad_x = grad_y = grad_w = None
@@ -200,3 +272,64 @@ class _LayerMap(torch.autograd.Function):
         if need_w:
             grad_w = (diff * diff * grad).sum((0, 2, 3))
         return grad_x, grad_y, grad_w, None
+
+
+def _per_pixel(x: Tensor) -> Tensor:
+    """An empty ``(N, 1, H, W)`` map in the layout of ``x``."""
+    n, _, h, w = x.shape
+    return torch.empty(n, 1, h, w, dtype=x.dtype, device=x.device).contiguous(
+        memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format
+    )
+
+
+def _blocked_forward(ctx: FunctionCtx, x: Tensor, y: Tensor, weight: Tensor, eps: float) -> Tensor:
+    blocks = _Blocks(x)
+    xs, ys = blocks.of(x), blocks.of(y)
+    out, inv_x, inv_y = _per_pixel(x), _per_pixel(x), _per_pixel(x)
+    unit_x, unit_y = _scratch(xs, 2)
+    for xb, yb, ob, ixb, iyb in zip(xs, ys, blocks.of(out), blocks.of(inv_x), blocks.of(inv_y), strict=True):
+        ux = torch.mul(xb, _inv_norm(xb, eps, blocks.dim, out=ixb), out=_as(unit_x, xb))
+        uy = torch.mul(yb, _inv_norm(yb, eps, blocks.dim, out=iyb), out=_as(unit_y, yb))
+        diff = ux.sub_(uy)  # (rounded separately: equal features give an exactly zero difference)
+        blocks.channel_sum(diff.square_(), weight, ob)
+    ctx.eps = eps
+    ctx.save_for_backward(x, y, weight, inv_x, inv_y)
+    return out
+
+
+def _blocked_backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    x, y, weight, inv_x, inv_y = ctx.saved_tensors
+    need_x, need_y, need_w = ctx.needs_input_grad[:3]
+    blocks = _Blocks(x)
+    xs = blocks.of(x)
+    grad_x = torch.empty_like(x) if need_x else None
+    grad_y = torch.empty_like(y) if need_y else None
+    grad_w = torch.zeros_like(weight) if need_w else None
+    twice_w = blocks.per_channel(2 * weight)
+    unit_x, unit_y, diff, product = _scratch(xs, 4)
+    pieces = zip(
+        xs,
+        blocks.of(y),
+        blocks.of(inv_x),
+        blocks.of(inv_y),
+        blocks.of(
+            grad.contiguous(memory_format=torch.channels_last if blocks.last else torch.contiguous_format)
+        ),
+        blocks.of(grad_x) if need_x else [None] * len(xs),
+        blocks.of(grad_y) if need_y else [None] * len(xs),
+        strict=True,
+    )
+    other = 0 if blocks.dim == 1 else 1
+    for xb, yb, ixb, iyb, gb, gxb, gyb in pieces:
+        ux, uy = torch.mul(xb, ixb, out=_as(unit_x, xb)), torch.mul(yb, iyb, out=_as(unit_y, yb))
+        d = torch.sub(ux, uy, out=_as(diff, xb))
+        if need_w:
+            grad_w += torch.mul(d, d, out=_as(product, xb)).mul_(gb).sum(other)
+        g = d.mul_(twice_w).mul_(gb)  # d out / d unit_x, times the incoming gradient
+        if need_y:  # (x -> x / |x|)' applied to -g: (-g + u <u, g>) / |y|
+            dot = torch.mul(g, uy, out=_as(product, xb)).sum(blocks.dim, keepdim=True)
+            torch.mul(torch.addcmul(g, uy, dot, value=-1, out=_as(product, xb)), iyb, out=gyb).neg_()
+        if need_x:
+            dot = torch.mul(g, ux, out=_as(product, xb)).sum(blocks.dim, keepdim=True)
+            torch.mul(g.addcmul_(ux, dot, value=-1), ixb, out=gxb)
+    return grad_x, grad_y, grad_w, None

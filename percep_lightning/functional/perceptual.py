@@ -196,7 +196,8 @@ def l1_distance_then_relu(preds: Tensor, target: Tensor, *, relu: bool) -> Tenso
 
     Args:
         preds: ``(N, C, H, W)`` float32 or float64 features (the pre-activation, with ``relu=True``),
-            overwritten by their ReLU when ``relu=True``.
+            overwritten by their ReLU when ``relu=True``; then they must not be a view of another tensor
+            (autograd cannot give an in-place change of a view a node with two outputs).
         target: the other features, same shape and dtype, a constant (not requiring grad): overwritten.
         relu: apply ``relu_`` to ``preds`` in place after the distance.
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from _numerics import assert_float32_close
 
+from percep_lightning.functional import lpips as lpips_module
 from percep_lightning.functional.lpips import lpips_distance, lpips_layer_map
 
 
@@ -96,3 +97,37 @@ def test_errors():
         ValueError, match=r"Expected one lin weight per channel \(4\), but got a weight of shape"
     ):
         lpips_layer_map(xs[0], ys[0], ws[1])
+
+
+@pytest.mark.parametrize("device_path", ["blocked", "whole"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_layer_map_and_every_gradient_equal_the_package_formula_in_float64(
+    monkeypatch, device_path, channels_last
+):
+    # 20 channels x 7 x 9 pixels: blocks of 3 pixels (channels-last rows or columns of one image)
+    monkeypatch.setattr(lpips_module, "_BLOCK", 60)
+    if device_path == "whole":  # the path off the CPU, forced here
+        monkeypatch.setattr(lpips_module._Blocks, "usable", staticmethod(lambda x, y: False))
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randn(2, 20, 7, 9, dtype=torch.float64, generator=g) for _ in range(2))
+    y[1, :, 0, :4] = x[1, :, 0, :4]  # equal features at some positions
+    w = torch.rand(1, 20, 1, 1, dtype=torch.float64, generator=g)
+    upstream = torch.randn(2, 1, 7, 9, dtype=torch.float64, generator=g)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    leaves = [t.clone().requires_grad_(True) for t in (x, y, w)]
+    # the package's layer, with the epsilon under the square root as ours (see the module docstring)
+    unit = [f / (f.square().sum(1, keepdim=True) + 1e-20).sqrt() for f in leaves[:2]]
+    (F.conv2d((unit[0] - unit[1]) ** 2, leaves[2]) * upstream).sum().backward()
+    ours = [t.contiguous(memory_format=layout).requires_grad_(True) for t in (x, y)] + [
+        w.clone().requires_grad_(True)
+    ]
+    out = lpips_layer_map(*ours)
+    (out * upstream).sum().backward()
+
+    expected = F.conv2d((x / x.norm(dim=1, keepdim=True) - y / y.norm(dim=1, keepdim=True)) ** 2, w)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-14)
+    for mine, theirs, name in zip(ours, leaves, ("x", "y", "weight"), strict=True):
+        torch.testing.assert_close(
+            mine.grad, theirs.grad, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}"
+        )

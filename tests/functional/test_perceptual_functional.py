@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from _numerics import assert_float32_close
 
+from percep_lightning.functional import perceptual
 from percep_lightning.functional.perceptual import (
     feature_distance,
     gram_matrix,
+    l1_distance_then_relu,
     perceptual_distance,
     style_distance,
 )
@@ -146,3 +148,76 @@ def test_l1_keeps_float32_precision_on_large_maps():
     preds, target = torch.rand(4, 64, 256, 256, generator=g), torch.rand(4, 64, 256, 256, generator=g)
     exact = (preds.double() - target.double()).abs().mean()
     assert feature_distance(preds, target, "l1").double().item() == pytest.approx(exact.item(), rel=1e-6)
+
+
+def _strided(x):
+    """The values of ``x`` in a map that is neither contiguous nor channels-last (every other column)."""
+    return torch.stack([x, torch.zeros_like(x)], -1).flatten(-2)[..., ::2]
+
+
+@pytest.mark.parametrize(
+    ("layout", "relu"),
+    # (an in-place ReLU on a view cannot share a node with the values: trunk outputs are never views)
+    [
+        ("contiguous", True),
+        ("contiguous", False),
+        ("channels_last", True),
+        ("channels_last", False),
+        ("strided", False),
+    ],
+)
+def test_l1_then_relu_equals_autograd_in_float64_over_several_blocks(monkeypatch, layout, relu):
+    monkeypatch.setattr(perceptual, "_BLOCK", 100)  # 5x6x7 = 210 values per image: three blocks
+    g = torch.Generator().manual_seed(0)
+    base, other = (
+        torch.randn(3, 5, 6, 7, dtype=torch.float64, generator=g),
+        torch.randn(3, 5, 6, 7, generator=g),
+    )
+    target = other.double()
+    target[0, :, :2] = base[0, :, :2]  # ties: no gradient from the distance there
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)  # any per-image gradient
+    upstream = torch.randn(3, 5, 6, 7, dtype=torch.float64, generator=g)
+    arrange = {
+        "contiguous": lambda t: t * 1.0,
+        "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last) * 1.0,
+        "strided": _strided,
+    }[layout]
+
+    leaf = base.clone().requires_grad_(True)
+    reference = (leaf - target).abs().mean((1, 2, 3))
+    after = torch.relu(leaf) if relu else leaf
+    ((reference * weights).sum() + (after * upstream).sum()).backward()
+
+    x = base.clone().requires_grad_(True)
+    features, t = arrange(x), arrange(target)  # a non-leaf, as a trunk's output is
+    values = l1_distance_then_relu(features, t, relu=relu)
+    ((values * weights).sum() + (features * upstream).sum()).backward()
+
+    torch.testing.assert_close(values, reference.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(x.grad, leaf.grad, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(features.detach(), after.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(t, torch.sign(base - target), rtol=0, atol=0)  # the target holds the sign
+
+
+def test_l1_then_relu_float32_close_to_float64_on_a_large_map():
+    g = torch.Generator().manual_seed(1)
+    preds = torch.randn(2, 64, 96, 96, generator=g).contiguous(memory_format=torch.channels_last)
+    target = torch.randn(2, 64, 96, 96, generator=g).contiguous(memory_format=torch.channels_last)
+    exact = (preds.double() - target.double()).abs().mean((1, 2, 3))
+    values = l1_distance_then_relu(preds.clone(), target.clone(), relu=True)
+    assert values.dtype == torch.float32
+    assert_float32_close(values, exact, terms=64 * 96 * 96)
+
+
+def test_l1_then_relu_errors():
+    x = torch.randn(1, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"Expected float32 or float64 feature maps of one shape, dtype and"):
+        l1_distance_then_relu(x, torch.randn(1, 2, 3, 4), relu=True)
+    with pytest.raises(ValueError, match=r"Expected float32 or float64 feature maps .* torch.bfloat16"):
+        l1_distance_then_relu(x.bfloat16(), x.bfloat16(), relu=True)
+    with pytest.raises(ValueError, match=r"Expected float32 or float64 feature maps .* layout"):
+        l1_distance_then_relu(x, x.contiguous(memory_format=torch.channels_last), relu=False)
+    with pytest.raises(
+        ValueError, match=r"Expected a `target` that does not require grad: it is overwritten"
+    ):
+        l1_distance_then_relu(x, x.clone().requires_grad_(True), relu=False)
