@@ -19,7 +19,7 @@ from percep_lightning.functional._checks import (
     check_reduction,
     reduce,
 )
-from percep_lightning.functional._images import check_image_pair, map_range, to_rgb
+from percep_lightning.functional._images import check_image_pair, imagenet_normalize
 from percep_lightning.functional.lpips import lpips_distance
 
 __all__ = ["LPIPS_NETS", "LPIPSLoss"]
@@ -159,9 +159,9 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
     def _scale(self, images: Tensor, trunk: TorchvisionFeatures) -> Tensor:
         """Map ``input_range`` to [-1, 1] (as the package's ``normalize=True``), then the scaling layer."""
         dtype = trunk.layers[0].weight.dtype
-        x = to_rgb(images if images.dtype == dtype else images.to(dtype))
-        x = map_range(x, self.input_range, (-1.0, 1.0))
-        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+        return imagenet_normalize(
+            images, self.input_range, self.shift, self.scale, dtype, unit_range=(-1.0, 1.0)
+        )
 
     def extra_repr(self) -> str:
         return (

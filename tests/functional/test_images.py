@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _numerics import assert_float32_close
 
 import percep_lightning
 from percep_lightning.functional._images import (
@@ -16,7 +17,6 @@ from percep_lightning.functional._images import (
     check_images,
     check_min_size,
     imagenet_normalize,
-    map_range,
     to_rgb,
 )
 
@@ -24,16 +24,24 @@ PACKAGE = Path(percep_lightning.__file__).parent
 
 
 @pytest.mark.parametrize(
-    ("input_range", "output_range"),
+    ("input_range", "unit_range"),
     [((0.0, 1.0), (0.0, 1.0)), ((-1.0, 1.0), (0.0, 1.0)), ((0.0, 255.0), (0.0, 1.0)), ((0.0, 1.0), (-1.0, 1.0)),
      ((-1.0, 1.0), (-1.0, 1.0)), ((0.0, 255.0), (-1.0, 1.0)), ((-2.0, 3.0), (-1.0, 1.0))],
 )  # fmt: skip
-def test_map_range_equals_the_affine_map_in_float64(input_range, output_range):
-    x = torch.linspace(*input_range, 101, dtype=torch.float64)
-    (low, high), (out_low, out_high) = input_range, output_range
-    expected = (x - low) / (high - low) * (out_high - out_low) + out_low
-    torch.testing.assert_close(map_range(x.float(), input_range, output_range).double(), expected)
-    torch.testing.assert_close(map_range(x, input_range, output_range), expected, rtol=1e-15, atol=1e-15)
+def test_imagenet_normalize_equals_the_step_by_step_map_in_float64(input_range, unit_range):
+    x = torch.linspace(*input_range, 3 * 101, dtype=torch.float64).view(1, 3, 101, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    (low, high), (unit_low, unit_high) = input_range, unit_range
+    expected = ((x - low) / (high - low) * (unit_high - unit_low) + unit_low - mean) / std
+    ours = imagenet_normalize(x, input_range, mean, std, torch.float64, unit_range=unit_range)
+    torch.testing.assert_close(ours, expected, rtol=1e-14, atol=1e-14)
+    ours32 = imagenet_normalize(
+        x.float(), input_range, mean.float(), std.float(), torch.float32, unit_range=unit_range
+    )
+    assert_float32_close(
+        ours32, expected, terms=4
+    )  # a few roundings of one multiply-add and its coefficients
 
 
 def test_imagenet_normalize_greyscale_and_dtype():

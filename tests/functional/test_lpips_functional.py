@@ -129,5 +129,5 @@ def test_layer_map_and_every_gradient_equal_the_package_formula_in_float64(
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-14)
     for mine, theirs, name in zip(ours, leaves, ("x", "y", "weight"), strict=True):
         torch.testing.assert_close(
-            mine.grad, theirs.grad, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}"
+            mine.grad, theirs.grad, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}"
         )
