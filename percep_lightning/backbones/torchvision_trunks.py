@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -193,31 +193,40 @@ class TorchvisionFeatures(FrozenBackbone):
         return {name: found[name] for name in self.layer_names}
 
     def walk_pair(
-        self, x: Tensor, y: Tensor, *, consumed: Collection[str] = (), activated: Collection[str] = ()
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        consumed: Collection[str] = (),
+        fuse: Callable[[str, Tensor, Tensor, nn.MaxPool2d | None], Tensor] | None = None,
     ) -> Iterator[tuple[str, Tensor, Tensor]]:
-        """Run ``x`` (with autograd) and ``y`` (under ``no_grad``) layer by layer, side by side.
+        """Run ``y`` (under ``no_grad``), then ``x`` (with autograd) layer by layer, handing over each pair.
 
         Yields ``(name, x_features, y_features)`` for each requested layer, in network order, as soon as
-        the layer's output exists. Nothing is kept after the iterator moves on, so a caller that reduces
-        each pair on the spot (a feature distance) never holds more than one layer's maps.
+        ``x``'s map exists, so a caller that reduces each pair on the spot (a feature distance) frees
+        ``x``'s side as it goes. ``y`` runs first, keeping only its requested maps (the same peak memory as
+        a caller that saves its maps for the backward; running the two passes one after the other is
+        faster on the CPU than interleaving them).
 
         A requested layer named in ``consumed`` is a pair the caller uses up before it resumes the
-        iterator, which saves memory traffic on both sides:
+        iterator, which saves memory traffic:
 
-        * ``y`` has already gone on past it when the pair is yielded (a ReLU followed by a max pooling
-          runs as the pooling then the ReLU, which is the same), so the caller may overwrite
-          ``y_features``, e.g. with what its backward needs;
+        * its ``y_features`` are the caller's to overwrite, e.g. with what its backward needs (``y`` went
+          on from a copy: a ReLU followed by a max pooling ran as the pooling then the ReLU, which is the
+          same);
         * the ReLU right after it runs in place on ``x_features``, as torchvision's does, so the caller
-          must not have saved ``x_features`` for its backward; or, for a layer also in ``activated``, the
-          caller applies that ReLU itself, in place, before resuming (to fuse it with its own autograd
-          node, as :func:`~percep_lightning.functional.perceptual.l1_distance_then_relu` does).
+          must not have saved ``x_features`` for its backward;
+        * or, with ``fuse``, a consumed layer followed by a ReLU is not yielded: ``fuse(name, x_features,
+          y_features, pool)`` takes it and returns ``x`` after that ReLU and, when ``pool`` is not
+          ``None``, after the max pooling ``pool`` that follows the ReLU, so that the caller can run its
+          reduction, the ReLU and the pooling as one autograd node (as
+          :func:`~percep_lightning.functional.perceptual.l1_distance_then_relu` does).
 
         Args:
             x: ``(N, 3, H, W)`` input that gradients flow to.
             y: the other input (a constant, e.g. the target), same shape.
             consumed: requested layers whose pair the caller uses up before resuming.
-            activated: layers of ``consumed`` followed by a ReLU (:meth:`relu_follows`) whose ReLU the
-                caller applies to ``x_features``.
+            fuse: takes over the consumed layers followed by a ReLU (:meth:`relu_follows`), see above.
 
         Example:
             >>> net = TorchvisionFeatures("vgg19", ["conv1_2", "relu2_1"], weights=None)
@@ -227,40 +236,48 @@ class TorchvisionFeatures(FrozenBackbone):
         """
         x, y = self.prepare(x, "x"), self.prepare(y, "y")
         early = {self._index[name] for name in consumed if name in self._index}
-        by_caller = {self._index[name] + 1 for name in activated if self._index.get(name) in early}
-        y_done = -1  # the last layer ``y`` has been through
+        y_maps = self._target_maps(y, early)
+        x_done = -1  # the last layer ``x`` has been through
         for i, layer in enumerate(self.layers):
-            if i - 1 in early and isinstance(layer, nn.ReLU):
-                x = x if i in by_caller else torch.relu_(x)
-            else:
-                x = layer(x)
-            if i > y_done:
-                with torch.no_grad():
-                    y = layer(y)
-                y_done = i
+            if i > x_done:
+                x = torch.relu_(x) if i - 1 in early and isinstance(layer, nn.ReLU) else layer(x)
+                x_done = i
             name = self._wanted_at.get(i)
             if name is None:
                 continue
-            if i in early:
-                y_next, y_done = self._target_ahead(y, i)
-                yield name, x, y
-                y = y_next
+            if i in early and fuse is not None and self.relu_follows(name):
+                pool = self._pool_after_relu(i)
+                x = fuse(name, x, y_maps.pop(name), pool)
+                x_done = i + 1 + (pool is not None)
             else:
-                yield name, x, y
+                yield name, x, y_maps.pop(name)
 
     @torch.no_grad()
-    def _target_ahead(self, y: Tensor, i: int) -> tuple[Tensor, int]:
-        """Run ``y`` on past layer ``i`` without overwriting it; returns the output and the last layer run."""
-        j = i + 1
-        if j == len(self.layers):
-            return y, i
-        layer = self.layers[j]
-        if not isinstance(layer, nn.ReLU):
-            return layer(y), j
-        pool = self.layers[j + 1] if j + 1 < len(self.layers) else None
-        if isinstance(pool, nn.MaxPool2d) and j not in self._wanted_at:
-            return pool(y).relu_(), j + 1  # max pooling commutes with the ReLU
-        return torch.relu(y), j
+    def _target_maps(self, y: Tensor, early: set[int]) -> dict[str, Tensor]:
+        """``y``'s requested maps; each one of a layer in ``early`` is left for the caller to overwrite."""
+        maps: dict[str, Tensor] = {}
+        done = -1
+        for i, layer in enumerate(self.layers):
+            if i > done:
+                y, done = layer(y), i
+            name = self._wanted_at.get(i)
+            if name is None:
+                continue
+            maps[name] = y
+            if i in early and i + 1 < len(self.layers):  # go on from a copy
+                pool = self._pool_after_relu(i)
+                if pool is not None:
+                    y, done = pool(y).relu_(), i + 2  # max pooling commutes with the ReLU
+                elif isinstance(self.layers[i + 1], nn.ReLU):
+                    y, done = torch.relu(y), i + 1
+        return maps
+
+    def _pool_after_relu(self, i: int) -> nn.MaxPool2d | None:
+        """The max pooling right after the (not requested) ReLU after layer ``i``, if that is what follows."""
+        if i + 2 >= len(self.layers) or i + 1 in self._wanted_at:
+            return None
+        relu, pool = self.layers[i + 1], self.layers[i + 2]
+        return pool if isinstance(relu, nn.ReLU) and isinstance(pool, nn.MaxPool2d) else None
 
     def relu_follows(self, name: str) -> bool:
         """Whether a ReLU of this trunk runs right after the requested layer ``name``.

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from percep_lightning.functional._checks import check_choice, check_reduction
@@ -178,31 +179,38 @@ class _Distance(torch.autograd.Function):
         return (grad_preds if need_preds else None), grad_target, None, None
 
 
-def l1_distance_then_relu(preds: Tensor, target: Tensor, *, relu: bool) -> Tensor:
-    """Per-image mean absolute difference of two feature maps, then (``relu=True``) ``preds.relu_()``.
+def l1_distance_then_relu(
+    preds: Tensor, target: Tensor, *, pool: nn.MaxPool2d | None = None
+) -> tuple[Tensor, Tensor]:
+    """Per-image mean absolute difference of two pre-activation maps, and the ReLU (and pooling) after it.
 
     The ``"l1"`` criterion of :func:`layer_distance` with ``reduction="none"``, for a frozen trunk that
-    hands over a pre-activation, continues with its ReLU and no longer needs ``target`` (see
+    hands over a pre-activation, continues with its ReLU (and the max pooling ``pool`` right after it)
+    and no longer needs ``target`` (see
     :meth:`~percep_lightning.backbones.TorchvisionFeatures.walk_pair`). The values are those of
-    ``(preds - target).abs().mean((1, 2, 3))`` and the gradient that of this expression followed by
-    ``torch.relu_(preds)``, with no full-size temporary:
+    ``(preds - target).abs().mean((1, 2, 3))`` and the gradients those of that expression and of
+    ``pool(torch.relu(preds))``, with less memory traffic:
 
     * the forward writes the difference into ``target``'s storage, one cache-sized block at a time (the
       whole map off the CPU), sums its absolute value from the cache, and leaves only its sign there,
-      which is all the backward needs;
-    * with ``relu=True`` the ReLU runs in place on ``preds`` inside the same autograd node, whose backward
-      is the ReLU's gradient with the scaled sign added in place: one gradient tensor per layer, where
-      autograd would make three (the ReLU's, the distance's and their sum).
+      which is all the backward needs; no full-size temporary is allocated;
+    * the ReLU (and pooling) run in the same autograd node, whose backward adds the scaled sign in place
+      into the gradient it has just made for ``preds``: one full-size gradient per layer, where autograd
+      would make three (the ReLU's, the distance's and their sum);
+    * with ``pool``, the ReLU runs after the pooling, on a quarter of the values (max pooling commutes
+      with the ReLU, values and gradients alike).
 
     Args:
-        preds: ``(N, C, H, W)`` float32 or float64 features (the pre-activation, with ``relu=True``),
-            overwritten by their ReLU when ``relu=True``; then they must not be a view of another tensor
-            (autograd cannot give an in-place change of a view a node with two outputs).
-        target: the other features, same shape and dtype, a constant (not requiring grad): overwritten.
-        relu: apply ``relu_`` to ``preds`` in place after the distance.
+        preds: ``(N, C, H, W)`` float32 or float64 pre-activation features. Without ``pool`` they are
+            overwritten by their ReLU, so they must not be a view of another tensor (autograd cannot give
+            an in-place change of a view a node with two outputs); the trunks' maps never are.
+        target: the other features, same shape, dtype and layout, a constant (not requiring grad): it is
+            overwritten.
+        pool: the ``nn.MaxPool2d`` that follows the ReLU, if any.
 
     Returns:
-        ``(N,)`` values in the dtype of ``preds``.
+        ``(values, activated)``: ``(N,)`` values in the dtype of ``preds``, and ``relu(preds)`` (``preds``
+        itself) or ``pool(relu(preds))``.
 
     Raises:
         ValueError: if the maps differ in shape, dtype or layout, are not float32 or float64, or ``target``
@@ -212,7 +220,8 @@ def l1_distance_then_relu(preds: Tensor, target: Tensor, *, relu: bool) -> Tenso
         >>> import torch
         >>> from percep_lightning.functional.perceptual import l1_distance_then_relu
         >>> x, y = torch.tensor([-1.0, 2.0]).view(1, 2, 1, 1), torch.zeros(1, 2, 1, 1)
-        >>> l1_distance_then_relu(x, y, relu=True), x.flatten(), y.flatten()
+        >>> values, activated = l1_distance_then_relu(x, y)
+        >>> values, activated.flatten(), y.flatten()
         (tensor([1.5000]), tensor([0., 2.]), tensor([-1.,  1.]))
     """
     if (
@@ -228,12 +237,11 @@ def l1_distance_then_relu(preds: Tensor, target: Tensor, *, relu: bool) -> Tenso
         )
     if target.requires_grad:
         raise ValueError("Expected a `target` that does not require grad: it is overwritten.")
-    out = _L1ThenReLU.apply(preds, target, relu)
-    return out[0] if relu else out  # (the ReLU's output is ``preds`` itself)
+    return _L1ThenReLU.apply(preds, target, pool)
 
 
-_BLOCK = 1 << 18
-"""Elements per block of the CPU pass of :func:`l1_distance_then_relu` (1 MiB of float32: cache-sized)."""
+_BLOCK = 1 << 19
+"""Elements per block of the CPU pass of :func:`l1_distance_then_relu` (2 MiB of float32: cache-sized)."""
 
 
 def _abs_sums_to_sign(preds: Tensor, target: Tensor) -> Tensor:
@@ -260,38 +268,61 @@ def _abs_sums_to_sign(preds: Tensor, target: Tensor) -> Tensor:
 
 
 class _L1ThenReLU(torch.autograd.Function):
-    """See :func:`l1_distance_then_relu`. Saves the sign (in ``target``) and the ReLU's output."""
+    """See :func:`l1_distance_then_relu`. Saves the sign (in ``target``) and what the ReLU and the pooling
+    need: the ReLU's output, or the pre-activation, the pooling's indices and its ReLU'd output."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, preds: Tensor, target: Tensor, relu: bool) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx, preds: Tensor, target: Tensor, pool: nn.MaxPool2d | None
+    ) -> tuple[Tensor, Tensor]:
         sums = _abs_sums_to_sign(preds, target)
         ctx.count = preds[0].numel()
+        ctx.pool = pool
         ctx.set_materialize_grads(False)
-        values = sums / ctx.count
-        if relu:
+        if pool is None:
             ctx.mark_dirty(preds)
-            preds.relu_()
-            ctx.save_for_backward(target, preds)
-            return values, preds
-        ctx.save_for_backward(target)
-        return values
+            activated = preds.relu_()
+            ctx.save_for_backward(target, activated)
+        else:
+            pooled, indices = F.max_pool2d(
+                preds,
+                pool.kernel_size,
+                pool.stride,
+                pool.padding,
+                pool.dilation,
+                pool.ceil_mode,
+                return_indices=True,
+            )
+            activated = pooled.relu_()
+            ctx.save_for_backward(target, activated, preds, indices)
+        return sums / ctx.count, activated
 
     @staticmethod
     @once_differentiable
     def backward(  # type: ignore[override]
-        ctx: FunctionCtx, grad: Tensor | None, *grad_relu: Tensor | None
+        ctx: FunctionCtx, grad: Tensor | None, grad_activated: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        sign, *activated = ctx.saved_tensors
+        sign, activated, *pooling = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
         scale = None if grad is None else (grad / ctx.count).view(-1, *([1] * (sign.ndim - 1)))
-        upstream = grad_relu[0] if grad_relu else None
-        if upstream is None:
+        if grad_activated is None:
             return (None if scale is None else sign * scale), None, None
-        # the ReLU's gradient, then the distance's added into it
-        grad_preds = torch.ops.aten.threshold_backward(upstream, activated[0], 0)
+        grad_preds = torch.ops.aten.threshold_backward(grad_activated, activated, 0)  # the ReLU's gradient
+        if pooling:
+            pool, (preds, indices) = ctx.pool, pooling
+            grad_preds = torch.ops.aten.max_pool2d_with_indices_backward(
+                grad_preds,
+                preds,
+                pool.kernel_size,
+                pool.stride,
+                pool.padding,
+                pool.dilation,
+                pool.ceil_mode,
+                indices,
+            )
         if scale is not None:
-            grad_preds.addcmul_(sign, scale)
+            grad_preds.addcmul_(sign, scale)  # the distance's gradient, in place in a tensor made here
         return grad_preds, None, None
 
 

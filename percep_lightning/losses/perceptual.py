@@ -165,12 +165,14 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
             ("style", self._style_layers, self.style_weight),
         )
         per_layer: dict[str, dict[str, Tensor]] = {"perceptual": {}, "style": {}}
-        # An L1 pre-activation only the perceptual term reads: distance and ReLU in one autograd node.
-        fused = self._consumed if self.criterion == "l1" else set()
-        for name, p, t in trunk.walk_pair(x, y, consumed=self._consumed, activated=fused):
-            if name in fused:
-                per_layer["perceptual"][name] = self._fused_l1(p, t, relu=trunk.relu_follows(name))
-                continue
+
+        def fuse(name: str, p: Tensor, t: Tensor, pool: nn.MaxPool2d | None) -> Tensor:
+            per_layer["perceptual"][name], after = self._l1_then_relu(p, t, pool)
+            return after
+
+        # An L1 pre-activation only the perceptual term reads: distance, ReLU and pooling in one node.
+        walk = trunk.walk_pair(x, y, consumed=self._consumed, fuse=fuse if self.criterion == "l1" else None)
+        for name, p, t in walk:
             for term, layers, _ in terms:
                 if name in layers:
                     per_layer[term][name] = layer_distance(
@@ -189,17 +191,18 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
         self.parts = parts
         return total
 
-    def _fused_l1(self, preds: Tensor, target: Tensor, *, relu: bool) -> Tensor:
-        """One layer's L1 term, then the ReLU after it (in place) when ``relu``."""
+    def _l1_then_relu(
+        self, preds: Tensor, target: Tensor, pool: nn.MaxPool2d | None
+    ) -> tuple[Tensor, Tensor]:
+        """One layer's L1 term, reduced, and the pre-activation after its ReLU (and ``pool``)."""
         if preds.dtype in (torch.float32, torch.float64) and target.dtype == preds.dtype:
-            values = l1_distance_then_relu(preds, target, relu=relu)
-        else:  # half-precision maps (autocast): compared in float32, then the ReLU
+            values, after = l1_distance_then_relu(preds, target, pool=pool)
+        else:  # half-precision maps (autocast): compared in float32, then the ReLU and the pooling
             values = layer_distance(preds, target, criterion="l1", reduction="none")
-            if relu:
-                torch.relu_(preds)
+            after = torch.relu_(preds) if pool is None else pool(torch.relu_(preds))
         if self.reduction == "none":
-            return values
-        return values.mean() if self.reduction == "mean" else values.sum()
+            return values, after
+        return (values.mean() if self.reduction == "mean" else values.sum()), after
 
     def extra_repr(self) -> str:
         return (

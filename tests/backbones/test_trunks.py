@@ -205,32 +205,46 @@ def test_walk_pair_yields_the_forward_features_and_gradients(torchvision_weights
     torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)
 
 
-def test_walk_pair_hands_consumed_target_maps_over_and_leaves_activated_relus_to_the_caller(
-    torchvision_weights, photos
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_walk_pair_hands_consumed_target_maps_over_and_fuses_the_relu_and_pooling_after_them(
+    torchvision_weights, photos, memory_format
 ):
-    # conv1_2 (ReLU then pooling after it), conv3_1 (ReLU then conv3_2) and conv3_2, the deepest layer
-    layers = ["conv1_2", "relu2_1", "conv3_1", "conv3_2"]
-    net = TorchvisionFeatures("vgg19", layers, weights=torchvision_weights("vgg19"))
-    assert [net.relu_follows(name) for name in layers] == [True, False, True, False]
+    # conv1_2 (then ReLU and pooling), conv3_1 (then ReLU and conv3_2), relu3_2, and conv3_3, the deepest
+    layers = ["conv1_2", "relu2_1", "conv3_1", "relu3_2", "conv3_3"]
+    net = TorchvisionFeatures(
+        "vgg19", layers, weights=torchvision_weights("vgg19"), memory_format=memory_format
+    )
+    assert [net.relu_follows(name) for name in layers] == [True, False, True, False, False]
     x, y = photos(2, 32), photos(2, 32).flip(-1)
     expected_y = net(y)
     x1 = x.clone().requires_grad_(True)
     expected = net(x1)
     sum(f.square().mean() for f in expected.values()).backward()
+
     x2 = x.clone().requires_grad_(True)
-    consumed = {"conv1_2", "conv3_1", "conv3_2"}
-    total, names = 0, []
-    for name, a, b in net.walk_pair(x2, y, consumed=consumed, activated={"conv1_2", "conv3_1"}):
+    terms, seen = [], []
+
+    def fuse(name, a, b, pool):
+        seen.append((name, pool is not None))
+        torch.testing.assert_close(a, expected[name], rtol=0, atol=0)
+        torch.testing.assert_close(b, expected_y[name], rtol=0, atol=0)
+        terms.append(a.clone().square().mean())
+        b.fill_(float("nan"))  # the target has gone on already: the caller may overwrite its map
+        a = torch.relu(a)  # the caller's own ReLU and pooling
+        return a if pool is None else pool(a)
+
+    consumed = {"conv1_2", "conv3_1", "conv3_3"}
+    names = []
+    for name, a, b in net.walk_pair(x2, y, consumed=consumed, fuse=fuse):
         names.append(name)
         torch.testing.assert_close(b, expected_y[name], rtol=0, atol=0)
         torch.testing.assert_close(a, expected[name], rtol=0, atol=0)
-        total = total + (a.clone() if name in consumed else a).square().mean()
+        terms.append((a.clone() if name in consumed else a).square().mean())
         if name in consumed:
-            b.fill_(float("nan"))  # the target has gone on already: the caller may overwrite its map
-        if name in ("conv1_2", "conv3_1"):
-            torch.relu_(a)  # the ReLU the caller took over
-    total.backward()
-    assert names == layers
+            b.fill_(float("nan"))
+    sum(terms).backward()
+    assert seen == [("conv1_2", True), ("conv3_1", False)]
+    assert names == ["relu2_1", "relu3_2", "conv3_3"]  # conv3_3 has no ReLU after it: yielded
     torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)
 
 

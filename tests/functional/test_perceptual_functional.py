@@ -156,17 +156,11 @@ def _strided(x):
 
 
 @pytest.mark.parametrize(
-    ("layout", "relu"),
+    ("layout", "pool"),
     # (an in-place ReLU on a view cannot share a node with the values: trunk outputs are never views)
-    [
-        ("contiguous", True),
-        ("contiguous", False),
-        ("channels_last", True),
-        ("channels_last", False),
-        ("strided", False),
-    ],
-)
-def test_l1_then_relu_equals_autograd_in_float64_over_several_blocks(monkeypatch, layout, relu):
+    [("contiguous", False), ("contiguous", True), ("channels_last", False), ("channels_last", True), ("strided", True)],
+)  # fmt: skip
+def test_l1_then_relu_equals_autograd_in_float64_over_several_blocks(monkeypatch, layout, pool):
     monkeypatch.setattr(perceptual, "_BLOCK", 100)  # 5x6x7 = 210 values per image: three blocks
     g = torch.Generator().manual_seed(0)
     base, other = (
@@ -175,8 +169,11 @@ def test_l1_then_relu_equals_autograd_in_float64_over_several_blocks(monkeypatch
     )
     target = other.double()
     target[0, :, :2] = base[0, :, :2]  # ties: no gradient from the distance there
+    base[1, :, 2:4] = -base[1, :, 2:4].abs()  # pooling windows with no positive value
     weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)  # any per-image gradient
-    upstream = torch.randn(3, 5, 6, 7, dtype=torch.float64, generator=g)
+    max_pool = torch.nn.MaxPool2d(2, 2, ceil_mode=True) if pool else None
+    after = (lambda t: max_pool(torch.relu(t))) if pool else torch.relu
+    upstream = torch.randn(after(base).shape, dtype=torch.float64, generator=g)
     arrange = {
         "contiguous": lambda t: t * 1.0,
         "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last) * 1.0,
@@ -185,17 +182,17 @@ def test_l1_then_relu_equals_autograd_in_float64_over_several_blocks(monkeypatch
 
     leaf = base.clone().requires_grad_(True)
     reference = (leaf - target).abs().mean((1, 2, 3))
-    after = torch.relu(leaf) if relu else leaf
-    ((reference * weights).sum() + (after * upstream).sum()).backward()
+    activated = after(leaf)
+    ((reference * weights).sum() + (activated * upstream).sum()).backward()
 
     x = base.clone().requires_grad_(True)
-    features, t = arrange(x), arrange(target)  # a non-leaf, as a trunk's output is
-    values = l1_distance_then_relu(features, t, relu=relu)
-    ((values * weights).sum() + (features * upstream).sum()).backward()
+    t = arrange(target)
+    values, ours = l1_distance_then_relu(arrange(x), t, pool=max_pool)  # a non-leaf, as a trunk's output
+    ((values * weights).sum() + (ours * upstream).sum()).backward()
 
     torch.testing.assert_close(values, reference.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(ours.detach(), activated.detach(), rtol=0, atol=0)
     torch.testing.assert_close(x.grad, leaf.grad, rtol=1e-13, atol=1e-15)
-    torch.testing.assert_close(features.detach(), after.detach(), rtol=0, atol=0)
     torch.testing.assert_close(t, torch.sign(base - target), rtol=0, atol=0)  # the target holds the sign
 
 
@@ -204,7 +201,7 @@ def test_l1_then_relu_float32_close_to_float64_on_a_large_map():
     preds = torch.randn(2, 64, 96, 96, generator=g).contiguous(memory_format=torch.channels_last)
     target = torch.randn(2, 64, 96, 96, generator=g).contiguous(memory_format=torch.channels_last)
     exact = (preds.double() - target.double()).abs().mean((1, 2, 3))
-    values = l1_distance_then_relu(preds.clone(), target.clone(), relu=True)
+    values, _ = l1_distance_then_relu(preds.clone(), target.clone())
     assert values.dtype == torch.float32
     assert_float32_close(values, exact, terms=64 * 96 * 96)
 
@@ -212,12 +209,12 @@ def test_l1_then_relu_float32_close_to_float64_on_a_large_map():
 def test_l1_then_relu_errors():
     x = torch.randn(1, 2, 3, 3)
     with pytest.raises(ValueError, match=r"Expected float32 or float64 feature maps of one shape, dtype and"):
-        l1_distance_then_relu(x, torch.randn(1, 2, 3, 4), relu=True)
+        l1_distance_then_relu(x, torch.randn(1, 2, 3, 4))
     with pytest.raises(ValueError, match=r"Expected float32 or float64 feature maps .* torch.bfloat16"):
-        l1_distance_then_relu(x.bfloat16(), x.bfloat16(), relu=True)
+        l1_distance_then_relu(x.bfloat16(), x.bfloat16())
     with pytest.raises(ValueError, match=r"Expected float32 or float64 feature maps .* layout"):
-        l1_distance_then_relu(x, x.contiguous(memory_format=torch.channels_last), relu=False)
+        l1_distance_then_relu(x, x.contiguous(memory_format=torch.channels_last))
     with pytest.raises(
         ValueError, match=r"Expected a `target` that does not require grad: it is overwritten"
     ):
-        l1_distance_then_relu(x, x.clone().requires_grad_(True), relu=False)
+        l1_distance_then_relu(x, x.clone().requires_grad_(True))
