@@ -15,6 +15,7 @@ Speed: the normalisation, the squared difference and the weighted channel sum of
 custom autograd function whose backward is written out (one pass over the saved maps instead of the
 dozen element-wise operations autograd would chain); the lin layer is a matrix-vector product over a
 view of the maps, in either memory format (each loss runs its trunk in the layout faster on the device).
+On the CPU, large maps are walked in cache-sized blocks so that no full-size temporary is allocated.
 Everything runs in float32 (float64 for float64 features) with autocast disabled.
 """
 
@@ -130,6 +131,10 @@ def lpips_layer_map(preds: Tensor, target: Tensor, weight: Tensor, *, eps: float
 
 _BLOCK = 1 << 20
 """Feature elements per block of the CPU path of :class:`_LayerMap` (4 MiB of float32)."""
+_BLOCKED_BYTES = 1 << 24
+"""The smallest map (16 MiB) that takes the blocked CPU path. Smaller maps are allocated from memory the
+allocator keeps and reuses, so the whole-map path, with fewer passes, is faster for them (AlexNet's and
+SqueezeNet's layers at 256x256); larger ones get fresh pages on every allocation (VGG's first layers)."""
 
 
 def _inv_norm(x: Tensor, eps: float, channels: int = 1, out: Tensor | None = None) -> Tensor:
@@ -182,9 +187,10 @@ class _Blocks:
 
     @staticmethod
     def usable(x: Tensor, y: Tensor) -> bool:
-        """The blocked path runs on the CPU for two dense maps of one layout."""
+        """The blocked path runs on the CPU for two large dense maps of one layout."""
         return (
             x.device.type == "cpu"
+            and x.numel() * x.element_size() >= _BLOCKED_BYTES
             and x.stride() == y.stride()
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
         )
@@ -221,10 +227,12 @@ def _as(buffer: Tensor, block: Tensor) -> Tensor:
 class _LayerMap(torch.autograd.Function):
     """``sum_c w_c (x / |x| - y / |y|)_c^2`` with a hand-written backward (see the module docstring).
 
-    On the CPU the forward and backward walk the maps in cache-sized blocks (:class:`_Blocks`) and save
-    the two maps and their per-pixel inverse norms: the unit maps, their difference and its square live
-    in a few block-sized buffers, so no full-size temporary is allocated (an allocation of a large
-    map costs more than the arithmetic on it). Elsewhere the full-size path runs.
+    On the CPU, for maps of at least :data:`_BLOCKED_BYTES`, the forward and backward walk the maps in
+    cache-sized blocks (:class:`_Blocks`) and save the two maps and their per-pixel inverse norms: the
+    unit maps, their difference and its square live in a few block-sized buffers, so no full-size
+    temporary is allocated (a fresh allocation of a large map costs more than the arithmetic on it,
+    so recomputing the unit maps in the backward is cheaper than saving them). Elsewhere the whole-map
+    path runs.
     """
 
     @staticmethod

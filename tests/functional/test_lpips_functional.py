@@ -106,6 +106,7 @@ def test_layer_map_and_every_gradient_equal_the_package_formula_in_float64(
 ):
     # 20 channels x 7 x 9 pixels: blocks of 3 pixels (channels-last rows or columns of one image)
     monkeypatch.setattr(lpips_module, "_BLOCK", 60)
+    monkeypatch.setattr(lpips_module, "_BLOCKED_BYTES", 0)
     if device_path == "whole":  # the path off the CPU, forced here
         monkeypatch.setattr(lpips_module._Blocks, "usable", staticmethod(lambda x, y: False))
     g = torch.Generator().manual_seed(0)
