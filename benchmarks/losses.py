@@ -384,7 +384,7 @@ def loss_benches(cfg: Config, assets: Assets) -> list[Bench]:
     """Every loss benchmark, cheapest first."""
     batch = f"{cfg.loss_batch}x3x{cfg.loss_size}x{cfg.loss_size}"
     light = {"reps": cfg.reps_light, "warmup": cfg.warmup_light}
-    heavy = {"reps": cfg.reps_heavy, "warmup": cfg.warmup_heavy}
+    heavy = {"reps": cfg.reps_backbone, "warmup": cfg.warmup_heavy}
     benches = [
         Bench("pixel", "Pixel L1", f"fwd+bwd, {batch}", build_pixel(cfg), **light, rtol=(1e-6,)),
         Bench(
