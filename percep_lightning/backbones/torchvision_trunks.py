@@ -93,8 +93,9 @@ class TorchvisionFeatures(FrozenBackbone):
 
     ``forward`` returns a dict ``{name: feature map}`` in the order of ``layers``. A requested
     pre-activation (``conv*``) is kept intact: the ReLU right after it runs out of place, every other
-    ReLU stays in place as in torchvision. :meth:`walk_pair` runs two batches side by side and hands each
-    requested layer over as soon as it exists, so a loss can reduce it before the next layer runs.
+    ReLU stays in place as in torchvision. :meth:`walk_pair` runs a constant batch, then a batch with
+    autograd, handing each requested pair over as soon as the second map exists, so a loss can reduce it
+    before the next layer runs (and take over the ReLU and pooling after it).
 
     Args:
         arch: ``"vgg19"``, ``"vgg16"``, ``"alexnet"`` or ``"squeezenet1_1"``.

@@ -42,6 +42,7 @@ def lpips_distance(
     spatial: bool = False,
     output_size: tuple[int, int] | None = None,
     eps: float = EPS,
+    disposable_target: bool = False,
 ) -> Tensor:
     """The LPIPS distance between two images given their trunk features and the calibrated lin weights.
 
@@ -54,6 +55,9 @@ def lpips_distance(
             (``align_corners=False``) to ``output_size`` and returns the distance map.
         output_size: ``(H, W)`` of the map when ``spatial=True`` (the input image size).
         eps: the normalisation epsilon.
+        disposable_target: the caller has no further use for ``target_features`` (constants made for
+            this call): the backward may then write the gradient of ``preds_features`` into their
+            storage instead of allocating it.
 
     Returns:
         ``(N, 1, 1, 1)``, or ``(N, 1, H, W)`` with ``spatial=True``, as the ``lpips`` package; float32
@@ -83,7 +87,7 @@ def lpips_distance(
         raise ValueError("Expected `output_size` (the image's (H, W)) with `spatial=True`, but got None.")
     total: Tensor | None = None
     for x, y, w in zip(preds_features, target_features, lin_weights, strict=True):
-        layer = lpips_layer_map(x, y, w, eps=eps)
+        layer = lpips_layer_map(x, y, w, eps=eps, disposable_target=disposable_target)
         if spatial:
             layer = F.interpolate(layer, size=tuple(output_size), mode="bilinear", align_corners=False)
         else:
@@ -92,7 +96,9 @@ def lpips_distance(
     return total
 
 
-def lpips_layer_map(preds: Tensor, target: Tensor, weight: Tensor, *, eps: float = EPS) -> Tensor:
+def lpips_layer_map(
+    preds: Tensor, target: Tensor, weight: Tensor, *, eps: float = EPS, disposable_target: bool = False
+) -> Tensor:
     """One layer's LPIPS map: the lin-weighted squared difference of the unit-normalised features.
 
     Args:
@@ -100,6 +106,7 @@ def lpips_layer_map(preds: Tensor, target: Tensor, weight: Tensor, *, eps: float
         target: ``(N, C, H, W)`` features.
         weight: ``(1, C, 1, 1)`` or ``(C,)`` lin weights.
         eps: the normalisation epsilon.
+        disposable_target: ``target`` may be overwritten by the backward (see :func:`lpips_distance`).
 
     Returns:
         ``(N, 1, H, W)``, float32 (float64 if any input is float64).
@@ -126,7 +133,10 @@ def lpips_layer_map(preds: Tensor, target: Tensor, weight: Tensor, *, eps: float
         )
     dtype = torch.promote_types(torch.promote_types(preds.dtype, target.dtype), torch.float32)
     with torch.autocast(preds.device.type, enabled=False):
-        return _LayerMap.apply(preds.to(dtype), target.to(dtype), weight.to(dtype).reshape(-1), eps)
+        disposable = disposable_target and target.dtype == dtype and not target.requires_grad
+        return _LayerMap.apply(
+            preds.to(dtype), target.to(dtype), weight.to(dtype).reshape(-1), eps, disposable
+        )
 
 
 _BLOCK = 1 << 20
@@ -237,10 +247,10 @@ class _LayerMap(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: FunctionCtx, x: Tensor, y: Tensor, weight: Tensor, eps: float
+        ctx: FunctionCtx, x: Tensor, y: Tensor, weight: Tensor, eps: float, disposable: bool
     ) -> Tensor:
         need_x, need_y, need_w = ctx.needs_input_grad[:3]
-        ctx.blocked = _Blocks.usable(x, y)
+        ctx.blocked, ctx.disposable = _Blocks.usable(x, y), disposable
         if ctx.blocked:
             return _blocked_forward(ctx, x, y, weight, eps)
         inv_x, inv_y = _inv_norm(x, eps), _inv_norm(y, eps)
@@ -279,7 +289,7 @@ class _LayerMap(torch.autograd.Function):
                 grad_y = _unit_backward(grad_unit.neg_(), unit_y, inv_y)
         if need_w:
             grad_w = (diff * diff * grad).sum((0, 2, 3))
-        return grad_x, grad_y, grad_w, None
+        return grad_x, grad_y, grad_w, None, None
 
 
 def _per_pixel(x: Tensor) -> Tensor:
@@ -310,7 +320,8 @@ def _blocked_backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ..
     need_x, need_y, need_w = ctx.needs_input_grad[:3]
     blocks = _Blocks(x)
     xs = blocks.of(x)
-    grad_x = torch.empty_like(x) if need_x else None
+    # (each block of y is read before that block of the gradient is written)
+    grad_x = (y if ctx.disposable and not need_y else torch.empty_like(x)) if need_x else None
     grad_y = torch.empty_like(y) if need_y else None
     grad_w = torch.zeros_like(weight) if need_w else None
     twice_w = blocks.per_channel(2 * weight)
@@ -340,4 +351,4 @@ def _blocked_backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ..
         if need_x:
             dot = torch.mul(g, ux, out=_as(product, xb)).sum(blocks.dim, keepdim=True)
             torch.mul(g.addcmul_(ux, dot, value=-1), ixb, out=gxb)
-    return grad_x, grad_y, grad_w, None
+    return grad_x, grad_y, grad_w, None, None

@@ -154,6 +154,7 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
             self.lin_weights,
             spatial=self.spatial,
             output_size=tuple(preds.shape[-2:]),
+            disposable_target=True,
         )
 
     def _scale(self, images: Tensor, trunk: TorchvisionFeatures) -> Tensor:

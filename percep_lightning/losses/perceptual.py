@@ -51,10 +51,13 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
     (:data:`DEFAULT_LAYER_WEIGHTS`, pre-activation features as ESRGAN recommends); BasicSR's ESRGAN
     configs use ``{"conv5_4": 1.0}``. Layers of weight 0 are not computed and the trunk stops after the
     deepest layer in use. The target goes through the network under ``torch.no_grad()`` (it is a
-    constant: it builds no graph even if it requires grad); each of ``preds`` and ``target`` is one pass,
-    side by side, and each layer's term is taken as soon as the layer's output exists (see
+    constant: it builds no graph even if it requires grad), then ``preds``, and each layer's term is taken
+    as soon as ``preds``' map exists (see
     :meth:`~percep_lightning.backbones.TorchvisionFeatures.walk_pair`), so a requested pre-activation
-    costs no copy: the ReLU after it still runs in place (unless the style term needs that layer).
+    costs no copy: the ReLU after it still runs in place (unless the style term needs that layer). With
+    ``criterion="l1"`` such a layer's distance, the ReLU and the max pooling after it form one autograd
+    node that allocates no full-size temporary
+    (:func:`~percep_lightning.functional.perceptual.l1_distance_then_relu`).
 
     Args:
         layer_weights: ``{layer: weight}`` of the perceptual term; ``None`` for :data:`DEFAULT_LAYER_WEIGHTS`.

@@ -132,3 +132,22 @@ def test_layer_map_and_every_gradient_equal_the_package_formula_in_float64(
         torch.testing.assert_close(
             mine.grad, theirs.grad, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}"
         )
+
+
+def test_disposable_target_takes_the_gradient_and_changes_nothing_else(monkeypatch):
+    monkeypatch.setattr(lpips_module, "_BLOCK", 60)
+    monkeypatch.setattr(lpips_module, "_BLOCKED_BYTES", 0)
+    g = torch.Generator().manual_seed(1)
+    x, y = (
+        torch.randn(2, 20, 7, 9, generator=g).contiguous(memory_format=torch.channels_last) for _ in range(2)
+    )
+    w = torch.rand(1, 20, 1, 1, generator=g)
+    grads, values = [], []
+    for disposable in (False, True):
+        leaf, target = x.clone().requires_grad_(True), y.clone()
+        out = lpips_layer_map(leaf, target, w, disposable_target=disposable)
+        out.sum().backward()
+        grads.append(leaf.grad)
+        values.append(out.detach())
+        assert torch.equal(target, y) != disposable  # only a disposable target is overwritten
+    assert torch.equal(values[0], values[1]) and torch.equal(grads[0], grads[1])
