@@ -149,14 +149,10 @@ SqueezeNet's layers at 256x256); larger ones get fresh pages on every allocation
 
 def _inv_norm(x: Tensor, eps: float, channels: int = 1, out: Tensor | None = None) -> Tensor:
     """``1 / sqrt(|x|^2 + eps^2)`` over dimension ``channels`` (kept, of size 1)."""
-    if x.stride(channels) == 1:
-        squared = torch.linalg.vector_norm(
-            x, dim=channels, keepdim=True, out=out
-        ).square_()  # contiguous rows
-    else:
-        squared = torch.sum(
-            x * x, channels, keepdim=True, out=out
-        )  # several times faster than vector_norm here
+    if x.stride(channels) == 1:  # channels contiguous: one pass over the rows
+        squared = torch.linalg.vector_norm(x, dim=channels, keepdim=True, out=out).square_()
+    else:  # several times faster than vector_norm across strided channels
+        squared = torch.sum(x * x, channels, keepdim=True, out=out)
     return squared.add_(eps * eps).rsqrt_()
 
 
@@ -310,7 +306,6 @@ def _blocked_forward(ctx: FunctionCtx, x: Tensor, y: Tensor, weight: Tensor, eps
         uy = torch.mul(yb, _inv_norm(yb, eps, blocks.dim, out=iyb), out=_as(unit_y, yb))
         diff = ux.sub_(uy)  # (rounded separately: equal features give an exactly zero difference)
         blocks.channel_sum(diff.square_(), weight, ob)
-    ctx.eps = eps
     ctx.save_for_backward(x, y, weight, inv_x, inv_y)
     return out
 
