@@ -165,8 +165,17 @@ class ImageFiles(Dataset):
         return Item(self.indices[i], tuple(images), None, tuple(alpha))
 
 
-def _as_list(items: list[Item]) -> list[Item]:
-    return items
+def _collate(items: list[Item]) -> tuple[list[Item], list[Batch]]:
+    """The samples' reports, and their images stacked into same-size runs, in the worker that decoded them.
+
+    Stacking in the worker sends each run to the main process as one shared-memory tensor per folder; sent
+    image by image, each arrived as its own shared segment to map and copy in the main process (about
+    10 ms per batch of sixteen 256x256 pairs). The images leave the reports, which keep the rest.
+    """
+    if any(item.error is not None for item in items):
+        return items, []
+    runs = list(_same_size_runs(items))
+    return [Item(item.index, None, None, item.alpha) for item in items], runs
 
 
 @dataclass
@@ -209,12 +218,12 @@ def iter_batches(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_as_list,
+        collate_fn=_collate,
         persistent_workers=False,
     )
     warned = [False] * len(folder_names)
     with tqdm(total=len(dataset), desc=description, unit="img", disable=not progress, leave=False) as bar:
-        for items in loader:
+        for items, runs in loader:
             for item in items:
                 if item.error is not None:
                     raise EvaluationError(item.error)
@@ -227,7 +236,7 @@ def iter_batches(
                             UserWarning,
                             stacklevel=2,
                         )
-            yield from _same_size_runs(items)
+            yield from runs
             bar.update(len(items))
 
 
