@@ -198,9 +198,10 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
         self, preds: Tensor, target: Tensor, pool: nn.MaxPool2d | None
     ) -> tuple[Tensor, Tensor]:
         """One layer's L1 term, reduced, and the pre-activation after its ReLU (and ``pool``)."""
-        if preds.dtype in (torch.float32, torch.float64) and target.dtype == preds.dtype:
+        exact = preds.dtype in (torch.float32, torch.float64) and target.dtype == preds.dtype
+        if exact and preds.stride() == target.stride():
             values, after = l1_distance_then_relu(preds, target, pool=pool)
-        else:  # half-precision maps (autocast): compared in float32, then the ReLU and the pooling
+        else:  # half-precision maps (autocast), compared in float32, or odd strides; then ReLU and pooling
             values = layer_distance(preds, target, criterion="l1", reduction="none")
             after = torch.relu_(preds) if pool is None else pool(torch.relu_(preds))
         if self.reduction == "none":
