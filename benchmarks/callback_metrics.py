@@ -30,17 +30,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from benchmarks.assets import Assets, image_pair, uint8_pair
+from benchmarks.assets import Assets, image_pair
 from benchmarks.config import Config
 from benchmarks.harness import FLOOR, OURS, PEER, Bench, Contender, Env, Phase, Target
-from benchmarks.metrics import (
-    _marks,
-    _module_class,
-    _Pairs,
-    _quiet_lightning,
-    _trainer,
-    validate_phases,
-)
+from benchmarks.metrics import EpochRig, _Pairs, _quiet_lightning, _trainer
 
 OURS_EPOCH = "percep_lightning ImageMetricsCallback"
 PEER_EPOCH = "torchmetrics FID + InceptionScore + KID"
@@ -97,33 +90,20 @@ def build_kid_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contend
     def build(env: Env) -> list[Contender]:
         from percep_lightning.callbacks import ImageMetricsCallback
 
-        _quiet_lightning()
-        weights = str(assets.inception())
-        fake, real = uint8_pair(cfg.fid_images, cfg.fid_size)
-        loader = DataLoader(_Pairs(fake, real), batch_size=cfg.fid_batch, shuffle=False)
-        module = _module_class()()
-        root = str(assets.root / "lightning")
+        rig = EpochRig(cfg, assets)
         kid = {"kid_subsets": cfg.kid_subsets, "kid_subset_size": cfg.fid_images}
         last: dict[str, list[Tensor]] = {}
 
         def ours_run() -> dict[str, float]:
             callback = ImageMetricsCallback(
-                metrics=("fid", "is", "kid"), weights=weights, is_splits=cfg.is_splits, **kid
+                metrics=("fid", "is", "kid"), weights=rig.weights, is_splits=cfg.is_splits, **kid
             )
-            before, after, stamps = _marks()
-            trainer = _trainer(env, [before, callback, after], root)
-            callback.setup(trainer, module, "validate")  # builds the Inception outside the timer, as peers do
-            phases1, logged1 = validate_phases(env, trainer, module, loader, stamps, "1 ")
-            phases2, logged2 = validate_phases(env, trainer, module, loader, stamps, "2 ")
-            last["ours"] = [torch.as_tensor(logged1["val/fid"]), torch.as_tensor(logged2["val/fid"])]
-            return {**phases1, **phases2}
+            phases, last["ours"] = rig.ours(env, callback)
+            return phases
 
         def peer_run() -> dict[str, float]:
-            callback = _torchmetrics_callback(weights, cfg.is_splits, cfg.kid_subsets, cfg.fid_images)
-            before, after, stamps = _marks()
-            trainer = _trainer(env, [before, callback, after], root)
-            phases, logged = validate_phases(env, trainer, module, loader, stamps, "")
-            last["peer"] = [torch.as_tensor(logged["tm/fid"])] * 2
+            callback = _torchmetrics_callback(rig.weights, cfg.is_splits, cfg.kid_subsets, cfg.fid_images)
+            phases, last["peer"] = rig.peer(env, callback)
             return phases
 
         return [

@@ -184,6 +184,44 @@ def validate_phases(
     return phases, logged
 
 
+class EpochRig:
+    """What the validation-epoch rows share: the Inception weights file, a loader of N generated and N real
+    uint8 images, the module that replays them, and the Lightning root; and the two ways of running them."""
+
+    def __init__(self, cfg: Config, assets: Assets) -> None:
+        _quiet_lightning()
+        self.weights = str(assets.inception())
+        fake, real = uint8_pair(cfg.fid_images, cfg.fid_size)
+        self.loader = DataLoader(_Pairs(fake, real), batch_size=cfg.fid_batch, shuffle=False)
+        self.module = _module_class()()
+        self.root = str(assets.root / "lightning")
+
+    def _trainer(self, env: Env, callback: Any) -> tuple[Any, dict[str, float]]:
+        before, after, stamps = _marks()
+        return _trainer(env, [before, callback, after], self.root), stamps
+
+    def ours(self, env: Env, callback: Any) -> tuple[dict[str, float], list[Tensor]]:
+        """Two epochs of our callback (the second reads the cached real side): the phase times, keyed
+        ``"1 ..."`` and ``"2 ..."``, and the two logged FIDs."""
+        trainer, stamps = self._trainer(env, callback)
+        callback.setup(
+            trainer, self.module, "validate"
+        )  # builds the Inception outside the timer, as peers do
+        phases1, logged1 = validate_phases(env, trainer, self.module, self.loader, stamps, "1 ")
+        phases2, logged2 = validate_phases(env, trainer, self.module, self.loader, stamps, "2 ")
+        return {**phases1, **phases2}, [
+            torch.as_tensor(logged1["val/fid"]),
+            torch.as_tensor(logged2["val/fid"]),
+        ]
+
+    def peer(self, env: Env, callback: Any) -> tuple[dict[str, float], list[Tensor]]:
+        """One epoch of a torchmetrics callback (without a cache every epoch is this one): the phase times
+        and its logged FID, twice (against our two)."""
+        trainer, stamps = self._trainer(env, callback)
+        phases, logged = validate_phases(env, trainer, self.module, self.loader, stamps, "")
+        return phases, [torch.as_tensor(logged["tm/fid"])] * 2
+
+
 def build_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]:
     """Contenders of the validation-epoch benchmark (their steps return phase times)."""
 
@@ -192,30 +230,19 @@ def build_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]
         from percep_lightning.callbacks import ImageMetricsCallback
         from percep_lightning.metrics import FrechetInceptionDistance, InceptionScore
 
-        _quiet_lightning()
-        weights = str(assets.inception())
-        fake, real = uint8_pair(cfg.fid_images, cfg.fid_size)
-        loader = DataLoader(_Pairs(fake, real), batch_size=cfg.fid_batch, shuffle=False)
-        module = _module_class()()
-        root = str(assets.root / "lightning")
+        rig = EpochRig(cfg, assets)
+        weights = rig.weights
         memory: dict[str, str] = {}
         last: dict[str, list[Tensor]] = {}
 
         def ours_run() -> dict[str, float]:
             callback = ImageMetricsCallback(metrics=("fid", "is"), weights=weights, is_splits=cfg.is_splits)
-            before, after, stamps = _marks()
-            trainer = _trainer(env, [before, callback, after], root)
-            callback.setup(trainer, module, "validate")  # builds the Inception outside the timer, as peers do
-            phases1, logged1 = validate_phases(env, trainer, module, loader, stamps, "1 ")
-            phases2, logged2 = validate_phases(env, trainer, module, loader, stamps, "2 ")
-            last["ours"] = [torch.as_tensor(logged1["val/fid"]), torch.as_tensor(logged2["val/fid"])]
-            return {**phases1, **phases2}
+            phases, last["ours"] = rig.ours(env, callback)
+            return phases
 
         def peer_run() -> dict[str, float]:
             callback = _torchmetrics_callback(weights, cfg.is_splits)
-            before, after, stamps = _marks()
-            trainer = _trainer(env, [before, callback, after], root)
-            phases, logged = validate_phases(env, trainer, module, loader, stamps, "")
+            phases, last["peer"] = rig.peer(env, callback)
             if "peer" not in memory:
                 metrics = (callback.fid, callback.inception)
                 memory["peer"] = (
@@ -223,7 +250,6 @@ def build_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]
                     f"{_param_bytes([callback.fid.inception, callback.inception.inception]) / 2**20:.0f} MiB of "
                     "Inception weights (two networks)"
                 )
-            last["peer"] = [torch.as_tensor(logged["tm/fid"])] * 2
             return phases
 
         def ours_memory() -> str:
