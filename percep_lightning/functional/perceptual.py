@@ -277,22 +277,15 @@ class _L1ThenReLU(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         sums = _abs_sums_to_sign(preds, target)
         ctx.count = preds[0].numel()
-        ctx.pool = pool
         ctx.set_materialize_grads(False)
         if pool is None:
             ctx.mark_dirty(preds)
             activated = preds.relu_()
             ctx.save_for_backward(target, activated)
         else:
-            pooled, indices = F.max_pool2d(
-                preds,
-                pool.kernel_size,
-                pool.stride,
-                pool.padding,
-                pool.dilation,
-                pool.ceil_mode,
-                return_indices=True,
-            )
+            # kernel size, stride, padding, dilation, ceil mode: the pooling's own arguments, in order
+            ctx.geometry = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+            pooled, indices = F.max_pool2d(preds, *ctx.geometry, return_indices=True)
             activated = pooled.relu_()
             ctx.save_for_backward(target, activated, preds, indices)
         return sums / ctx.count, activated
@@ -310,16 +303,9 @@ class _L1ThenReLU(torch.autograd.Function):
             return (None if scale is None else sign * scale), None, None
         grad_preds = torch.ops.aten.threshold_backward(grad_activated, activated, 0)  # the ReLU's gradient
         if pooling:
-            pool, (preds, indices) = ctx.pool, pooling
+            preds, indices = pooling
             grad_preds = torch.ops.aten.max_pool2d_with_indices_backward(
-                grad_preds,
-                preds,
-                pool.kernel_size,
-                pool.stride,
-                pool.padding,
-                pool.dilation,
-                pool.ceil_mode,
-                indices,
+                grad_preds, preds, *ctx.geometry, indices
             )
         if scale is not None:
             grad_preds.addcmul_(sign, scale)  # the distance's gradient, in place in a tensor made here

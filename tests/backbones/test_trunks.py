@@ -180,17 +180,22 @@ def test_min_size_is_where_torchvision_stops_working():
             net(torch.zeros(1, 3, side - 1, side))
 
 
+def _walk_reference(net, photos):
+    """A fresh input for the walk, the target, and the plain forward's maps (both sides) and its gradient of
+    ``sum(map.square().mean())``, the loss the walk tests rebuild pair by pair."""
+    x, y = photos(2, 32), photos(2, 32).flip(-1)
+    x1 = x.clone().requires_grad_(True)
+    expected = net(x1)
+    sum(f.square().mean() for f in expected.values()).backward()
+    return x.clone().requires_grad_(True), y, expected, net(y), x1.grad
+
+
 def test_walk_pair_yields_the_forward_features_and_gradients(torchvision_weights, photos):
     layers = ["conv1_2", "relu2_1", "conv3_1", "relu3_1"]
     net = TorchvisionFeatures(
         "vgg19", layers, weights=torchvision_weights("vgg19"), memory_format="contiguous"
     )
-    x, y = photos(2, 32), photos(2, 32).flip(-1)
-    expected_y = net(y)
-    x1 = x.clone().requires_grad_(True)
-    expected = net(x1)
-    sum(f.square().mean() for f in expected.values()).backward()
-    x2 = x.clone().requires_grad_(True)
+    x2, y, expected, expected_y, expected_grad = _walk_reference(net, photos)
     total, names = 0, []
     # conv1_2 and conv3_1 reduced on the spot: the ReLUs after them then run in place
     for name, a, b in net.walk_pair(x2, y, consumed={"conv1_2", "conv3_1"}):
@@ -202,7 +207,7 @@ def test_walk_pair_yields_the_forward_features_and_gradients(torchvision_weights
         total = total + (a.clone() if name.startswith("conv") else a).square().mean()
     total.backward()
     assert names == layers
-    torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)
+    torch.testing.assert_close(x2.grad, expected_grad, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
@@ -215,13 +220,7 @@ def test_walk_pair_hands_consumed_target_maps_over_and_fuses_the_relu_and_poolin
         "vgg19", layers, weights=torchvision_weights("vgg19"), memory_format=memory_format
     )
     assert [net.relu_follows(name) for name in layers] == [True, False, True, False, False]
-    x, y = photos(2, 32), photos(2, 32).flip(-1)
-    expected_y = net(y)
-    x1 = x.clone().requires_grad_(True)
-    expected = net(x1)
-    sum(f.square().mean() for f in expected.values()).backward()
-
-    x2 = x.clone().requires_grad_(True)
+    x2, y, expected, expected_y, expected_grad = _walk_reference(net, photos)
     terms, seen = [], []
 
     def fuse(name, a, b, pool):
@@ -245,7 +244,7 @@ def test_walk_pair_hands_consumed_target_maps_over_and_fuses_the_relu_and_poolin
     sum(terms).backward()
     assert seen == [("conv1_2", True), ("conv3_1", False)]
     assert names == ["relu2_1", "relu3_2", "conv3_3"]  # conv3_3 has no ReLU after it: yielded
-    torch.testing.assert_close(x2.grad, x1.grad, rtol=0, atol=0)
+    torch.testing.assert_close(x2.grad, expected_grad, rtol=0, atol=0)
 
 
 def test_measured_layout_is_decided_once_per_process_and_works_under_inference_mode():
