@@ -7,6 +7,7 @@ from their modules.
 
 from percep_lightning.backbones.art_inception import ArtInception
 from percep_lightning.backbones.base import preferred_memory_format
+from percep_lightning.backbones.extractor import FeatureExtractor, ModuleExtractor, as_extractor
 from percep_lightning.backbones.inception import RESIZE_MODES, FIDInceptionV3, InceptionFeatures, ResizeMode
 from percep_lightning.backbones.torchvision_trunks import LAYER_NAMES, TorchvisionFeatures
 from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError, fetch
@@ -14,6 +15,9 @@ from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError,
 __all__ = [
     "ArtInception",
     "FIDInceptionV3",
+    "FeatureExtractor",
+    "ModuleExtractor",
+    "as_extractor",
     "InceptionFeatures",
     "LAYER_NAMES",
     "RESIZE_MODES",

@@ -21,6 +21,7 @@ import torchvision
 from torch import Tensor, nn
 
 from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.backbones.extractor import module_digest
 from percep_lightning.backbones.folded import ConvBN, FoldedBatchNorms, LayoutArg, check_layout
 from percep_lightning.backbones.weights import WeightsArg, resolve_state_dict
 
@@ -210,6 +211,21 @@ class ArtInception(FoldedBatchNorms, FrozenBackbone):
         for name in _TRUNK:
             x = getattr(self, name)(x)
         return x.mean(dim=(2, 3)).float()
+
+    # ------------------------------------------------ the FeatureExtractor contract (backbones.extractor)
+    num_features = 2048
+    """The pooled feature size (StyleID's FID compares these features)."""
+    input_format = "uint8"
+    """``uint8`` pixels: the resize works on 8-bit images, as StyleID's reading of image files does."""
+
+    @property
+    def identity(self) -> str:
+        """``"art_inception:<resize>:<sha256 of the weights>"`` (cache keys)."""
+        return f"art_inception:{self.resize}:{module_digest(self)}"
+
+    def extract_features(self, images: Tensor) -> Tensor:
+        """The ``(N, 2048)`` pooled features of ``uint8`` images (the same as calling the network)."""
+        return self(images)
 
 
 def _folded(module: nn.Module) -> nn.Module:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.backbones.extractor import module_digest
 from percep_lightning.backbones.folded import ConvBN, FoldedBatchNorms, LayoutArg, check_layout
 from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
 
@@ -377,3 +378,18 @@ class FIDInceptionV3(FoldedBatchNorms, FrozenBackbone):
         pool3 = x.mean(dim=(2, 3))
         logits = pool3 @ self.fc.weight.T
         return InceptionFeatures(pool3.float(), logits.float())
+
+    # ------------------------------------------------ the FeatureExtractor contract (backbones.extractor)
+    num_features = 2048
+    """The pool3 feature size: FID, KID and FID-infinity compare these features."""
+    input_format = "uint8"
+    """Pixel values in [0, 255] (float images are quantised by the metric first)."""
+
+    @property
+    def identity(self) -> str:
+        """``"fid_inception_v3:<resize>:<sha256 of the weights>"`` (cache keys)."""
+        return f"fid_inception_v3:{self.resize}:{module_digest(self)}"
+
+    def extract_features(self, images: Tensor) -> Tensor:
+        """The ``(N, 2048)`` pool3 features of ``images`` (values in [0, 255])."""
+        return self(images).pool3

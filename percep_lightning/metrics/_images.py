@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from percep_lightning.backbones.extractor import FeatureExtractor
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
 from percep_lightning.functional._images import check_images
 
@@ -174,3 +175,28 @@ def inception_forward(
     device = next(backbone.parameters()).device
     with exact_float32(device):
         return backbone(pixels.to(device))
+
+
+def extract(extractor: FeatureExtractor, images: object, name: str, quantize: Quantize = "round") -> Tensor:
+    """Validate ``images``, convert them to the extractor's ``input_format`` and return its ``(N, D)`` features.
+
+    Float images become ``uint8`` with ``quantize`` for a ``"uint8"`` extractor; ``uint8`` images become
+    float32 in [0, 1] for a ``"float"`` one. The extractor runs in plain float32 without autograd
+    (:func:`exact_float32`) on its own device.
+
+    Raises:
+        TypeError, ValueError: as :func:`check_images`.
+    """
+    uint8 = extractor.input_format == "uint8"
+    pixels = to_uint8(images, name, quantize) if uint8 else to_float(images, name)
+    device = extractor_device(extractor)
+    with exact_float32(device):
+        return extractor.extract_features(pixels.to(device))
+
+
+def extractor_device(extractor: object) -> torch.device:
+    """The device of an extractor's first parameter (or buffer); the CPU for one without tensors."""
+    if isinstance(extractor, torch.nn.Module):
+        for tensor in (*extractor.parameters(), *extractor.buffers()):
+            return tensor.device
+    return torch.device("cpu")

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.inception_score import inception_score
 from percep_lightning.metrics._images import Quantize, check_quantize, inception_forward, resolve_inception
+from percep_lightning.metrics.frechet import concatenated
 
 NUM_CLASSES = 1008
 
@@ -166,14 +166,14 @@ class InceptionScore(HoldsFrozen, Metric):
         Raises:
             ValueError: if fewer images than ``splits`` were added, or ``indices`` were given for only some.
         """
-        logits = _concatenated(self.logits).reshape(-1, NUM_CLASSES)
+        logits = concatenated(self.logits).reshape(-1, NUM_CLASSES)
         n = logits.shape[0]
         if n < self.splits:
             raise ValueError(
                 f"Inception Score with splits={self.splits} needs at least {self.splits} images (one per split), "
                 f"but got {n}; add images or lower `splits`."
             )
-        indices = _concatenated(self.indices).reshape(-1)
+        indices = concatenated(self.indices).reshape(-1)
         if indices.numel() > 0:
             if indices.numel() != n:
                 raise ValueError(
@@ -181,12 +181,3 @@ class InceptionScore(HoldsFrozen, Metric):
                 )
             logits = logits[torch.argsort(indices.to(logits.device), stable=True)]
         return inception_score(logits, splits=self.splits, shuffle=self.shuffle, seed=self.seed)
-
-
-def _concatenated(state: list[Tensor] | Tensor) -> Tensor:
-    """A list state as one tensor (after a distributed sync it already is one)."""
-    if isinstance(state, Tensor):
-        return state
-    if not state:
-        return torch.empty(0)
-    return dim_zero_cat(state)

@@ -15,7 +15,7 @@ from _ddp_module import PairDataset, Recorder, TinyModule, fit, loaders
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, DistributedSampler
 
-import percep_lightning.metrics.fid as fid_module
+import percep_lightning.metrics.frechet as fid_module
 from percep_lightning.backbones import FIDInceptionV3, InceptionFeatures
 from percep_lightning.callbacks.image_metrics import ImageMetricsCallback
 

@@ -17,7 +17,7 @@ from _ddp_module import PairDataset, Recorder, StyleModule, TinyModule, loaders
 from test_image_metrics import CheapInception, _callback, _trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-import percep_lightning.metrics.fid as fid_module
+import percep_lightning.metrics.frechet as fid_module
 from percep_lightning.functional import kernel_inception_distance, psnr, ssim
 from percep_lightning.functional.ssim import ms_ssim
 from percep_lightning.losses import LPIPSLoss

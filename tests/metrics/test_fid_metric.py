@@ -9,11 +9,14 @@ import pytest
 import torch
 from _inception_reference import INCEPTION_TERMS, torch_fidelity_float64
 from _numerics import assert_float32_close
+from _stub_extractor import STUB_FEATURES as D
+from _stub_extractor import StubExtractor
 
 from percep_lightning.backbones import FIDInceptionV3, InceptionFeatures
+from percep_lightning.metrics import FrechetDistance
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 
-pytestmark = pytest.mark.filterwarnings("ignore:FID statistics from .* samples:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:F?I?D statistics from .* samples:UserWarning")
 
 
 @pytest.fixture(scope="module")
@@ -105,23 +108,16 @@ def test_grey_images_are_repeated(spy_backbone):
     assert torch.equal(received[0], grey.expand(-1, 3, -1, -1))
 
 
-@pytest.fixture
-def cheap_distance(monkeypatch):
-    """Replace the 2048-d eigendecomposition by a cheap stand-in in tests of the state logic only."""
-    import percep_lightning.metrics.fid as fid_module
-
-    monkeypatch.setattr(
-        fid_module,
-        "frechet_distance",
-        lambda mu1, s1, mu2, s2: (mu1 - mu2).square().sum() + (s1 - s2).abs().sum(),
-    )
+def _stub_metric(**kwargs) -> FrechetDistance:
+    """The same streaming state logic as FID, on the 64-d stub extractor (a 64x64 eigendecomposition)."""
+    return FrechetDistance(StubExtractor(), **kwargs)
 
 
-def test_streaming_statistics_equal_batch_statistics(cheap_distance):
+def test_streaming_statistics_equal_batch_statistics():
     """Sums over uneven update batches give numpy's mean and n-1 covariance, in float64."""
-    metric = FrechetInceptionDistance(backbone=_tiny_backbone())
+    metric = _stub_metric()
     generator = torch.Generator().manual_seed(0)
-    real = torch.randn(40, 2048, generator=generator, dtype=torch.float64) + 3
+    real = torch.randn(40, D, generator=generator, dtype=torch.float64) + 3
     for chunk in real.split(7):
         metric.update_features(chunk.float(), real=True)
     mu, sigma, n = metric.real_statistics()
@@ -131,9 +127,9 @@ def test_streaming_statistics_equal_batch_statistics(cheap_distance):
     np.testing.assert_allclose(sigma.numpy(), np.cov(x, rowvar=False), rtol=1e-9, atol=1e-12)
 
 
-def test_fixed_real_statistics_and_reset(cheap_distance):
-    metric = FrechetInceptionDistance(backbone=_tiny_backbone(), reset_real_features=False)
-    real, fake = torch.randn(5, 2048, dtype=torch.float64), torch.randn(4, 2048, dtype=torch.float64)
+def test_fixed_real_statistics_and_reset():
+    metric = _stub_metric(reset_real_features=False)
+    real, fake = torch.randn(5, D, dtype=torch.float64), torch.randn(4, D, dtype=torch.float64)
     metric.update_features(real, real=True)
     metric.update_features(fake, real=False)
     value = metric.compute()
@@ -143,7 +139,7 @@ def test_fixed_real_statistics_and_reset(cheap_distance):
     metric.update_features(fake, real=False)
     torch.testing.assert_close(metric.compute(), value)
 
-    fixed = FrechetInceptionDistance(backbone=_tiny_backbone())
+    fixed = _stub_metric()
     fixed.set_real_statistics(mu, sigma, n)
     fixed.update_features(fake, real=False)
     torch.testing.assert_close(fixed.compute(), value)
@@ -155,18 +151,18 @@ def test_fixed_real_statistics_and_reset(cheap_distance):
     fixed.update_features(fake, real=False)
     with pytest.raises(ValueError, match="at least 2 real"):
         fixed.compute()
-    with pytest.raises(ValueError, match=r"Expected `mu` of shape \(2048,\)"):
+    with pytest.raises(ValueError, match=r"Expected `mu` of shape \(64,\)"):
         fixed.set_real_statistics(mu[:10], sigma, n)
     with pytest.raises(ValueError, match="`num_samples` to be >= 2"):
         fixed.set_real_statistics(mu, sigma, 1)
 
 
-def test_compute_refreshes_after_update_features(cheap_distance):
-    metric = FrechetInceptionDistance(backbone=_tiny_backbone())
-    metric.update_features(torch.randn(3, 2048), real=True)
-    metric.update_features(torch.randn(3, 2048), real=False)
+def test_compute_refreshes_after_update_features():
+    metric = _stub_metric()
+    metric.update_features(torch.randn(3, D), real=True)
+    metric.update_features(torch.randn(3, D), real=False)
     first = metric.compute()
-    metric.update_features(torch.randn(3, 2048) + 5, real=False)
+    metric.update_features(torch.randn(3, D) + 5, real=False)
     assert not torch.equal(metric.compute(), first)
 
 
@@ -248,16 +244,15 @@ def _two_identical_processes(tensor, group=None):
     return [tensor.clone(), tensor.clone()]
 
 
-def test_real_statistics_inside_a_callers_sync_context(cheap_distance):
+def test_real_statistics_inside_a_callers_sync_context():
     """With ``sync_on_compute=False`` the caller synchronises once; real_statistics() must not unsync early."""
-    metric = FrechetInceptionDistance(
-        backbone=_tiny_backbone(),
+    metric = _stub_metric(
         sync_on_compute=False,
         dist_sync_fn=_two_identical_processes,
         distributed_available_fn=lambda: True,
     )
-    metric.update_features(torch.randn(3, 2048, dtype=torch.float64), real=True)
-    metric.update_features(torch.randn(4, 2048, dtype=torch.float64), real=False)
+    metric.update_features(torch.randn(3, D, dtype=torch.float64), real=True)
+    metric.update_features(torch.randn(4, D, dtype=torch.float64), real=False)
     with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
         _, _, n = metric.real_statistics()
         assert n == 6 and int(metric.fake_num_samples) == 8  # still the gathered states

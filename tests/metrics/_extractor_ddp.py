@@ -1,0 +1,31 @@
+"""Worker for the 2-process test of the extractor-generic metrics: each rank updates its share of the images."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: torch.Tensor, out: str) -> None:
+    from _stub_extractor import StubExtractor
+
+    from percep_lightning.metrics import FrechetDistance, KernelDistance
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        net = StubExtractor()
+        metrics = {
+            "fd": FrechetDistance(net),
+            "fd_inf": FrechetDistance(net, infinity=True, infinity_num_points=4, infinity_min_samples=30),
+            "kd": KernelDistance(net, subsets=20, subset_size=20),
+        }
+        # a strided share as DistributedSampler(shuffle=False) deals it, in uneven batches
+        for side, images in (("real", real), ("fake", fake)):
+            positions = torch.arange(rank, images.shape[0], world_size)
+            for chunk in positions.split(8):
+                for metric in metrics.values():
+                    metric.update(images[chunk], real=side == "real", indices=chunk)
+        values = {name: metric.compute() for name, metric in metrics.items()}
+        torch.save(values, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
