@@ -1,11 +1,12 @@
-r"""Image metrics (FID, IS, KID, CFSD, PSNR, SSIM, MS-SSIM, LPIPS, ArtFID) logged at the end of every
-validation (and test) epoch, exact under DDP.
+r"""Image metrics (FID, IS, KID, CFSD, PSNR, SSIM, MS-SSIM, LPIPS, ArtFID, any metric of the registry or of your
+own feature extractor) logged at the end of every validation (and test) epoch, exact under DDP.
 
-The callback reads images from what ``validation_step`` / ``test_step`` returns, feeds the metrics of
-:mod:`percep_lightning.metrics` and logs ``val/<name>`` (``val/fid``, ``val/is``, ``val/is_std``, ...;
-``test/...`` under ``trainer.test()``). Its collaborators each hold one concern: :mod:`.metric_table` (which metrics
-exist, what they read and log), :mod:`.sample_plan` (which images a process keeps under DDP),
-:mod:`.real_stats` (the cached real statistics) and :mod:`.step_outputs` (reading the step outputs).
+The callback reads images from what ``validation_step`` / ``test_step`` returns, feeds the metrics and logs
+``val/<name>`` (``val/fid``, ``val/is``, ``val/is_std``, ...; ``test/...`` under ``trainer.test()``). Its
+collaborators each hold one concern: :mod:`.metric_set` (which metrics, built from
+:mod:`percep_lightning.metrics.registry` or brought by the user, and how a batch feeds them),
+:mod:`.sample_plan` (which images a process keeps under DDP), :mod:`.real_stats` (the cached real statistics)
+and :mod:`.step_outputs` (reading the step outputs).
 
 Metric states are synchronised across processes on every process (``compute`` is never wrapped in
 ``rank_zero_only``, which would deadlock), and every process logs the same values.
@@ -28,15 +29,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from torchmetrics import Metric
 
-from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode, check_resize
-from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.callbacks.metric_table import (
-    DEFAULT_METRICS,
-    METRICS,
-    ROLE_KEYS,
-    CallbackMetric,
-    MetricOptions,
-)
+from percep_lightning.callbacks.metric_set import DEFAULT_METRICS, MetricSet
 from percep_lightning.callbacks.real_stats import (
     RealStats,
     RealStatsStore,
@@ -46,15 +39,19 @@ from percep_lightning.callbacks.real_stats import (
 )
 from percep_lightning.callbacks.sample_plan import SamplePlan, plan_samples
 from percep_lightning.callbacks.step_outputs import Extractor, extract_images
-from percep_lightning.functional._checks import check_choice
-from percep_lightning.functional._paired import Channel, check_channel, check_crop_border
 from percep_lightning.functional.fid import feature_statistics, feature_sums
-from percep_lightning.losses.lpips import LPIPS_NETS
-from percep_lightning.metrics import FrechetInceptionDistance, KernelInceptionDistance, SharedInception
-from percep_lightning.metrics._images import Quantize, check_quantize, to_uint8
+from percep_lightning.metrics._images import to_uint8
+from percep_lightning.metrics.fid import FrechetInceptionDistance
+from percep_lightning.metrics.kid import KernelInceptionDistance
 
-METRIC_NAMES = tuple(METRICS)
 STAGES = {"validate": "val", "test": "test"}
+DEFAULT_KEYS: Mapping[str, str | None] = {
+    "preds": "preds",
+    "target": "target",
+    "content": None,
+    "style": None,
+}
+"""The step-output key of each image role (``content`` ``None``: the ``target`` key)."""
 
 
 @dataclass
@@ -78,209 +75,135 @@ class ImageMetricsCallback(Callback):
             x, y = batch
             return {"preds": self(x).clamp(0, 1), "target": y}
 
-        trainer = Trainer(callbacks=[ImageMetricsCallback(weights="pt_inception-2015-12-05-6726825d.pth")])
+        trainer = Trainer(callbacks=[ImageMetricsCallback(weights={"inception": "pt_inception-2015-12-05-6726825d.pth"})])
 
-    Images are ``uint8`` in [0, 255] or float in [0, 1], ``(N, 3, H, W)`` (or one channel). The metrics, by
-    name (what each reads; what it logs after the prefix):
+    Images are ``uint8`` in [0, 255] or float in [0, 1], ``(N, 3, H, W)`` (or one channel). The metrics are
+    those of :mod:`percep_lightning.metrics.registry`, by the same names as ``percep-lightning evaluate``
+    (``percep-lightning evaluate --list-metrics`` prints them): ``fid``, ``is`` (logs ``is`` and
+    ``is_std``), ``kid`` (``kid``, ``kid_std``), ``cfsd`` and ``lpips_content`` (against the content
+    images), ``psnr``, ``ssim``, ``ms_ssim``, ``psnr_y``, ``ssim_y``, ``lpips``, ``lpips_vgg``,
+    ``fid_style`` and ``fid_art`` (against the style images), and ``artfid`` (which also logs the
+    ``lpips_content`` and ``fid_art`` it is computed from). Your own metrics join by name::
 
-    ============= ======================= ==============================================
-    name          images (keys)           logs
-    ============= ======================= ==============================================
-    ``fid``       preds, target           ``fid``
-    ``is``        preds                   ``is``, ``is_std``
-    ``kid``       preds, target           ``kid``, ``kid_std``
-    ``cfsd``      preds, content          ``cfsd``
-    ``psnr``      preds, target           ``psnr`` (dB, the mean of per-image values)
-    ``ssim``      preds, target           ``ssim``
-    ``ms_ssim``   preds, target           ``ms_ssim``
-    ``lpips``     preds, target           ``lpips``
-    ``artfid``    preds, content, style   ``artfid``, ``artfid_fid``, ``artfid_lpips``
-    ============= ======================= ==============================================
+        net = MyEncoder()  # any nn.Module mapping (N, 3, H, W) images in [0, 1] to (N, D) features
+        ImageMetricsCallback(metrics={"fid": "fid", "fd_mine": FrechetDistance(net)})
 
-    ``content`` is ``content_key`` (by default the ``target`` images) and ``style`` is ``style_key``. One
-    Inception forward per image feeds FID, IS and KID together
-    (:class:`~percep_lightning.metrics.SharedInception`). PSNR, SSIM, MS-SSIM and LPIPS average per image
-    over the whole epoch (:mod:`percep_lightning.metrics`), with ``channel`` / ``crop_border`` as
-    super-resolution papers report them; ArtFID is StyleID's (Wright & Ommer 2022).
+    A :class:`~percep_lightning.metrics.FrechetDistance` or :class:`~percep_lightning.metrics.KernelDistance`
+    is fed the ``preds`` images as generated and the ``target`` images as real ones, other ``Metric`` objects
+    ``update(preds, target)``. One forward of each feature network per image feeds every metric holding it
+    (FID, IS and KID share the FID Inception).
 
     Early errors: at the start of every evaluation (the sanity check included) the callback checks that the
     evaluation set holds enough images for the metrics, and during the sanity check it validates the step
     outputs (a dict or ``extractor``, keys present, ``(N, 1 or 3, H, W)``, uint8 or float in [0, 1] up to a
-    rounding tolerance) without computing metrics.
+    rounding tolerance, large enough for every metric) without computing metrics.
 
     Real statistics (FID's mean and covariance; with KID also the per-image pool3 features of the real
-    images): they are computed in the first epoch and reused while the evaluation set is unchanged
-    (``cache_real_stats``); the key is a hash of everything they depend on (Inception weights, resize,
+    images) are computed in the first epoch and reused while the evaluation set is unchanged
+    (``real_stats``); the key is a hash of everything they depend on (Inception weights, resize,
     quantisation, dataset type, length and a digest of a few samples, ``max_samples``, the batch limit and
     the target key). At the end of an epoch that reused them, a checksum of the target images seen is
     compared with the cached one; if they differ (e.g. random augmentation) a warning is given and caching
-    is switched off for the run. Checkpoints hold only the key and a file name (a few hundred bytes): the
-    statistics are written once as a pytorch-fid ``.npz`` into ``real_stats_dir`` (a folder shared by runs,
-    written at once and read by key), or by default into ``<log_dir or default_root_dir>/real_stats`` when
-    a checkpoint is saved (KID adds 8 KB per real image to the file, not to checkpoints). A resumed run reads
-    that file and logs the same values as an uninterrupted one;
-    when the file is gone it recomputes the statistics (one info line).
+    is switched off for the run. Checkpoints hold only the key and a file name: the statistics are written
+    once as a pytorch-fid ``.npz`` into the ``real_stats`` folder (shared by runs, written at once and read
+    by key), or by default into ``<log_dir or default_root_dir>/real_stats`` when a checkpoint is saved. A
+    resumed run reads that file and logs the same values as an uninterrupted one; when the file is gone it
+    recomputes the statistics (one info line).
 
     Distributed runs: the duplicates that ``DistributedSampler`` pads the last batches with are dropped
     (:mod:`percep_lightning.callbacks.sample_plan`), so the values on several processes equal those on one
-    process (for FID, KID and the paired metrics always; for IS when the sampler does not shuffle, Lightning's
-    default). With
-    ``use_distributed_sampler=False`` duplicates cannot be recognised: a warning is given and every image
-    each process sees is counted. Warnings of the metrics and backbones (random weights, rank-deficient
-    covariance) are given once per run, on rank zero.
+    process (for FID, KID, FD, the paired metrics always; for IS when the sampler does not shuffle,
+    Lightning's default). With ``use_distributed_sampler=False`` duplicates cannot be recognised: a warning
+    is given and every image each process sees is counted. Warnings of the metrics and backbones (random
+    weights, rank-deficient covariance) are given once per run, on rank zero.
 
     Args:
-        metrics: which of ``"fid"``, ``"is"``, ``"kid"``, ``"cfsd"``, ``"psnr"``, ``"ssim"``, ``"ms_ssim"``,
-            ``"lpips"``, ``"artfid"`` to compute (see the table above).
-        preds_key: key of the generated images in the step output.
-        target_key: key of the real images (FID, KID, the reference of PSNR/SSIM/MS-SSIM/LPIPS, and the
-            content images when ``content_key`` is ``None``).
-        content_key: key of the content images for CFSD and ArtFID; ``None`` uses ``target_key``.
-        every_n_epochs: compute on every n-th validation epoch only (``(epoch + 1) % n == 0``); ``trainer.validate``
-            and ``trainer.test`` always compute.
+        metrics: registry names, or a mapping from the logged name to a registry name or to a ``Metric``.
+        keys: the step-output key of each image role: ``{"preds": "preds", "target": "target",
+            "content": None, "style": None}`` by default (``content`` ``None``: the ``target`` key). Roles
+            not given keep their default.
+        options: per-metric options, one mapping per registry name (``{"is": {"splits": 10}, "kid":
+            {"subsets": 100, "subset_size": 1000}, "psnr": {"channel": "y", "crop_border": 4}, "lpips":
+            {"net": "vgg"}, "cfsd": {"chunk_size": 1024}, "fid_art": {"resize": 512}}``), plus the shared
+            ``"resize"`` of the FID Inception (``"tensorflow"``, torch-fidelity's and the default,
+            ``"pytorch_fid"``, ``"clean"`` or ``"bilinear"``) and ``"quantize"`` (how float images become
+            ``uint8``: ``"round"`` as when saving a PNG, or ``"truncate"``, torchmetrics' ``normalize=True``).
+        weights: the pretrained weights: one value for every network (``"default"``: the official files,
+            ``None``: random, for smoke tests), or a mapping by network name (``"inception"``,
+            ``"art_inception"``, ``"alexnet"``, ``"vgg16"``, ``"vgg19"``, ``"squeezenet1_1"``) to a value, a
+            file path, or an already built network to share (e.g. an
+            :class:`~percep_lightning.backbones.FIDInceptionV3`); missing names are ``"default"``.
+        every_n_epochs: compute on every n-th validation epoch only (``(epoch + 1) % n == 0``);
+            ``trainer.validate`` and ``trainer.test`` always compute.
         max_samples: at most this many images per epoch (the first ones of the dataset, the same on any number
             of processes); ``None`` for all.
-        weights: the Inception weights for FID and IS: ``"default"`` (the official
-            ``pt_inception-2015-12-05-6726825d.pth``), a path to a file in that format, a state dict, or
-            ``None`` (random, for smoke tests).
-        vgg_weights: the VGG19 weights for CFSD (``"default"``: torchvision's ``vgg19-dcbb9e9d.pth``).
+        real_stats: reuse the real-image statistics across epochs (``True``, files in the run's folder), a
+            folder shared by runs for them, or ``False`` (recompute every epoch).
         extractor: ``extractor(outputs, batch) -> dict`` to build the dict of images from the step output and
             the batch, when the output is not such a dict already.
         prefix: prefix of the logged names; ``None`` (default) uses the stage, ``"val/"`` during validation
             and ``"test/"`` during ``trainer.test()``.
         prog_bar: also show the logged values in the progress bar.
         dataloader_idx: which evaluation dataloader feeds the metrics (others are ignored).
-        is_splits: the number of Inception Score splits (torch-fidelity: 10).
-        resize: how images reach 299x299: ``"tensorflow"`` (torch-fidelity, default), ``"pytorch_fid"``,
-            ``"clean"`` (clean-fid) or ``"bilinear"`` (legacy); see :class:`~percep_lightning.backbones.FIDInceptionV3`.
-        quantize: how float images become ``uint8`` for Inception: ``"round"`` (as when saving a PNG) or
-            ``"truncate"`` (torchmetrics' ``normalize=True``).
-        cache_real_stats: reuse the real-image statistics across epochs (see above).
-        real_stats_dir: a folder shared by runs for the statistics files (``None``: the run's folder).
-        cfsd_chunk_size: rows of the CFSD similarity matrix processed at once (``None``: the metric's
-            default), bounding its memory at high resolution.
-        style_key: key of the style images for ArtFID (its FID term compares ``preds`` with them).
-        kid_subsets: the number of random KID subsets (torch-fidelity: 100).
-        kid_subset_size: the images per side in a KID subset (torch-fidelity: 1000); a smaller epoch uses
-            all its images, with one warning.
-        channel: what PSNR, SSIM and MS-SSIM compare: ``"rgb"``, ``"y"`` (BT.601 luma, as super-resolution
-            papers report) or ``"per_channel"``; see :func:`~percep_lightning.functional.psnr`.
-        crop_border: pixels removed from every side before PSNR, SSIM and MS-SSIM (SR papers: the scale).
-        lpips_net: the LPIPS network, ``"alex"``, ``"vgg"`` or ``"squeeze"``.
-        lpips_weights: the torchvision weights of that network's trunk (``"default"``, a path, ``None``).
-        art_inception_weights: the art Inception weights of ArtFID (``"default"``: ``art_inception.pth``).
-        art_lpips_weights: the AlexNet weights of ArtFID's LPIPS term (``"default"``: torchvision's).
-        art_resize: the shorter side ArtFID resizes every image to (StyleID: 512), or ``None``.
-        inception: an :class:`~percep_lightning.backbones.FIDInceptionV3` to use instead of building one from
-            ``weights`` and ``resize``.
 
     Raises:
-        ValueError: for an unknown metric name, a missing key needed by a metric, ``every_n_epochs < 1``,
-            ``max_samples`` too small for the metrics, an unknown ``resize`` / ``quantize`` / ``channel`` /
-            ``lpips_net``, a negative ``crop_border``, ``kid_subsets`` / ``kid_subset_size`` below 1 or
-            ``art_resize`` below 75.
-        TypeError: if ``extractor`` is not callable, ``inception`` is not an ``FIDInceptionV3`` or an
+        ValueError: for an unknown metric name, role or option, a missing key needed by a metric,
+            ``every_n_epochs < 1``, ``max_samples`` too small for the metrics, or bad option values.
+        TypeError: if ``extractor`` is not callable, a metric is neither a name nor a ``Metric``, or an
             integer option is not an integer.
 
     Example:
         >>> from percep_lightning.callbacks import ImageMetricsCallback
-        >>> callback = ImageMetricsCallback(metrics=("fid", "is", "kid", "psnr"), is_splits=2, channel="y")
+        >>> callback = ImageMetricsCallback(("fid", "is", "kid", "psnr_y"), options={"is": {"splits": 2}})
         >>> callback.metric_names
-        ('fid', 'is', 'kid', 'psnr')
+        ('fid', 'is', 'kid', 'psnr_y')
     """
 
     def __init__(
         self,
-        metrics: Sequence[str] = DEFAULT_METRICS,
-        preds_key: str = "preds",
-        target_key: str | None = "target",
-        content_key: str | None = None,
+        metrics: Sequence[str] | Mapping[str, str | Metric] = DEFAULT_METRICS,
+        *,
+        keys: Mapping[str, str | None] | None = None,
+        options: Mapping[str, Any] | None = None,
+        weights: Any = "default",
         every_n_epochs: int = 1,
         max_samples: int | None = None,
-        weights: WeightsArg = "default",
-        *,
-        vgg_weights: WeightsArg = "default",
+        real_stats: bool | str | os.PathLike[str] = True,
         extractor: Extractor | None = None,
         prefix: str | None = None,
         prog_bar: bool = False,
         dataloader_idx: int = 0,
-        is_splits: int = 10,
-        resize: ResizeMode = "tensorflow",
-        quantize: Quantize = "round",
-        cache_real_stats: bool = True,
-        real_stats_dir: str | os.PathLike[str] | None = None,
-        cfsd_chunk_size: int | None = None,
-        style_key: str | None = None,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        channel: Channel = "rgb",
-        crop_border: int = 0,
-        lpips_net: str = "alex",
-        lpips_weights: WeightsArg = "default",
-        art_inception_weights: WeightsArg = "default",
-        art_lpips_weights: WeightsArg = "default",
-        art_resize: int | None = 512,
-        inception: FIDInceptionV3 | None = None,
     ) -> None:
         super().__init__()
-        self.metric_names = _check_metric_names(metrics)
-        self.preds_key = preds_key
-        self.target_key = target_key
-        self.content_key = content_key
-        self.style_key = style_key
-        _check_role_keys(self.metric_names, target_key, content_key, style_key)
+        self._set = MetricSet(metrics, options)
+        self.metric_names = self._set.names
+        self.keys = _resolve_keys(keys)
+        _check_role_keys(self._set, self.keys)
         _check_int(every_n_epochs, "every_n_epochs", minimum=1)
-        _check_int(is_splits, "is_splits", minimum=1)
         _check_int(dataloader_idx, "dataloader_idx", minimum=0)
         if extractor is not None and not callable(extractor):
             raise TypeError(f"Expected `extractor` to be callable, but got {type(extractor).__name__}.")
-        check_resize(resize)
-        check_quantize(quantize)
-        if cfsd_chunk_size is not None:
-            _check_int(cfsd_chunk_size, "cfsd_chunk_size", minimum=1)
-        _check_int(kid_subsets, "kid_subsets", minimum=1)
-        _check_int(kid_subset_size, "kid_subset_size", minimum=1)
-        check_channel(channel)
-        check_crop_border(crop_border)
-        check_choice(lpips_net, "lpips_net", tuple(LPIPS_NETS))
-        if art_resize is not None:
-            _check_int(art_resize, "art_resize", minimum=75)
-        if inception is not None and not isinstance(inception, FIDInceptionV3):
-            raise TypeError(
-                f"Expected `inception` to be an FIDInceptionV3, but got {type(inception).__name__}."
-            )
         if prefix is not None and not isinstance(prefix, str):
             raise TypeError(f"Expected `prefix` to be a str or None, but got {type(prefix).__name__}.")
+        if not isinstance(real_stats, (bool, str, os.PathLike)):
+            raise TypeError(
+                f"Expected `real_stats` to be a bool or a folder, but got {type(real_stats).__name__}."
+            )
         self.every_n_epochs = every_n_epochs
         self.max_samples = max_samples
         self.weights = weights
-        self.vgg_weights = vgg_weights
         self.extractor = extractor
         self.prefix = prefix
         self.prog_bar = bool(prog_bar)
         self.dataloader_idx = dataloader_idx
-        self.is_splits = is_splits
-        self.resize = resize
-        self.quantize = quantize
-        self.cache_real_stats = cache_real_stats
-        self.cfsd_chunk_size = cfsd_chunk_size
-        self.kid_subsets = int(kid_subsets)
-        self.kid_subset_size = int(kid_subset_size)
-        self.channel = channel
-        self.crop_border = crop_border
-        self.lpips_net = lpips_net
-        self.lpips_weights = lpips_weights
-        self.art_inception_weights = art_inception_weights
-        self.art_lpips_weights = art_lpips_weights
-        self.art_resize = None if art_resize is None else int(art_resize)
-        self._inception = inception
+        self.cache_real_stats = real_stats is not False
         if max_samples is not None:
-            needed = max(self._minimum_images()[0], 1)
-            _check_int(max_samples, "max_samples", minimum=needed)
+            _check_int(max_samples, "max_samples", minimum=max(self._set.min_images()[0], 1))
 
-        self._shared: SharedInception | None = None
         self._metrics: dict[str, Metric] = {}  # built in `setup` (after DDP processes are spawned)
-        self._store = RealStatsStore(real_stats_dir)
+        self._inception: Any = None
+        folder = None if isinstance(real_stats, bool) else real_stats
+        self._store = RealStatsStore(folder)
         self._caching_disabled = False
         self._epoch: _Epoch | None = None
         self._check_only = False
@@ -294,14 +217,14 @@ class ImageMetricsCallback(Callback):
     def state_key(self) -> str:
         return self._generate_state_key(
             metrics=self.metric_names,
-            preds_key=self.preds_key,
-            target_key=self.target_key,
+            preds_key=self.keys["preds"],
+            target_key=self.keys["target"],
             prefix=self.prefix,
         )
 
     @property
     def metrics(self) -> Mapping[str, Metric]:
-        """The metrics by name (built in ``setup``); their public states hold the epoch's accumulation."""
+        """The metrics by logged name (built in ``setup``); their public states hold the epoch's accumulation."""
         return dict(self._metrics)
 
     @property
@@ -311,7 +234,7 @@ class ImageMetricsCallback(Callback):
 
     @property
     def real_images_forwarded(self) -> int:
-        """Real images run through Inception so far (epochs that reuse cached statistics add none)."""
+        """Real images run through a feature network so far (epochs that reuse cached statistics add none)."""
         return self._real_forwarded
 
     def state_dict(self) -> dict[str, Any]:
@@ -328,17 +251,13 @@ class ImageMetricsCallback(Callback):
         self._warned.clear()
         if self._metrics:
             return
-        # Random backbones (weights=None) come from a fixed seed, so every process holds the same network.
-        with torch.random.fork_rng(devices=[]), self._warnings_once():
-            torch.manual_seed(0)
-            if self._inception is None and any(METRICS[name].uses_inception for name in self.metric_names):
-                self._inception = FIDInceptionV3(self.weights, resize=self.resize)
-            self._metrics = {name: METRICS[name].build(self._options()) for name in self.metric_names}
-        if self._inception is not None:
-            self._shared = SharedInception(self._inception, quantize=self.quantize)
-            if self._caching_metrics() and self.cache_real_stats and trainer.is_global_zero:
-                # Hashing the weights is cached per file or module; done here, once, not inside an epoch.
-                self._weights_digest = weights_digest(self.weights, self._inception)
+        with self._warnings_once():
+            context = self._set.build(_weights_by_network(self.weights, self._set.weights_names()))
+        self._metrics = self._set.metrics()
+        self._inception = context.networks.get("inception")
+        caching = self._inception is not None and self._caching_metrics() and self.cache_real_stats
+        if caching and trainer.is_global_zero:  # hashing the weights is cached per file or module: once, here
+            self._weights_digest = weights_digest(self._inception_weights(), self._inception)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module, "val")
@@ -347,25 +266,15 @@ class ImageMetricsCallback(Callback):
         self._start(trainer, pl_module, "test")
 
     def on_validation_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self._batch(pl_module, outputs, batch, dataloader_idx)
 
     def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self._batch(pl_module, outputs, batch, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -404,10 +313,7 @@ class ImageMetricsCallback(Callback):
             self._check_only = True
             return
         epoch = _Epoch(stage, plan)
-        for metric in self._metrics.values():
-            metric.to(pl_module.device)
-            metric.reset()
-            _take_part_in_gathers(metric, pl_module.device)
+        self._set.start(pl_module.device)
         if self._caching_metrics():
             epoch.fingerprint = torch.zeros(3, dtype=torch.long, device=pl_module.device)
             fid = self._metrics.get("fid")
@@ -426,28 +332,24 @@ class ImageMetricsCallback(Callback):
         if dataloader_idx != self.dataloader_idx or not (self._check_only or self._epoch is not None):
             return
         stage = self._epoch.stage if self._epoch is not None else "val"
-        images = extract_images(
-            outputs,
-            batch,
-            keys=self._keys(),
-            extractor=self.extractor,
-            step="test_step" if stage == "test" else "validation_step",
-        )
+        step = "test_step" if stage == "test" else "validation_step"
+        by_key = extract_images(outputs, batch, keys=self._keys(), extractor=self.extractor, step=step)
+        images = {role: by_key[self._key_of(role)] for role in self._set.roles()}
         epoch = self._epoch
         if epoch is None:  # sanity check: outputs validated, nothing computed
-            self._check_sizes(images)
+            self._set.check_sizes(images, self._describe)
             return
-        count = next(iter(images.values())).shape[0]
+        count = images["preds"].shape[0]
         keep, positions = epoch.plan.select(epoch.seen, count)
         epoch.seen += count
         if keep == 0:
             return
-        images = {key: x[:keep] for key, x in images.items()}
-        self._feed_inception(images, positions.to(pl_module.device), epoch)
-        for name, metric in self._metrics.items():
-            spec = METRICS[name]
-            if spec.feed == "images":
-                metric.update(*(images[self._key_of(role)] for role in spec.roles))
+        images = {role: x[:keep] for role, x in images.items()}
+        if epoch.fingerprint is not None:
+            target = to_uint8(images["target"], self._key_of("target"), self._set.quantize)
+            epoch.fingerprint += _checksum(target).to(epoch.fingerprint.device)
+        fixed = [name for name in ("fid", "kid") if epoch.cached_real and name in self._metrics]
+        self._real_forwarded += self._set.update(images, positions.to(pl_module.device), fixed_real=fixed)
 
     def _end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         epoch, self._epoch = self._epoch, None
@@ -468,14 +370,9 @@ class ImageMetricsCallback(Callback):
             # Every process holds the same synchronised value; `max` over processes returns it unchanged and
             # keeps Lightning from warning about unsynchronised epoch-level logging.
             pl_module.log(
-                f"{prefix}{name}",
-                value.detach().float(),
-                sync_dist=True,
-                reduce_fx="max",
-                on_step=False,
-                on_epoch=True,
-                prog_bar=self.prog_bar,
-            )
+                f"{prefix}{name}", value.detach().float(), sync_dist=True, reduce_fx="max", on_step=False,
+                on_epoch=True, prog_bar=self.prog_bar,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
 
@@ -487,65 +384,26 @@ class ImageMetricsCallback(Callback):
             return True
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
-    def _argument_of(self, role: str) -> str:
-        """The callback argument that names the output key of ``role``."""
-        if role == "content" and self.content_key is None:
-            return "target_key"
-        return ROLE_KEYS[role]
-
     def _key_of(self, role: str) -> str:
-        return getattr(self, self._argument_of(role))
+        key = self.keys[role]
+        return self.keys["target"] if key is None and role == "content" else key  # type: ignore[return-value]
+
+    def _describe(self, role: str) -> str:
+        """The callback argument naming the output key of ``role``, with the key, for messages."""
+        named = "target" if role == "content" and self.keys["content"] is None else role
+        return f"`keys[{named!r}]`={self._key_of(role)!r}"
 
     def _keys(self) -> dict[str, str]:
         """Output key -> the argument naming it, for every image the metrics read."""
         keys: dict[str, str] = {}
-        for name in self.metric_names:
-            for role in METRICS[name].roles:
-                keys.setdefault(self._key_of(role), self._argument_of(role))
+        for role in sorted(self._set.roles(), key=("preds", "target", "content", "style").index):
+            keys.setdefault(self._key_of(role), self._describe(role).split("=")[0].strip("`"))
         return keys
 
-    def _check_sizes(self, images: Mapping[str, Tensor]) -> None:
-        """Raise a ValueError in the callback's terms when images are too small for a requested metric."""
-        options = self._options()
-        for name in self.metric_names:
-            spec = METRICS[name]
-            needed = spec.min_side(options)
-            for role in spec.roles:
-                key = self._key_of(role)
-                height, width = images[key].shape[-2:]
-                if min(height, width) < needed:
-                    raise ValueError(
-                        f"ImageMetricsCallback: metric {name!r} needs images with both sides >= {needed} "
-                        f"({spec.why_side}), but `{self._argument_of(role)}`={key!r} holds {height}x{width} "
-                        "images."
-                    )
-
     def _caching_metrics(self) -> list[str]:
-        """The requested metrics whose real side the store can hold (FID, KID)."""
-        return [name for name in self.metric_names if METRICS[name].caches_real]
-
-    def _minimum_images(self) -> tuple[int, str]:
-        needs = [(METRICS[name].min_images(self._options()), name) for name in self.metric_names]
-        needed, name = max(needs)
-        return needed, name
-
-    def _options(self) -> MetricOptions:
-        return MetricOptions(
-            self._inception,
-            self.quantize,
-            self.is_splits,
-            self.vgg_weights,
-            self.cfsd_chunk_size,
-            kid_subsets=self.kid_subsets,
-            kid_subset_size=self.kid_subset_size,
-            channel=self.channel,
-            crop_border=self.crop_border,
-            lpips_net=self.lpips_net,
-            lpips_weights=self.lpips_weights,
-            art_inception_weights=self.art_inception_weights,
-            art_lpips_weights=self.art_lpips_weights,
-            art_resize=self.art_resize,
-        )
+        """The requested metrics whose real side the store can hold (FID, KID on the target images)."""
+        entries = self._set.entries
+        return [name for name in ("fid", "kid") if name in entries and _registry_name(entries[name]) == name]
 
     def _check_capacity(self, trainer: Trainer, loader: Any, plan: SamplePlan, stage: str) -> None:
         """Raise a ValueError when the epoch cannot hold enough images for every metric."""
@@ -563,14 +421,15 @@ class ImageMetricsCallback(Callback):
             limit = batches[self.dataloader_idx]
             if limit != float("inf"):
                 available = min(available, int(limit) * int(batch_size) * plan.world_size)
-        needed, name = self._minimum_images()
+        needed, name = self._set.min_images()
         if available < needed:
             what = "validation" if stage == "val" else "test"
-            why = METRICS[name].why_min.replace("`is_splits`", f"`is_splits`={self.is_splits}")
+            entry = self._set.entries[name]
+            why = self._set.why_min(name).replace("`splits`", f"`splits`={entry.options.get('splits')}")
             raise ValueError(
                 f"ImageMetricsCallback needs at least {needed} {what} images for metric {name!r} ({why}), but the "
                 f"{what} epoch holds {available}; add images, raise `max_samples` or the batch limit, or lower "
-                f"{'`is_splits`' if name == 'is' else 'the metrics'}."
+                f"{'the `splits` option of is' if name == 'is' else 'the metrics'}."
             )
 
     def _loader(self, trainer: Trainer, stage: str) -> Any:
@@ -586,51 +445,6 @@ class ImageMetricsCallback(Callback):
             return loaders[self.dataloader_idx]
         return loaders
 
-    def _feed_inception(self, images: dict[str, Tensor], positions: Tensor, epoch: _Epoch) -> None:
-        shared = self._shared
-        if shared is None:
-            return
-        # Streaming consumers (FID's sums, IS's logits) go through the shared feed; KID keeps per-image
-        # features, which travel with their dataset positions (the same subsets on any number of processes).
-        streaming: list[Metric] = []
-        logit_metrics: list[Metric] = []
-        per_image: list[KernelInceptionDistance] = []
-        real_streaming: list[Metric] = []
-        real_per_image: list[KernelInceptionDistance] = []
-        for name, metric in self._metrics.items():
-            spec: CallbackMetric = METRICS[name]
-            fresh_real = not (spec.caches_real and epoch.cached_real)
-            if spec.feed == "inception_logits":
-                logit_metrics.append(metric)
-            elif spec.feed == "inception_features" and isinstance(metric, KernelInceptionDistance):
-                per_image.append(metric)
-                real_per_image += [metric] if fresh_real else []
-            elif spec.feed == "inception_features":
-                streaming.append(metric)
-                real_streaming += [metric] if fresh_real else []
-        fake = to_uint8(images[self.preds_key], self.preds_key, self.quantize)
-        batch = fake
-        real = None
-        forward_real = bool(real_streaming or real_per_image)
-        if streaming or per_image:
-            real = to_uint8(images[self.target_key], self.target_key, self.quantize)  # type: ignore[index]
-            if epoch.fingerprint is not None:
-                epoch.fingerprint += _checksum(real).to(epoch.fingerprint.device)
-            if forward_real:
-                batch = torch.cat([fake, real.to(fake.device)])
-        features = shared.forward(batch, self.preds_key)
-        n = fake.shape[0]
-        fake_features = type(features)(features.pool3[:n], features.logits_unbiased[:n])
-        shared.feed(fake_features, real=False, metrics=[*streaming, *logit_metrics], indices=positions)
-        for kid in per_image:
-            kid.update_features(fake_features.pool3, real=False, indices=positions)
-        if forward_real:
-            real_features = type(features)(features.pool3[n:], features.logits_unbiased[n:])
-            shared.feed(real_features, real=True, metrics=real_streaming)
-            for kid in real_per_image:
-                kid.update_features(real_features.pool3, real=True, indices=positions)
-            self._real_forwarded += n
-
     def _cache_allowed(self, plan: SamplePlan) -> bool:
         if not self.cache_real_stats or self._caching_disabled:
             return False
@@ -642,22 +456,27 @@ class ImageMetricsCallback(Callback):
             return False
         return True
 
+    def _inception_weights(self) -> Any:
+        weights = self.weights
+        return weights.get("inception", "default") if isinstance(weights, Mapping) else weights
+
     def _real_key(self, trainer: Trainer, loader: Any, stage: str) -> str:
         inception = self._inception
-        assert inception is not None  # built in setup when FID is requested
         target = (
-            self.target_key if self.extractor is None else f"{self.target_key} of {qualname(self.extractor)}"
+            self.keys["target"]
+            if self.extractor is None
+            else f"{self.keys['target']} of {qualname(self.extractor)}"
         )
         limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
         options = {
             "resize": inception.resize,
-            "quantize": self.quantize,
+            "quantize": self._set.quantize,
             "max_samples": self.max_samples,
             "limit_batches": str(limit),
             "target": target,
         }
         return real_stats_key(
-            weights=self._weights_digest or weights_digest(self.weights, inception),
+            weights=self._weights_digest or weights_digest(self._inception_weights(), inception),
             dataset=getattr(loader, "dataset", None),
             options=options,
         )
@@ -675,15 +494,14 @@ class ImageMetricsCallback(Callback):
 
     def _compute(self, trainer: Trainer, epoch: _Epoch) -> dict[str, Tensor]:
         """Every metric's logged values, each from one synchronisation; fresh real statistics go to the store."""
-        values: dict[str, Tensor] = {}
         fresh: dict[str, Any] = {}
-        for name, metric in self._metrics.items():
-            spec = METRICS[name]
-            if spec.caches_real and epoch.real_key is not None and not epoch.cached_real:
-                result = _compute_keeping_real(metric, fresh)
-            else:
-                result = _synced_compute(metric)
-            values.update(zip(spec.logs, spec.values(result), strict=True))
+
+        def compute_one(name: str, metric: Metric) -> Any:
+            if name in self._caching_metrics() and epoch.real_key is not None and not epoch.cached_real:
+                return _compute_keeping_real(metric, fresh)
+            return _synced_compute(metric)
+
+        values = self._set.compute(compute_one)
         if epoch.real_key is not None:
             fingerprint = trainer.strategy.reduce(epoch.fingerprint, reduce_op="sum").cpu()  # type: ignore[arg-type]
             if epoch.cached_real:
@@ -700,7 +518,7 @@ class ImageMetricsCallback(Callback):
                 "ImageMetricsCallback: the target images differ from those the cached real FID statistics were "
                 f"computed from (e.g. random augmentation); epoch {trainer.current_epoch}'s FID/KID used the "
                 "cached statistics. Caching is switched off for the rest of this run; pass "
-                "`cache_real_stats=False` if the evaluation set changes between epochs."
+                "`real_stats=False` if the evaluation set changes between epochs."
             )
             self._caching_disabled = True
             self._store.forget()
@@ -721,7 +539,7 @@ class ImageMetricsCallback(Callback):
 
 
 def _synced_compute(metric: Metric) -> Any:
-    """``compute()`` on states synchronised once across processes (the table's metrics do not sync themselves)."""
+    """``compute()`` on states synchronised once across processes (the callback's metrics do not sync themselves)."""
     with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
         return metric.compute()
 
@@ -749,40 +567,50 @@ def _real_stats(key: str, fresh: Mapping[str, Any], fingerprint: list[int]) -> R
     return RealStats(key, mu, sigma, int(n), fingerprint, features)
 
 
-def _take_part_in_gathers(metric: Metric, device: torch.device) -> None:
-    """Give list states an empty 2-D entry, so that a process without images still joins the gather."""
-    if isinstance(metric, KernelInceptionDistance):
-        for real in (False, True):
-            empty = torch.empty(0, dtype=torch.long, device=device)
-            metric.update_features(torch.empty(0, 2048, device=device), real=real, indices=empty)
-    elif hasattr(metric, "update_logits"):
-        metric.update_logits(torch.empty(0, 1008, device=device), torch.empty(0, dtype=torch.long))
+def _registry_name(entry: Any) -> str | None:
+    return entry.spec.name if entry.spec is not None else None
 
 
-def _check_role_keys(
-    names: Sequence[str], target_key: str | None, content_key: str | None, style_key: str | None
-) -> None:
-    """Raise a ValueError when a requested metric reads images whose key is ``None``."""
-    for name in names:
-        roles = METRICS[name].roles
-        if "target" in roles and target_key is None:
-            raise ValueError(f"Metric {name!r} needs real images: `target_key` must not be None.")
-        if "content" in roles and content_key is None and target_key is None:
-            raise ValueError(f"Metric {name!r} needs content images: set `content_key` (or `target_key`).")
-        if "style" in roles and style_key is None:
-            raise ValueError(f"Metric {name!r} needs style images: set `style_key`.")
-
-
-def _check_metric_names(metrics: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    names = tuple(dict.fromkeys(str(m).lower() for m in metrics))
-    unknown = [m for m in names if m not in METRIC_NAMES]
-    if unknown or not names:
+def _resolve_keys(keys: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """The default keys updated with ``keys``, each role known and each key a string (or ``None``)."""
+    if keys is None:
+        return dict(DEFAULT_KEYS)
+    if not isinstance(keys, Mapping):
+        raise TypeError(f"Expected `keys` to be a mapping from role to key, but got {type(keys).__name__}.")
+    unknown = sorted(set(keys) - set(DEFAULT_KEYS))
+    if unknown:
         raise ValueError(
-            f"Expected `metrics` to be a non-empty subset of {METRIC_NAMES}, but got {tuple(metrics)!r}."
+            f"Expected the roles in `keys` to be some of {tuple(DEFAULT_KEYS)}, but got {unknown}."
         )
-    return names
+    for role, key in keys.items():
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"Expected `keys[{role!r}]` to be a str or None, but got {type(key).__name__}.")
+    return {**DEFAULT_KEYS, **keys}
+
+
+def _check_role_keys(metric_set: MetricSet, keys: Mapping[str, str | None]) -> None:
+    """Raise a ValueError when a requested metric reads images whose key is ``None``."""
+    for name, entry in metric_set.entries.items():
+        for role in entry.roles:
+            if keys[role] is not None or (role == "content" and keys["target"] is not None):
+                continue
+            fix = (
+                "set `keys['content']` (or `keys['target']`)"
+                if role == "content"
+                else f"set `keys[{role!r}]`"
+            )
+            raise ValueError(f"Metric {name!r} needs {role} images: {fix}.")
+
+
+def _weights_by_network(weights: Any, names: Sequence[str]) -> dict[str, Any]:
+    """``weights`` as a mapping by network name: one value for every network, or the mapping given."""
+    if isinstance(weights, Mapping) and not _is_state_dict(weights):
+        return dict(weights)
+    return dict.fromkeys(names, weights)
+
+
+def _is_state_dict(value: Mapping[str, Any]) -> bool:
+    return bool(value) and all(isinstance(v, Tensor) for v in value.values())
 
 
 def _check_int(value: object, name: str, *, minimum: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["Y_OFFSET", "Y_WEIGHTS", "rgb_to_y"]
+__all__ = ["Y_OFFSET", "Y_WEIGHTS", "grey_like_pil", "rgb_to_y"]
 
 Y_WEIGHTS: tuple[float, float, float] = (65.481, 128.553, 24.966)
 """ITU-R BT.601 weights of R, G and B in [0, 1] for Y on the [0, 255] scale (they sum to 219)."""
@@ -75,3 +75,21 @@ def luma(x: Tensor, data_range: float) -> Tensor:
     weights = torch.tensor(Y_WEIGHTS, dtype=torch.float64) / 255.0
     weights = weights.to(device=x.device, dtype=x.dtype).view(3, 1, 1)
     return (x * weights).sum(dim=-3, keepdim=True) + offset
+
+
+def grey_like_pil(images: Tensor) -> Tensor:
+    """Pillow's ``convert("L")`` on ``uint8`` RGB (torchvision's ``Grayscale()`` on PIL images).
+
+    ``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16``; float images use ``0.299 R + 0.587 G + 0.114 B``.
+
+    Example:
+        >>> import torch
+        >>> from percep_lightning.functional.color import grey_like_pil
+        >>> grey_like_pil(torch.tensor([255, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1)).flatten()
+        tensor([76], dtype=torch.uint8)
+    """
+    if images.dtype == torch.uint8:
+        r, g, b = images.to(torch.int64).unbind(1)
+        return ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16).to(torch.uint8).unsqueeze(1)
+    r, g, b = images.unbind(1)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.torchvision_trunks import TorchvisionFeatures
@@ -14,11 +13,12 @@ from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
 from percep_lightning.metrics._images import KeepFloat64States, exact_float32, to_float
+from percep_lightning.metrics.paired import PerImageMean
 
 LAYER = "relu3_1"
 
 
-class CFSD(KeepFloat64States, HoldsFrozen, Metric):
+class CFSD(KeepFloat64States, HoldsFrozen, PerImageMean):
     r"""Content Feature Structural Distance between stylized images and their content images (StyleID).
 
     .. math::
@@ -61,13 +61,9 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
     """
 
     higher_is_better = False
-    is_differentiable = False
-    full_state_update = False
     plot_lower_bound = 0.0
     _frozen_keep_float32 = True
-
-    cfsd_sum: Tensor
-    num_pairs: Tensor
+    _second = "content"
 
     def __init__(
         self,
@@ -94,16 +90,14 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
         self.chunk_size = chunk_size
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.add_state("cfsd_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("num_pairs", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     @property
     def backbone(self) -> TorchvisionFeatures:
         """The frozen VGG19 trunk."""
         return self._held("vgg")  # type: ignore[return-value]
 
-    def update(self, preds: Tensor, content: Tensor) -> None:
-        """Add pairs of stylized (generated) images and their content images.
+    def per_image(self, preds: Tensor, content: Tensor) -> Tensor:
+        """Each (stylized, content) pair's CFSD, ``(N,)`` float32 (``update`` adds them up in float64).
 
         Args:
             preds: the stylized images, ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
@@ -122,7 +116,7 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
                 f"{tuple(content.shape)}."
             )
         if preds_f.shape[0] == 0:
-            return
+            return preds_f.new_zeros(0)
         backbone = self.backbone
         backbone.check_size(preds_f, ("preds", "content"))
         device = self.mean.device
@@ -131,19 +125,4 @@ class CFSD(KeepFloat64States, HoldsFrozen, Metric):
             pixels = imagenet_normalize(pair, (0.0, 1.0), self.mean, self.std, torch.float32)
             features = backbone(pixels)[LAYER].float()
             n = preds_f.shape[0]
-            values = cfsd(features[:n], features[n:], chunk_size=self.chunk_size, reduction="none")
-        self.cfsd_sum = self.cfsd_sum + values.to(self.cfsd_sum.device, torch.float64).sum()
-        self.num_pairs = self.num_pairs + n
-
-    def compute(self) -> Tensor:
-        """The mean CFSD over all pairs.
-
-        Raises:
-            ValueError: if no pairs were added.
-        """
-        n = int(self.num_pairs)
-        if n == 0:
-            raise ValueError(
-                "CFSD needs at least 1 image pair, but got 0; add pairs with `update(preds, content)`."
-            )
-        return self.cfsd_sum / n
+            return cfsd(features[:n], features[n:], chunk_size=self.chunk_size, reduction="none")

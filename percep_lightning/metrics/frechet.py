@@ -206,7 +206,9 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
                 "Real statistics were fixed with `set_real_statistics`; call `clear_real_statistics()` before "
                 "adding real images."
             )
-        if features.shape[0] == 0:
+        if features.shape[0] == 0:  # an empty batch still joins the gathers of the kept generated features
+            if self.infinity and not real:
+                self._keep_fake_features(features, indices)
             return
         total, outer, n = feature_sums(features.to(self.real_features_sum.device))
         side = "real" if real else "fake"

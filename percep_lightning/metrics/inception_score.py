@@ -14,7 +14,7 @@ from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.inception_score import inception_score
 from percep_lightning.metrics._images import Quantize, check_quantize, inception_forward, resolve_inception
-from percep_lightning.metrics.frechet import concatenated
+from percep_lightning.metrics.frechet import check_indices, concatenated
 
 NUM_CLASSES = 1008
 
@@ -110,6 +110,11 @@ class InceptionScore(HoldsFrozen, Metric):
         """The frozen Inception network (shareable with other metrics)."""
         return self._held("inception")  # type: ignore[return-value]
 
+    @property
+    def extractor(self) -> FIDInceptionV3:
+        """The same network as :attr:`backbone` (metrics sharing it share one forward)."""
+        return self.backbone
+
     def update(self, images: Tensor, indices: Tensor | None = None, *, precomputed: bool = False) -> None:
         """Add a batch of generated images (or their precomputed unbiased logits).
 
@@ -151,12 +156,7 @@ class InceptionScore(HoldsFrozen, Metric):
         if not bool(torch.isfinite(logits).all()):
             raise ValueError("Expected `logits` to be finite, but they contain NaN or Inf values.")
         if indices is not None:
-            if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
-                raise TypeError("Expected `indices` to be an integer tensor.")
-            if tuple(indices.shape) != (logits.shape[0],):
-                raise ValueError(
-                    f"Expected `indices` to have shape ({logits.shape[0]},), but got {tuple(indices.shape)}."
-                )
+            check_indices(indices, logits.shape[0])
             self.indices.append(indices.detach().to(self.device, torch.long))
         self.logits.append(logits.detach().to(self.device, torch.float32))
 

@@ -37,6 +37,7 @@ class PerImageMean(Metric):
 
     is_differentiable = False
     full_state_update = False
+    _second = "target"  # the name of the second image argument, for the messages
 
     value_sum: Tensor
     num_images: Tensor
@@ -74,7 +75,7 @@ class PerImageMean(Metric):
         if int(self.num_images) == 0:
             raise ValueError(
                 f"{type(self).__name__} needs at least 1 image pair, but got 0; add pairs with "
-                "`update(preds, target)`."
+                f"`update(preds, {self._second})`."
             )
         return self.value_sum / self.num_images
 

@@ -8,8 +8,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from percep_lightning.backbones.art_inception import resize_shorter_side
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.weights import WeightsArg
+from percep_lightning.functional.color import grey_like_pil
 from percep_lightning.losses.lpips import LPIPSLoss
 from percep_lightning.metrics._images import exact_float32
 from percep_lightning.metrics.paired import PerImageMean
@@ -32,6 +34,10 @@ class LPIPS(HoldsFrozen, PerImageMean):
         weights: the torchvision ``state_dict`` of the trunk: ``"default"`` (IMAGENET1K_V1, cached or
             downloaded once), a file path, a state dict, or ``None`` (random, with a warning). The
             calibrated lin weights always come from the package data.
+        resize: first resize both images of a pair so that their shorter side has this length, as
+            ``torchvision.transforms.Resize(resize)`` on the 8-bit Pillow image (StyleID reads its images
+            so, with 512); ``None`` (default) keeps their size.
+        grey: compare Pillow-grey versions of the (resized) images (StyleID's ``LPIPS_gray``).
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -62,10 +68,18 @@ class LPIPS(HoldsFrozen, PerImageMean):
         net: Literal["alex", "vgg", "squeeze"] = "alex",
         *,
         weights: WeightsArg = "default",
+        resize: int | None = None,
+        grey: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 1):
+            raise ValueError(f"Expected `resize` to be None or a positive integer, but got {resize!r}.")
+        if not isinstance(grey, bool):
+            raise TypeError(f"Expected `grey` to be a bool, but got {type(grey).__name__}.")
         self.net = net
+        self.resize = resize
+        self.grey = grey
         self._hold("lpips", LPIPSLoss(net, weights=weights, reduction="none"))
 
     @property
@@ -76,12 +90,24 @@ class LPIPS(HoldsFrozen, PerImageMean):
     def per_image(self, preds: Tensor, target: Tensor) -> Tensor:
         """Each pair's LPIPS distance, ``(N,)``."""
         preds_f, target_f = _unit_float_pair(preds, target)
+        if self.resize is not None or self.grey:
+            preds_f, target_f = (self._styleid_view(x) for x in (preds_f, target_f))
         if preds_f.shape[0] == 0:
             return preds_f.new_zeros(0)
         loss = self.loss
         device = loss.shift.device
         with exact_float32(device):  # the pair was validated above: the loss's own checks are skipped
             return loss.distance(preds_f.to(device), target_f.to(device)).flatten()
+
+    def _styleid_view(self, images: Tensor) -> Tensor:
+        """``images`` (float in [0, 1]) as StyleID reads them: 8-bit with the shorter side resized, then grey."""
+        images = images.expand(-1, 3, -1, -1)
+        if self.resize is not None:
+            pixels = (images * 255 + 0.5).floor().to(torch.uint8)  # exact for images that came from uint8
+            images = resize_shorter_side(pixels, self.resize)
+        if self.grey:
+            images = grey_like_pil(images)
+        return _to_unit_float(images)
 
 
 def _unit_float_pair(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
