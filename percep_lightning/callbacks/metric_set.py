@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from percep_lightning.backbones.inception import check_resize
+from percep_lightning.metrics._images import check_quantize
 from percep_lightning.metrics.feeding import (
     extractor_groups,
     feed,
@@ -105,6 +107,8 @@ class MetricSet:
     ) -> None:
         options = dict(options or {})
         shared = {key: options.pop(key, default) for key, default in SHARED_OPTIONS.items()}
+        check_resize(shared["resize"])
+        check_quantize(shared["quantize"])
         self.resize: str = shared["resize"]
         self.quantize: str = shared["quantize"]
         unknown = sorted(set(options) - set(METRICS))

@@ -397,7 +397,35 @@ def resolve_options(spec: MetricSpec, given: Mapping[str, Any] | None) -> dict[s
     if unknown:
         takes = ", ".join(spec.defaults) or "none"
         raise ValueError(f"Metric {spec.name!r} takes no option {', '.join(unknown)}; its options: {takes}.")
+    for key, value in given.items():
+        _check_option(spec.name, key, value)
     return {**spec.defaults, **given}
+
+
+_INTEGER_OPTIONS = {
+    "crop_border": 0,
+    "splits": 1,
+    "subsets": 1,
+    "subset_size": 1,
+    "chunk_size": 1,
+    "resize": 1,
+}
+_CHOICES = {"channel": ("rgb", "y", "per_channel"), "net": ("alex", "vgg", "squeeze")}
+_MAY_BE_NONE = ("chunk_size", "resize")
+
+
+def _check_option(metric: str, key: str, value: object) -> None:
+    """Raise a TypeError or ValueError naming ``options[metric][key]`` for a value it cannot take."""
+    where = f"`options[{metric!r}][{key!r}]`"
+    if value is None and key in _MAY_BE_NONE:
+        return
+    if key in _INTEGER_OPTIONS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Expected {where} to be an integer, but got {type(value).__name__} {value!r}.")
+        if value < _INTEGER_OPTIONS[key]:
+            raise ValueError(f"Expected {where} to be >= {_INTEGER_OPTIONS[key]}, but got {value}.")
+    elif key in _CHOICES and value not in _CHOICES[key]:
+        raise ValueError(f"Expected {where} to be one of {_CHOICES[key]}, but got {value!r}.")
 
 
 def build_metric(spec: MetricSpec, context: BuildContext, options: Mapping[str, Any]) -> Metric:
