@@ -50,7 +50,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError, fetch
+    from percep_lightning.backbones.weights import WEIGHTS, MissingWeightsError, fetch_all
 
     names: Sequence[str] = list(WEIGHTS) if args.all else args.names
     if not names:
@@ -62,14 +62,20 @@ def _download(args: argparse.Namespace) -> int:
     if unknown:
         print(f"Unknown weights {unknown}; known names: {', '.join(WEIGHTS)}", file=sys.stderr)
         return 2
-    failed = 0
-    for name in names:
-        try:
-            print(f"{name}: {fetch(name)}")
-        except WeightsUnavailableError as err:
-            print(str(err), file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+    try:
+        fetch_all(names, command_line=True)
+    except MissingWeightsError as err:
+        failed = err.names
+        message = str(err)
+    else:
+        failed, message = (), ""
+    for name in dict.fromkeys(names):
+        if name not in failed:
+            print(f"{name}: {WEIGHTS[name].cache_path}")
+    if failed:
+        print(message, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_weights_commands(commands: argparse._SubParsersAction) -> None:

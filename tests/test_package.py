@@ -38,3 +38,19 @@ def test_import_never_downloads(tmp_path):
 
 def test_version():
     assert percep_lightning.__version__ == "0.1.0"
+
+
+def test_wheel_ships_py_typed_and_the_licence():
+    """``py.typed`` (PEP 561) is package data and the top-level BSD-3-Clause LICENSE a licence file."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "BSD-3-Clause"
+    assert project["project"]["license-files"] == ["LICENSE"]
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["percep_lightning"]
+    assert (root / "percep_lightning" / "py.typed").is_file()
+    licence = (root / "LICENSE").read_text()
+    assert licence.startswith("BSD 3-Clause License") and "percep_lightning contributors" in licence
+    assert "Neither the name of the copyright holder" in licence

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from percep_lightning._atomic import create_temp
 
 WeightsArg = str | os.PathLike | Mapping[str, Tensor] | None
 """What a ``weights`` argument accepts: ``"default"``, a file path, a state dict, or ``None``."""
@@ -115,6 +116,18 @@ class WeightsUnavailableError(RuntimeError):
     """The official pretrained file is neither cached nor downloadable."""
 
 
+class MissingWeightsError(WeightsUnavailableError):
+    """Several weights files a run needs are unavailable; :func:`fetch_all` lists every one in the message.
+
+    Attributes:
+        names: the names of the unavailable files, in the order they were asked for.
+    """
+
+    def __init__(self, message: str, names: Iterable[str]) -> None:
+        super().__init__(message)
+        self.names = tuple(names)
+
+
 def _download(spec: WeightsSpec, destination: Path, timeout: float) -> None:
     """Stream ``spec.url`` into ``destination`` atomically, checking the SHA-256 prefix."""
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +136,7 @@ def _download(spec: WeightsSpec, destination: Path, timeout: float) -> None:
     with urllib.request.urlopen(spec.url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
         total = int(response.headers.get("Content-Length") or 0) or None
         digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{spec.filename}.", suffix=".part")
+        fd, tmp_name = create_temp(destination.parent, prefix=f".{spec.filename}.", suffix=".part")
         try:
             with (
                 os.fdopen(fd, "wb") as out,
@@ -160,13 +173,8 @@ def fetch(name: str, *, timeout: float | None = None) -> Path:
     """
     spec = get_spec(name)
     path = spec.cache_path
-    if path.is_file():
-        return path
-    if timeout is None:
-        timeout = float(os.environ.get(_ENV_TIMEOUT, _DEFAULT_TIMEOUT_S))
-    try:
-        _download(spec, path, timeout)
-    except (urllib.error.URLError, OSError, TimeoutError, RuntimeError) as err:
+    err = _download_error(spec, timeout)
+    if err is not None:
         raise WeightsUnavailableError(
             f"The pretrained weights '{name}' ({spec.filename}) are not in the cache and could not be "
             f"downloaded ({err}).\n"
@@ -177,6 +185,106 @@ def fetch(name: str, *, timeout: float | None = None) -> Path:
             f"file to the path above, or pass the path of a local copy as `weights=...`."
         ) from err
     return path
+
+
+def _download_error(spec: WeightsSpec, timeout: float | None) -> Exception | None:
+    """Make sure ``spec``'s file is in the cache (downloading it if needed); the error if that failed."""
+    if spec.cache_path.is_file():
+        return None
+    if timeout is None:
+        timeout = float(os.environ.get(_ENV_TIMEOUT, _DEFAULT_TIMEOUT_S))
+    try:
+        _download(spec, spec.cache_path, timeout)
+    except (urllib.error.URLError, OSError, TimeoutError, RuntimeError) as err:
+        return err
+    return None
+
+
+def fetch_all(
+    names: Iterable[str],
+    overrides: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    *,
+    timeout: float | None = None,
+    command_line: bool = False,
+) -> dict[str, Path | None]:
+    """Resolve every weights file a run needs, reporting all the unavailable ones in one error.
+
+    A name with an entry in ``overrides`` uses that local file (``None``: random weights, nothing to
+    fetch); any other name is the official file, from the cache or downloaded into it (as :func:`fetch`).
+    Every name is tried before anything is raised, so an offline machine learns in one run which files
+    it lacks.
+
+    Args:
+        names: keys of :data:`WEIGHTS` (repeats are resolved once).
+        overrides: ``{name: path or None}`` for the files that do not come from the cache.
+        timeout: seconds to wait for the server per file, as :func:`fetch`.
+        command_line: word the message for ``percep-lightning`` (local copies as ``--weights NAME=PATH``)
+            instead of the Python API (a module's ``weights=...`` argument).
+
+    Returns:
+        ``{name: path}`` for every name, ``None`` for random weights.
+
+    Raises:
+        ValueError: if a name (or a key of ``overrides``) is not a key of :data:`WEIGHTS`.
+        MissingWeightsError: if any file is neither cached nor downloadable, or an override names no
+            file; the message has one entry per file: its name, expected path and download URL (or the
+            missing local path).
+
+    Example:
+        >>> fetch_all(["vgg19", "alexnet"], {"vgg19": None, "alexnet": None})
+        {'vgg19': None, 'alexnet': None}
+    """
+    overrides = dict(overrides or {})
+    wanted = list(dict.fromkeys(names))
+    for name in (*wanted, *overrides):
+        get_spec(name)
+    resolved: dict[str, Path | None] = {}
+    missing: dict[str, str] = {}
+    for name in wanted:
+        if name in overrides:
+            local = overrides[name]
+            resolved[name] = None if local is None else Path(local).expanduser()
+            if resolved[name] is not None and not resolved[name].is_file():  # type: ignore[union-attr]
+                missing[name] = f"  {name}: no file at {str(resolved[name])!r} (given as its local copy)"
+            continue
+        spec = WEIGHTS[name]
+        err = _download_error(spec, timeout)
+        resolved[name] = spec.cache_path
+        if err is not None:
+            missing[name] = (
+                f"  {name}: expected at {spec.cache_path}\n"
+                f"  {' ' * len(name)}  download: {spec.url} (failed: {err})"
+            )
+    if missing:
+        raise MissingWeightsError(_missing_message(missing, overrides, command_line), missing)
+    return resolved
+
+
+def _missing_message(missing: Mapping[str, str], overrides: Mapping[str, object], command_line: bool) -> str:
+    """The text of :class:`MissingWeightsError`: one entry per file, then the ways out, once."""
+    official = [name for name in missing if name not in overrides]
+    count = f"{len(missing)} weights file{'s' if len(missing) > 1 else ''}"
+    lines = [
+        f"{count} needed by this run {'are' if len(missing) > 1 else 'is'} unavailable:",
+        *missing.values(),
+    ]
+    ways = []
+    if official:
+        ways.append(
+            f"fetch the official files once on a machine with network access with `percep-lightning weights "
+            f"download {' '.join(official)}` (TORCH_HOME chooses the cache) and copy them to the paths above"
+        )
+    if command_line:
+        pairs = " ".join(f"{name}=PATH" for name in missing)
+        ways.append(
+            f"pass local copies as `--weights {pairs}` (or `NAME=random` for random weights, whose values "
+            "are not comparable to published ones)"
+        )
+    else:
+        ways.append("pass the path of a local copy as the module's `weights=...`")
+    lines.append("Either " + ", or ".join(ways) + ".")
+    lines.append("`percep-lightning weights list` shows which files the cache holds.")
+    return "\n".join(lines)
 
 
 def get_spec(name: str) -> WeightsSpec:

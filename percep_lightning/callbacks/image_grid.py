@@ -61,8 +61,9 @@ class ImageGridCallback(pl.Callback):
             integer argument is not an integer.
         ValueError: if ``keys`` is empty, ``num_samples``, ``every_n_epochs``, ``dataloader_idx`` or
             ``padding`` is out of range, ``titles`` does not have one title per key, or ``value_range`` is not increasing;
-            during validation, if a key is in neither the outputs nor the batch, or an image is not
-            ``(N, 1 or 3, H, W)``.
+            at the first validation batch of a fit (the sanity check's, when there is one), whether or
+            not that epoch logs, if a key is in neither the outputs nor the batch (the message lists
+            both), or an image is not ``(N, 1 or 3, H, W)``.
 
     Example:
         >>> from percep_lightning.callbacks import ImageGridCallback
@@ -111,6 +112,10 @@ class ImageGridCallback(pl.Callback):
         self.last_paths: list[Path] = []
         self._rows: list[list[Tensor]] = []
         self._active = False
+        self._keys_checked = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._keys_checked = False  # check `keys` again on the first batch of every fit or validate
 
     def _should_log(self, trainer: pl.Trainer) -> bool:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -130,8 +135,14 @@ class ImageGridCallback(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if dataloader_idx != self.dataloader_idx:
+            return
+        if not self._keys_checked:  # on every rank, so that a typo stops all processes at once
+            for key in self.keys:
+                self._images(key, outputs, batch)
+            self._keys_checked = True
         missing = self.num_samples - len(self._rows)
-        if not self._active or missing <= 0 or dataloader_idx != self.dataloader_idx:
+        if not self._active or missing <= 0:
             return
         columns = [self._column(key, outputs, batch)[:missing] for key in self.keys]
         count = min(len(c) for c in columns)
@@ -170,6 +181,17 @@ class ImageGridCallback(pl.Callback):
 
     def _column(self, key: str, outputs: Any, batch: Any) -> Tensor:
         """The images of ``key`` from the outputs (else the batch) as float (N, 3, H, W) in [0, 1] on CPU."""
+        images = self._images(key, outputs, batch)[: self.num_samples].detach().cpu()
+        if images.dtype == torch.uint8:
+            images = images.float() / 255
+        else:
+            low, high = self.value_range
+            images = (images.float() - low) / (high - low)
+        return images.clamp(0, 1).expand(-1, 3, -1, -1)
+
+    @staticmethod
+    def _images(key: str, outputs: Any, batch: Any) -> Tensor:
+        """The ``(N, 1 or 3, H, W)`` images of ``key`` from the outputs, else the batch; a ValueError if absent."""
         if isinstance(outputs, Mapping) and key in outputs:
             images = outputs[key]
         elif isinstance(batch, Mapping) and key in batch:
@@ -187,13 +209,7 @@ class ImageGridCallback(pl.Callback):
             raise ValueError(
                 f"ImageGridCallback: expected {key!r} to be images of shape (N, 1 or 3, H, W), but got {shape}."
             )
-        images = images[: self.num_samples].detach().cpu()
-        if images.dtype == torch.uint8:
-            images = images.float() / 255
-        else:
-            low, high = self.value_range
-            images = (images.float() - low) / (high - low)
-        return images.clamp(0, 1).expand(-1, 3, -1, -1)
+        return images
 
     def _render(self, rows: list[list[Tensor]]) -> Image.Image:
         """The rows as one RGB image: tiles enlarged to the largest size, titles above the columns."""

@@ -1,7 +1,9 @@
 """The ``evaluate`` and ``stats`` subcommands of ``percep-lightning`` (parsers here import no torch).
 
 Exit status: 0 on success, 2 for bad input (the message says what and where) and for missing offline
-weights; nothing is written unless the whole evaluation succeeded.
+weights. The output paths and every weights file are checked before any image is read or any network
+built; nothing is written unless the whole evaluation succeeded, and the table is printed even when
+writing a file fails afterwards.
 """
 
 from __future__ import annotations
@@ -10,13 +12,44 @@ import argparse
 import contextlib
 import os
 import sys
+import textwrap
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 
 from percep_lightning.evaluation.errors import EvaluationError
-from percep_lightning.evaluation.table import METRICS, PRESETS, resolve_metrics
+from percep_lightning.evaluation.table import METRICS, PRESETS, MetricSpec, resolve_metrics
 
 __all__ = ["add_evaluate_parser", "add_stats_parser", "run_evaluate", "run_stats"]
+
+_ALIASES = {"inception": "inception_fid"}
+"""``--weights`` names that differ from the keys of :data:`~percep_lightning.backbones.WEIGHTS`."""
+_WEIGHTS_HELP = (
+    "weights files as NAME=PATH, for machines without the pretrained files in the cache: inception=, "
+    "alexnet=, vgg16=, vgg19=, art_inception= (the names of `percep-lightning weights list`); NAME=random "
+    "builds that network with random weights (smoke tests: its values are not comparable to published ones)"
+)
+STYLEID_NOTE = (
+    "styleid reproduces StyleID's eval_artfid.py --mode art_fid (plain FID). StyleID's default mode, "
+    "art_fid_inf, reports FID-infinity instead: with 5,000 or fewer stylized images every one of its "
+    "subsets is the whole set, so its FID-infinity (and ArtFID_inf) equals this FID (and artfid); above "
+    "5,000 it fits a line through 8 points (its num_workers lands in num_points) over unseeded shuffles, "
+    "which no other run reproduces. This command has no FID-infinity row."
+)
+"""The note on StyleID's ``art_fid_inf`` mode shown under the presets in ``evaluate --help``."""
+
+
+def default_num_workers(most: int = 4) -> int:
+    """The default ``--num-workers``: ``most``, but no more than the CPU cores this process may use.
+
+    PyTorch warns when a DataLoader has more workers than usable cores (``os.sched_getaffinity``, where
+    the platform has it; ``os.cpu_count`` otherwise).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(most, cores))
 
 
 def _weights_pairs(values: list[str] | None) -> dict[str, str]:
@@ -25,17 +58,98 @@ def _weights_pairs(values: list[str] | None) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise EvaluationError(
-                f"Expected --weights entries as NAME=PATH (e.g. inception=pt_inception.pth), but got {item!r}."
+                f"Expected --weights entries as NAME=PATH (e.g. inception=pt_inception.pth, or "
+                f"alexnet=random), but got {item!r}."
             )
         out[name] = path
     return out
 
 
+def check_output_path(path: str | os.PathLike[str], flag: str) -> None:
+    """Check, before any work, that a file can be written at ``path``: an existing, writable folder.
+
+    Args:
+        path: the file the command will write at the end.
+        flag: the option that named it, for the message (``--json``, ``--per-image``, ``-o``).
+
+    Raises:
+        EvaluationError: if ``path`` is a folder, its folder does not exist or is not a folder, or the
+            folder is not writable.
+    """
+    target = Path(path).expanduser()
+    folder = target.resolve().parent
+    where = f"Cannot write {flag} {str(path)!r}"
+    if target.is_dir():
+        raise EvaluationError(f"{where}: it is a folder; give the name of a file to write.")
+    if not folder.is_dir():
+        raise EvaluationError(f"{where}: folder {str(folder)!r} does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EvaluationError(f"{where}: folder {str(folder)!r} is not writable.")
+
+
+def _check_outputs(outputs: Mapping[str, str | None]) -> None:
+    """:func:`check_output_path` for each given ``{flag: path}``, and no two flags on one file."""
+    given = {flag: path for flag, path in outputs.items() if path}
+    seen: dict[Path, str] = {}
+    for flag, path in given.items():
+        check_output_path(path, flag)
+        resolved = Path(path).expanduser().resolve()
+        if resolved in seen:
+            raise EvaluationError(f"{seen[resolved]} and {flag} name the same file {str(path)!r}.")
+        seen[resolved] = flag
+
+
+def _all_missing_weights(needed: Iterable[str], given: Mapping[str, str], first: Exception) -> Exception:
+    """The error for a run that lacks a weights file: every missing file at once, in command-line words.
+
+    The evaluation stops at the first file it cannot fetch (after its checks of the folders, before any
+    network is built); this looks up every file the metrics need, so one run says everything to copy.
+
+    Returns:
+        A :class:`~percep_lightning.backbones.weights.MissingWeightsError` naming each missing file with
+        its expected path and URL, or ``first`` if the files are all there now.
+    """
+    from percep_lightning.backbones.weights import WEIGHTS, MissingWeightsError, fetch_all
+
+    overrides = {
+        _ALIASES.get(name, name): None if path == "random" else path
+        for name, path in given.items()
+        if _ALIASES.get(name, name) in WEIGHTS
+    }
+    try:
+        fetch_all([_ALIASES.get(name, name) for name in needed], overrides, command_line=True)
+    except MissingWeightsError as err:
+        return err
+    return first
+
+
+@contextlib.contextmanager
+def _every_missing_weights(needed: Iterable[str], given: Mapping[str, str]) -> Iterator[None]:
+    """Turn the evaluation's error for its first missing weights file into one naming every missing file."""
+    from percep_lightning.backbones.weights import MissingWeightsError, WeightsUnavailableError
+
+    try:
+        yield
+    except MissingWeightsError:
+        raise
+    except WeightsUnavailableError as err:
+        raise _all_missing_weights(needed, given, err) from err
+
+
+def _needed_weights(specs: list[MetricSpec]) -> list[str]:
+    """The weights names of the metrics, in order, without repeats."""
+    return list(dict.fromkeys(name for spec in specs for name in spec.weights))
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recursive", action="store_true", help="also read images in sub-folders")
     parser.add_argument("--batch-size", type=int, default=16, help="images per network batch (default 16)")
+    workers = default_num_workers()
     parser.add_argument(
-        "--num-workers", type=int, default=4, help="DataLoader workers decoding images (default 4)"
+        "--num-workers",
+        type=int,
+        default=workers,
+        help=f"DataLoader workers decoding images (default: 4, or the usable CPU cores if fewer; {workers} here)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument(
@@ -55,7 +169,12 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         help="metrics of a folder of images against reference folders",
         description="Compute image metrics over folders: paired ones per same-named (or sorted) pair, FID/IS/KID over "
         "whole folders. Run it under `torchrun --nproc_per_node=G -m percep_lightning evaluate ...` to shard.",
-        epilog="metrics:\n" + "\n".join(lines) + "\npresets:\n" + "\n".join(presets),
+        epilog="metrics:\n"
+        + "\n".join(lines)
+        + "\npresets:\n"
+        + "\n".join(presets)
+        + "\n\n"
+        + textwrap.fill(STYLEID_NOTE, width=100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("pred_dir", metavar="PRED_DIR", help="the predicted / generated / stylized images")
@@ -93,12 +212,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument(
         "--crop-border", type=int, default=0, help="pixels cropped on every side before PSNR/SSIM"
     )
-    parser.add_argument(
-        "--weights",
-        nargs="+",
-        metavar="NAME=PATH",
-        help="weights files: inception=, alexnet=, vgg16=, vgg19=, art_inception=",
-    )
+    parser.add_argument("--weights", nargs="+", metavar="NAME=PATH", help=_WEIGHTS_HELP)
     parser.add_argument(
         "--json", metavar="FILE", help="write values, counts, settings, weights hashes and versions"
     )
@@ -119,7 +233,13 @@ def add_stats_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
     )
     parser.add_argument("dir", metavar="DIR", help="folder of images")
     parser.add_argument("-o", "--output", required=True, help="the .npz file to write")
-    parser.add_argument("--weights", nargs="+", metavar="NAME=PATH", help="inception=PATH")
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        metavar="NAME=PATH",
+        help="inception=PATH: a local copy of the FID Inception file; inception=random for random weights "
+        "(smoke tests: the statistics are not comparable to published ones)",
+    )
     _common(parser)
     return parser
 
@@ -161,11 +281,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     specs = resolve_metrics(args.metrics, args.preset)
     if args.per_image and not any(spec.kind == "paired" for spec in specs):
         raise EvaluationError("--per-image needs a paired metric (psnr, ssim, ms_ssim, lpips, cfsd, ...).")
+    _check_outputs({"--json": args.json, "--per-image": args.per_image})
     weights = _weights_pairs(args.weights)
     from percep_lightning.evaluation.report import format_table, write_csv, write_json
     from percep_lightning.evaluation.runner import evaluate_report
 
-    with _short_warnings():
+    with _short_warnings(), _every_missing_weights(_needed_weights(specs), weights):
         report = evaluate_report(
             args.pred_dir,
             args.target,
@@ -191,26 +312,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     if report.rank != 0:
         return 0
+    print(format_table(report), flush=True)  # first: a file that cannot be written loses no results
     try:
         if args.json:
             write_json(report, args.json)
         if args.per_image:
             write_csv(report, args.per_image)
     except OSError as err:
-        raise EvaluationError(str(err)) from err
-    print(format_table(report))
+        raise EvaluationError(f"The values are above, but writing an output file failed: {err}") from err
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
+    _check_outputs({"-o": args.output})
     weights = _weights_pairs(args.weights)
     unknown = [name for name in weights if name not in ("inception", "inception_fid")]
     if unknown:
         raise EvaluationError(f"`stats` takes only inception=PATH in --weights, but got {unknown}.")
+    path = weights.get("inception", weights.get("inception_fid", "default"))
     from percep_lightning.evaluation.runner import folder_statistics
 
-    path = weights.get("inception", weights.get("inception_fid", "default"))
-    with _short_warnings():
+    with _short_warnings(), _every_missing_weights(["inception"], weights):
         n = folder_statistics(
             args.dir,
             args.output,

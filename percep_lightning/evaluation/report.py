@@ -1,21 +1,20 @@
 """Outputs of an evaluation: the stdout table, the ``--json`` record and the ``--per-image`` CSV.
 
 Files are written atomically (a temporary file in the same folder, then renamed), so an interrupted run
-leaves no half-written output.
+leaves no half-written output; they get the permissions the umask gives any new file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
+from percep_lightning._atomic import atomic_open
 from percep_lightning.evaluation.runner import EvaluationReport, MetricResult
 
 __all__ = ["format_table", "write_csv", "write_json"]
@@ -100,19 +99,11 @@ def _with_hash(entry: dict) -> dict:
 
 
 def _atomic_write(path: str | os.PathLike[str], text: str) -> None:
-    target = Path(path)
-    folder = target.expanduser().resolve().parent
+    folder = Path(path).expanduser().resolve().parent
     if not folder.is_dir():
         raise FileNotFoundError(f"Cannot write {str(path)!r}: folder {str(folder)!r} does not exist.")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
 
 
 def write_json(report: EvaluationReport, path: str | os.PathLike[str]) -> None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import os
+import types
+import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Literal
 
@@ -101,3 +107,120 @@ def check_input_range(input_range: Sequence[float]) -> tuple[float, float]:
     if not low < high:
         raise ValueError(f"Expected `input_range` to satisfy low < high, but got {input_range!r}.")
     return low, high
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The range warning of the losses: shown at the user's line, once per loss and calling line.
+
+_INTERNAL_FOLDERS: tuple[str, ...] = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,  # percep_lightning
+    os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,  # torch: Module.__call__, hooks
+)
+"""Code in these folders is never the line a warning about the user's inputs should point at."""
+
+_RANGE_WARNED: weakref.WeakKeyDictionary[object, set[tuple[str, int]]] = weakref.WeakKeyDictionary()
+_RANGE_WARNED_WITHOUT_OWNER: set[tuple[str, int]] = set()
+
+
+def _first_outside_frame() -> tuple[types.FrameType | None, int]:
+    """The first frame outside percep_lightning and torch on the stack of this function's caller.
+
+    Returns ``(frame, stacklevel)``: the frame (``None`` if every frame is internal) and the
+    ``stacklevel`` that makes a ``warnings.warn`` in this function's caller point at it (at the
+    outermost frame if every frame is internal).
+    """
+    frame = inspect.currentframe()
+    frame = frame.f_back if frame is not None else None  # the caller: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_FOLDERS):
+        frame = frame.f_back
+        level += 1
+    return frame, level if frame is not None else max(1, level - 1)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes the caller's ``warnings.warn`` point at the user's line.
+
+    That line is the first frame outside percep_lightning and torch, found by walking the stack, so it
+    is right however many frames ``nn.Module.__call__``, hooks or a wrapping loss (``CompositeLoss``) add.
+    A caller passing the level on to a function one frame deeper adds 1.
+    """
+    frame, level = _first_outside_frame()
+    del frame
+    return level - 1  # the frames counted from this function's caller
+
+
+def warn_range_once(owner: object | None, message: str) -> bool:
+    """Warn ``message`` (a ``UserWarning``) at the user's line, once per ``owner`` and calling line.
+
+    An un-clamped network output leaves the range a little differently at every training step; the
+    message shows the values, so Python's once-per-location filter would repeat it every step. This
+    remembers, per ``owner`` (a loss instance, held weakly; ``None``: shared), the user's lines it has
+    warned at.
+
+    Returns:
+        Whether the warning was issued.
+    """
+    frame, level = _first_outside_frame()
+    site = ("", 0) if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+    del frame
+    seen = _RANGE_WARNED_WITHOUT_OWNER if owner is None else _RANGE_WARNED.setdefault(owner, set())
+    if site in seen:
+        return False
+    seen.add(site)
+    warnings.warn(message, UserWarning, stacklevel=level)
+    return True
+
+
+def check_loss_inputs(
+    preds: Tensor,
+    target: Tensor,
+    input_range: tuple[float, float],
+    *,
+    owner: object | None,
+    tolerance: float = 0.1,
+) -> None:
+    """Validate a loss's pair of image batches; warn, once per loss and line, if far outside ``input_range``.
+
+    Shapes, dtypes and channels (1 or 3) are checked as :func:`check_pair` does; finiteness and the range
+    share one ``aminmax`` pass per tensor and one device sync. "Far outside" means beyond either end by
+    more than ``tolerance`` times the range's width (an un-clamped network output overshooting a little
+    is normal and stays silent). The warning points at the user's line (see :func:`warn_range_once`).
+
+    Args:
+        preds: the predicted images, ``(N, C, H, W)``.
+        target: the reference images, the same shape.
+        input_range: the declared ``(low, high)`` pixel range.
+        owner: the loss module calling this: it warns once per calling line (``None``: once per line).
+        tolerance: the overshoot allowed, as a fraction of ``high - low``.
+
+    Raises:
+        TypeError: if either is not a floating-point tensor.
+        ValueError: on different shapes, a rank other than 4, a channel count other than 1 or 3, empty
+            batches, or NaN/Inf values.
+
+    Example:
+        >>> import torch
+        >>> check_loss_inputs(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), (0.0, 1.0), owner=None)
+    """
+    check_pair(preds, target, channels=(1, 3), finite=False)
+    if preds.numel() == 0:
+        raise ValueError(f"Expected non-empty `preds` and `target`, but got shape {tuple(preds.shape)}.")
+    with torch.no_grad():
+        bounds = torch.stack([*torch.aminmax(preds.detach()), *torch.aminmax(target.detach())]).tolist()
+    pairs = (("preds", *bounds[:2]), ("target", *bounds[2:]))
+    for name, lo, hi in pairs:
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
+    low, high = input_range
+    slack = tolerance * (high - low)
+    outside = [
+        f"`{n}` in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in pairs if lo < low - slack or hi > high + slack
+    ]
+    if outside:
+        warn_range_once(
+            owner,
+            f"Values far outside the declared input_range {input_range}: {' and '.join(outside)}. Pass the "
+            "right `input_range` (e.g. (-1, 1) or (0, 255)), or the loss compares the wrong pixel scale. "
+            "(Shown once per loss and calling line.)",
+        )

@@ -10,13 +10,13 @@ from torch import Tensor, nn
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.torchvision_trunks import MemoryFormatArg, TorchvisionFeatures
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.functional._checks import Reduction, check_input_range, check_reduction
-from percep_lightning.functional._images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    check_image_pair,
-    imagenet_normalize,
+from percep_lightning.functional._checks import (
+    Reduction,
+    check_input_range,
+    check_loss_inputs,
+    check_reduction,
 )
+from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
 
 __all__ = ["CFSDLoss"]
@@ -98,7 +98,7 @@ class CFSDLoss(HoldsFrozen, nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """CFSD of the stylized ``preds`` with respect to the content images ``target``."""
-        check_image_pair(preds, target, self.input_range)
+        check_loss_inputs(preds, target, self.input_range, owner=self)
         trunk: TorchvisionFeatures = self._held("vgg")  # type: ignore[assignment]
         trunk.check_size(preds, ("preds", "target"))
         # float32 even under autocast: CFSD is second order in the feature differences, and bfloat16

@@ -44,8 +44,9 @@ class CompositeLoss(nn.Module):
             Hydra config of one (a mapping with ``_target_``, built with ``hydra.utils.instantiate``), or
             a factory called without arguments (an ``nn.Module`` subclass or a ``functools.partial``,
             e.g. from Hydra's ``_partial_: true``). A Hydra ``DictConfig`` is accepted.
-        weights: ``{name: weight}``; a term without an entry gets weight 1.0. Names that are not terms
-            raise an error listing the terms.
+        weights: ``{name: weight}``, each finite and ``>= 0``, at least one of them (or a term without
+            an entry, which gets weight 1.0) non-zero. Names that are not terms raise an error listing
+            the terms.
         targets: ``{name: keyword}``: the terms that take their target from a keyword argument of
             :meth:`forward` instead of ``target``.
 
@@ -61,8 +62,8 @@ class CompositeLoss(nn.Module):
         TypeError: if a term is neither a module, a config nor a factory, a config or factory does not
             build an ``nn.Module``, or a weight is not a number.
         ValueError: if there are no terms, a name is not a valid module name, a config has no
-            ``_target_``, ``weights`` or ``targets`` name something that is not a term, or a weight is
-            not finite.
+            ``_target_``, ``weights`` or ``targets`` name something that is not a term, a weight is
+            negative or not finite, or every weight is 0.
 
     Example:
         >>> import functools
@@ -102,6 +103,11 @@ class CompositeLoss(nn.Module):
         self._names = tuple(specs)
         self.weights: dict[str, float] = {name: 1.0 for name in specs}
         self.weights.update(self._checked_weights(weights or {}))
+        if not any(self.weights.values()):
+            raise ValueError(
+                f"Expected at least one term with a non-zero weight, but every weight is 0: {self.weights}. "
+                "Give the terms to compute a positive weight (e.g. `weights.<term>=1.0`)."
+            )
         self.targets: dict[str, str] = self._checked_targets(targets or {})
         # Terms not built yet (configs and factories of weight 0), built when their weight becomes non-zero.
         self._pending: dict[str, TermSpec] = {}
@@ -137,6 +143,10 @@ class CompositeLoss(nn.Module):
                 raise TypeError(f"Expected the weight of {name!r} to be a number, but got {weight!r}.")
             if not math.isfinite(weight):
                 raise ValueError(f"Expected the weight of {name!r} to be finite, but got {weight}.")
+            if weight < 0:
+                raise ValueError(
+                    f"Expected the weight of {name!r} to be >= 0 (0 switches the term off), but got {weight}."
+                )
             checked[str(name)] = float(weight)
         return checked
 

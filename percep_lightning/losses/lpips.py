@@ -16,10 +16,11 @@ from percep_lightning.functional._checks import (
     Reduction,
     check_choice,
     check_input_range,
+    check_loss_inputs,
     check_reduction,
     reduce,
 )
-from percep_lightning.functional._images import check_image_pair, imagenet_normalize
+from percep_lightning.functional._images import imagenet_normalize
 from percep_lightning.functional.lpips import lpips_distance
 
 __all__ = ["LPIPS_NETS", "LPIPSLoss"]
@@ -119,7 +120,7 @@ class LPIPSLoss(HoldsFrozen, nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """The LPIPS distance between ``preds`` and ``target``, reduced as ``reduction`` says."""
-        check_image_pair(preds, target, self.input_range)
+        check_loss_inputs(preds, target, self.input_range, owner=self)
         return reduce(self.distance(preds, target), self.reduction)
 
     def distance(self, preds: Tensor, target: Tensor) -> Tensor:

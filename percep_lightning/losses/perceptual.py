@@ -11,13 +11,14 @@ from torch import Tensor, nn
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.torchvision_trunks import MemoryFormatArg, TorchvisionFeatures, layer_index
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.functional._checks import Reduction, check_choice, check_input_range, check_reduction
-from percep_lightning.functional._images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    check_image_pair,
-    imagenet_normalize,
+from percep_lightning.functional._checks import (
+    Reduction,
+    check_choice,
+    check_input_range,
+    check_loss_inputs,
+    check_reduction,
 )
+from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from percep_lightning.functional.perceptual import CRITERIA, Criterion, l1_distance_then_relu, layer_distance
 
 __all__ = ["DEFAULT_LAYER_WEIGHTS", "VGGPerceptualLoss"]
@@ -156,7 +157,7 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """The weighted sum of the perceptual and style terms; see the class docstring."""
-        check_image_pair(preds, target, self.input_range)
+        check_loss_inputs(preds, target, self.input_range, owner=self)
         trunk: TorchvisionFeatures = self._held("vgg")  # type: ignore[assignment]
         trunk.check_size(preds, ("preds", "target"))
         dtype = trunk.layers[0].weight.dtype

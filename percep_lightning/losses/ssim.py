@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from percep_lightning.functional._checks import check_input_range, check_reduction, reduce
+from percep_lightning.functional._checks import check_input_range, check_reduction, reduce, user_stacklevel
 from percep_lightning.functional._paired import resolve_range
 from percep_lightning.functional.ssim import (
     MS_SSIM_WEIGHTS,
@@ -26,7 +26,11 @@ Reduction = Literal["mean", "sum", "none"]
 
 
 class _WindowedLoss(nn.Module):
-    """What SSIMLoss and MSSSIMLoss share: validated constants and the cached Gaussian window."""
+    """What SSIMLoss and MSSSIMLoss share: validated constants and the cached Gaussian window.
+
+    The window is kept in float64 and cast to the compute dtype at each call, so ``.double()`` (or
+    float64 inputs) compute with the exact window instead of a float32 one cast up.
+    """
 
     window: Tensor
 
@@ -37,7 +41,8 @@ class _WindowedLoss(nn.Module):
         super().__init__()
         _check_constants(data_range, k1, k2)
         check_reduction(reduction)
-        self.register_buffer("window", gaussian_window(kernel_size, sigma), persistent=False)
+        window = gaussian_window(kernel_size, sigma, dtype=torch.float64)
+        self.register_buffer("window", window, persistent=False)
         self.input_range = None if input_range is None else check_input_range(input_range)
         resolve_range(False, data_range, self.input_range)  # raises if the two disagree
         self.data_range = None if data_range is None else float(data_range)
@@ -49,13 +54,14 @@ class _WindowedLoss(nn.Module):
         self.validate_args = validate_args
 
     def _window(self, preds: Tensor, target: Tensor) -> Tensor:
-        """The window in the compute dtype: the cached buffer when it matches, else rebuilt in that dtype.
+        """The window for the compute dtype: the float64 buffer (the functions cast it), else rebuilt.
 
-        Rebuilding (float64 inputs, or a module cast to another dtype) keeps float64 maths free of the
-        float32 window's round-off.
+        The buffer is float64 unless the module was cast (``.half()``, ``.float()``); a cast buffer
+        serves only its own dtype, and any other is rebuilt from float64, so that no float64 maths
+        inherits a lower-precision window's round-off.
         """
         dtype = _compute_dtype(preds, target)
-        if self.window.dtype == dtype:
+        if self.window.dtype in (torch.float64, dtype):
             return self.window
         return gaussian_window(self.kernel_size, self.sigma, dtype=dtype, device=self.window.device)
 
@@ -133,7 +139,7 @@ class SSIMLoss(_WindowedLoss):
             input_range=self.input_range,
             reduction="none",
             validate_args=self.validate_args,
-            stacklevel=5,  # forward <- Module._call_impl <- Module._wrapped_call_impl <- user
+            stacklevel=user_stacklevel() + 1 if self.validate_args else 2,
         )
         return reduce(1.0 - value, self.reduction)
 
@@ -201,7 +207,7 @@ class MSSSIMLoss(_WindowedLoss):
     ) -> None:
         weight_values = check_ms_ssim_weights(weights)
         super().__init__(data_range, kernel_size, sigma, k1, k2, reduction, input_range, validate_args)
-        self.register_buffer("weights", torch.tensor(weight_values, dtype=torch.float32), persistent=False)
+        self.register_buffer("weights", torch.tensor(weight_values, dtype=torch.float64), persistent=False)
         self._weight_values = weight_values
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
@@ -217,14 +223,14 @@ class MSSSIMLoss(_WindowedLoss):
             input_range=self.input_range,
             reduction="none",
             validate_args=self.validate_args,
-            stacklevel=5,  # forward <- Module._call_impl <- Module._wrapped_call_impl <- user
+            stacklevel=user_stacklevel() + 1 if self.validate_args else 2,
         )
         return reduce(1.0 - value, self.reduction)
 
     def _weights(self, preds: Tensor, target: Tensor) -> Tensor:
-        """The scale weights in the compute dtype: the cached buffer when it matches, else rebuilt."""
+        """The scale weights for the compute dtype: the float64 buffer (cast by the function), else rebuilt."""
         dtype = _compute_dtype(preds, target)
-        if self.weights.dtype == dtype:
+        if self.weights.dtype in (torch.float64, dtype):
             return self.weights
         return torch.tensor(self._weight_values, dtype=dtype, device=self.weights.device)
 

@@ -129,3 +129,65 @@ def test_loss_weights_given_as_backbone_weights_raise_a_value_error(build, value
         ValueError, match=r"Expected `weights` of the \w+ backbone to be 'default', a file path"
     ):
         build(value)
+
+
+def test_fetch_all_reports_every_missing_file_at_once(unreachable, tmp_path, torchvision_weights):
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / WEIGHTS["alexnet"].filename).write_bytes(torchvision_weights("alexnet").read_bytes())
+    local = torchvision_weights("vgg16")
+    with pytest.raises(w.MissingWeightsError) as info:
+        w.fetch_all(
+            ["art_inception", "alexnet", "vgg19", "vgg16", "squeezenet1_1", "vgg19", "inception_fid"],
+            {"vgg16": local, "squeezenet1_1": None, "inception_fid": tmp_path / "missing.pth"},
+        )
+    assert isinstance(info.value, WeightsUnavailableError)  # callers catching the old error still do
+    assert info.value.names == ("art_inception", "vgg19", "inception_fid")
+    message = str(info.value)
+    for name in ("art_inception", "vgg19"):
+        assert f"  {name}: expected at {cache / WEIGHTS[name].filename}" in message
+        assert WEIGHTS[name].url in message
+    assert f"  inception_fid: no file at {str(tmp_path / 'missing.pth')!r}" in message
+    assert "`percep-lightning weights download art_inception vgg19`" in message
+    assert "the module's `weights=...`" in message and "--weights" not in message
+    assert "alexnet" not in message and "vgg16" not in message and "squeezenet" not in message
+    resolved = w.fetch_all(["alexnet", "vgg16", "squeezenet1_1"], {"vgg16": local, "squeezenet1_1": None})
+    assert resolved == {"alexnet": cache / WEIGHTS["alexnet"].filename, "vgg16": local, "squeezenet1_1": None}
+    with pytest.raises(ValueError, match=r"Unknown weights name 'vgg11'"):
+        w.fetch_all(["vgg11"])
+
+
+def test_cli_download_names_every_failure_in_one_message(capsys, unreachable):
+    assert cli.main(["weights", "download", "vgg16", "alexnet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("weights files needed by this run are unavailable") == 1
+    assert "`percep-lightning weights download vgg16 alexnet`" in err
+    assert "vgg16: expected at" in err and "alexnet: expected at" in err
+
+
+def test_downloaded_file_follows_the_umask(monkeypatch, tmp_path):
+    import hashlib
+    import io
+    import os
+    import stat
+
+    class _Response(io.BytesIO):
+        headers = {"Content-Length": "5"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    prefix = hashlib.sha256(b"hello").hexdigest()[:8]
+    monkeypatch.setitem(
+        WEIGHTS, "vgg19", w.WeightsSpec("vgg19", f"vgg19-{prefix}.pth", "http://x", prefix, "d")
+    )
+    monkeypatch.setattr(w.urllib.request, "urlopen", lambda url, timeout: _Response(b"hello"))
+    previous = os.umask(0o022)
+    try:
+        path = w.fetch("vgg19")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the other users of a shared cache

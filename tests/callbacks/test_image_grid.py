@@ -217,7 +217,8 @@ def test_value_range_maps_to_black_and_white(tmp_path):
 def test_only_rank_zero_logs(tmp_path):
     wandb = RecordingWandbLogger()
     grid = ImageGridCallback(num_samples=1)
-    _one_epoch(grid, _trainer([wandb], tmp_path, rank_zero=False), {"preds": torch.rand(1, 3, 4, 4)})
+    outputs = {"preds": torch.rand(1, 3, 4, 4), "target": torch.rand(1, 3, 4, 4)}  # every rank checks keys
+    _one_epoch(grid, _trainer([wandb], tmp_path, rank_zero=False), outputs)
     assert wandb.calls == [] and grid.last_image is None and not (tmp_path / "grids").exists()
 
 
@@ -249,3 +250,24 @@ def test_errors(tmp_path):
         ImageGridCallback(every_n_epochs=1.5)
     with pytest.raises(ValueError, match=r"Expected `value_range` to be \(low, high\) with low < high"):
         ImageGridCallback(value_range=(1, 0))
+
+
+@pytest.mark.parametrize("sanity_steps", [1, 0])
+def test_key_typo_fails_on_the_first_validation_batch(tmp_path, sanity_steps):
+    """Not after the first logging epoch: the sanity check (or epoch 0, without one) already raises."""
+    grid = ImageGridCallback(keys=["noisy", "preds", "gt"], every_n_epochs=3)
+    module = Upscaler()
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=1, logger=False,
+        callbacks=[grid], enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu", num_sanity_val_steps=sanity_steps,
+    )  # fmt: skip
+    data = Pairs(2)
+    with pytest.raises(
+        ValueError,
+        match=r"`keys` names 'noisy', which is neither in the validation_step output \(got \['preds', "
+        r"'target'\]\) nor in the batch \(got \['hr', 'lr'\]\)",
+    ):
+        trainer.fit(module, DataLoader(data, batch_size=2), DataLoader(data, batch_size=2))
+    # raised before any training step (sanity check), or in the validation of epoch 0
+    assert trainer.current_epoch == 0 and trainer.global_step == (0 if sanity_steps else 1)

@@ -104,6 +104,10 @@ def test_float64_ssim_matches_skimage_to_float64_precision(kernel_size: int, sig
         # One scale of MS-SSIM is the full SSIM of that scale.
         "ms_ssim": ms_ssim(preds, target, weights=(1.0,), reduction="none", **options),
         "MSSSIMLoss": 1 - MSSSIMLoss(weights=(1.0,), reduction="none", **options)(preds, target),
+        # A module cast to float64 keeps its exact window (not a float32 one cast up).
+        "SSIMLoss.double()": 1 - SSIMLoss(reduction="none", **options).double()(preds, target),
+        "MSSSIMLoss.double()": 1
+        - MSSSIMLoss(weights=(1.0,), reduction="none", **options).double()(preds, target),
     }
     for name, value in values.items():
         assert value.dtype == torch.float64, name

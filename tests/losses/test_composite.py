@@ -236,6 +236,40 @@ def test_errors():
         CompositeLoss({"a": nn.L1Loss()}, {"a": "1"})
     with pytest.raises(ValueError, match=r"Expected the weight of 'a' to be finite, but got nan"):
         CompositeLoss({"a": nn.L1Loss()}, {"a": float("nan")})
-    loss = CompositeLoss({"a": nn.L1Loss()}, {"a": 0.0})
+    loss = CompositeLoss({"a": nn.L1Loss()}, {"a": 1.0})
+    loss.weights["a"] = 0.0  # switched off between steps: the next forward has nothing to compute
     with pytest.raises(ValueError, match=r"Every term has weight 0, nothing to compute"):
         loss(*_pair())
+
+
+def test_weights_are_checked_when_the_loss_is_built():
+    with pytest.raises(
+        ValueError, match=r"Expected the weight of 'b' to be >= 0 \(0 switches the term off\), but got -0.5"
+    ):
+        CompositeLoss({"a": nn.L1Loss(), "b": nn.MSELoss()}, {"b": -0.5})
+    with pytest.raises(
+        ValueError,
+        match=r"Expected at least one term with a non-zero weight, but every weight is 0: \{'a': 0.0, 'b': 0.0\}",
+    ):
+        CompositeLoss({"a": nn.L1Loss(), "b": {"_target_": "torch.nn.MSELoss"}}, {"a": 0, "b": 0.0})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss.weights.perceptual=-1"], r"Expected the weight of 'perceptual' to be >= 0"),
+        (["loss.weights.perceptual=0", "loss.weights.pixel=0"], r"every weight is 0"),
+    ],
+)
+def test_weights_from_a_hydra_preset_are_checked_when_it_is_instantiated(overrides, message):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    presets = Path(__file__).resolve().parents[2] / "percep_lightning" / "conf"
+    with initialize_config_dir(config_dir=str(presets), version_base="1.3"):
+        config = compose("loss/sr_perceptual", overrides=overrides).loss
+    with pytest.raises(Exception, match=message) as info:  # Hydra wraps the error with the target's name
+        instantiate(config)  # before any VGG19 is built or fetched
+    assert isinstance(info.value, ValueError) or isinstance(info.value.__cause__, ValueError)
