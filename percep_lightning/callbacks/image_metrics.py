@@ -41,6 +41,7 @@ from percep_lightning.callbacks.sample_plan import SamplePlan, plan_samples
 from percep_lightning.callbacks.step_outputs import Extractor, extract_images
 from percep_lightning.functional.fid import feature_statistics, feature_sums
 from percep_lightning.metrics._images import to_uint8
+from percep_lightning.metrics.feeding import synced_compute
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 from percep_lightning.metrics.kid import KernelInceptionDistance
 
@@ -499,7 +500,7 @@ class ImageMetricsCallback(Callback):
         def compute_one(name: str, metric: Metric) -> Any:
             if name in self._caching_metrics() and epoch.real_key is not None and not epoch.cached_real:
                 return _compute_keeping_real(metric, fresh)
-            return _synced_compute(metric)
+            return synced_compute(metric)
 
         values = self._set.compute(compute_one)
         if epoch.real_key is not None:
@@ -536,12 +537,6 @@ class ImageMetricsCallback(Callback):
         if message not in self._warned:
             self._warned.add(message)
             rank_zero_warn(message, category=category)
-
-
-def _synced_compute(metric: Metric) -> Any:
-    """``compute()`` on states synchronised once across processes (the callback's metrics do not sync themselves)."""
-    with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
-        return metric.compute()
 
 
 def _compute_keeping_real(metric: Metric, fresh: dict[str, Any]) -> Any:

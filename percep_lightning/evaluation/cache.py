@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from percep_lightning.backbones.inception import InceptionFeatures
 from percep_lightning.evaluation.distributed import World, all_gather_objects
 from percep_lightning.functional.fid import feature_statistics, feature_sums
 from percep_lightning.metrics.stats_io import (
@@ -30,7 +29,7 @@ from percep_lightning.metrics.stats_io import (
     write_cached_stats,
 )
 
-__all__ = ["FeatureRecorder", "default_cache_dir", "folder_key", "read_entry", "write_entry"]
+__all__ = ["FeatureRecorder", "default_cache_dir", "folder_key", "read_entry", "use_entry", "write_entry"]
 
 CACHE_FORMAT = 1
 
@@ -103,23 +102,21 @@ def write_entry(directory: Path, key: str, features: Tensor) -> Path:
 
 
 class FeatureRecorder:
-    """A feature consumer keeping the pool3 features of TARGET, to be cached after the pass."""
-
-    network = "inception"
+    """Keeps the FID Inception features of TARGET seen by a feature pass, to be cached after it."""
 
     def __init__(self) -> None:
-        self.sides = ("target",)
         self._features: list[Tensor] = []
         self._indices: list[Tensor] = []
 
-    def update(self, features: InceptionFeatures, indices: Tensor, side: str) -> None:
-        self._features.append(features.pool3.detach().to("cpu", torch.float32))
+    def __call__(self, features: Tensor, indices: Tensor) -> None:
+        self._features.append(features.detach().to("cpu", torch.float32))
         self._indices.append(indices.detach().to("cpu", torch.long))
 
     def gathered(self, world: World) -> Tensor:
         """Every process's features, in the folder's order (call it on every process)."""
+        width = self._features[0].shape[1] if self._features else 2048
         mine = (
-            torch.cat(self._features) if self._features else torch.empty(0, 2048),
+            torch.cat(self._features) if self._features else torch.empty(0, width),
             torch.cat(self._indices) if self._indices else torch.empty(0, dtype=torch.long),
         )
         parts = all_gather_objects(world, mine) if world.size > 1 else [mine]
@@ -127,5 +124,21 @@ class FeatureRecorder:
         indices = torch.cat([p[1] for p in parts])
         return features[torch.argsort(indices, stable=True)]
 
-    def finish(self) -> tuple[float, float | None]:  # not a metric: nothing to report
-        return float("nan"), None
+
+def use_entry(entry: dict[str, Any], metrics: dict[str, Any], world: World) -> set[str]:
+    """Fix the TARGET side of ``fid`` and ``kid`` from a cache entry; returns the names fixed.
+
+    KID's features are added by process 0 only, with their folder positions (the gather holds each once).
+    """
+    fixed: set[str] = set()
+    fid, kid = metrics.get("fid"), metrics.get("kid")
+    if fid is not None:
+        fid.set_real_statistics(entry["mu"], entry["sigma"], entry["num_samples"])
+        fixed.add("fid")
+    if kid is not None:
+        if world.is_main:
+            features = entry["features"].to(kid.device)
+            indices = torch.arange(features.shape[0], device=features.device)
+            kid.update_features(features, real=True, indices=indices)
+        fixed.add("kid")
+    return fixed

@@ -126,12 +126,10 @@ def _all_missing_weights(needed: Iterable[str], given: Mapping[str, str], first:
 @contextlib.contextmanager
 def _every_missing_weights(needed: Iterable[str], given: Mapping[str, str]) -> Iterator[None]:
     """Turn the evaluation's error for its first missing weights file into one naming every missing file."""
-    from percep_lightning.backbones.weights import MissingWeightsError, WeightsUnavailableError
+    from percep_lightning.backbones.weights import WeightsUnavailableError
 
     try:
         yield
-    except MissingWeightsError:
-        raise
     except WeightsUnavailableError as err:
         raise _all_missing_weights(needed, given, err) from err
 
@@ -160,6 +158,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+class _ListMetrics(argparse.Action):
+    """``--list-metrics``: the registry's names, one per line with a short description (as ``--version`` exits)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from percep_lightning.metrics.registry import describe
+
+        print("\n".join(describe()))
+        parser.exit()
+
+
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``evaluate`` to the subcommands of the ``percep-lightning`` parser."""
     lines = [f"  {spec.name:<14}{spec.description}" for spec in METRICS.values()]
@@ -176,6 +187,9 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         + "\n\n"
         + textwrap.fill(STYLEID_NOTE, width=100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--list-metrics", action=_ListMetrics, help="print every metric name with a short description, and exit"
     )
     parser.add_argument("pred_dir", metavar="PRED_DIR", help="the predicted / generated / stylized images")
     parser.add_argument(
@@ -279,7 +293,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     specs = resolve_metrics(args.metrics, args.preset)
-    if args.per_image and not any(spec.kind == "paired" for spec in specs):
+    if args.per_image and not any(spec.paired for spec in specs):
         raise EvaluationError("--per-image needs a paired metric (psnr, ssim, ms_ssim, lpips, cfsd, ...).")
     _check_outputs({"--json": args.json, "--per-image": args.per_image})
     weights = _weights_pairs(args.weights)

@@ -1,9 +1,10 @@
 """``evaluate``: folders of images in, metric values out, on one process or sharded under torchrun.
 
-The steps, each before any network is built: check the arguments, resolve the metric names, list the
-folders, pair the files, check the image counts, resolve the weights files (offline defaults raise
-:class:`~percep_lightning.backbones.WeightsUnavailableError`). Then one pass over each set of pairs feeds
-every paired metric, and one Inception pass over each folder feeds every feature metric.
+Three steps: :func:`~percep_lightning.evaluation.plan.make_plan` checks everything that can fail on bad
+input before any network is built (names, options, folders, files, pairs, counts, weights files; offline
+defaults raise :class:`~percep_lightning.backbones.WeightsUnavailableError`);
+:class:`~percep_lightning.evaluation.passes.Passes` runs one pass over each set of pairs and one pass of each
+feature network over each folder; the results become an :class:`EvaluationReport`.
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ import torch
 from torch import Tensor
 
 from percep_lightning.backbones.inception import ResizeMode
-from percep_lightning.evaluation.distributed import World, all_gather_objects, distributed_world
+from percep_lightning.evaluation.distributed import World, distributed_world
 from percep_lightning.evaluation.errors import EvaluationError
-from percep_lightning.evaluation.files import ImageFiles, iter_batches, list_images
-from percep_lightning.evaluation.pairing import PAIR_BY, PairBy, pair_files
-from percep_lightning.evaluation.table import BuildContext, MetricSpec, resolve_metrics
+from percep_lightning.evaluation.files import list_images
+from percep_lightning.evaluation.pairing import PAIR_BY, PairBy
+from percep_lightning.evaluation.passes import Passes, PerPair, gathered_values
+from percep_lightning.evaluation.plan import Plan, folder_args, make_plan, resolve_weights
+from percep_lightning.metrics.registry import METRICS
 
 __all__ = ["EvaluationReport", "MetricResult", "evaluate", "evaluate_report", "folder_statistics"]
 
 RESIZE_MODES: tuple[str, ...] = typing.get_args(ResizeMode)
 """The Inception resize modes (``ResizeMode`` of :mod:`percep_lightning.backbones.inception`)."""
-WEIGHTS_ALIASES = {"inception": "inception_fid"}
-"""``--weights`` names that differ from the keys of :data:`~percep_lightning.backbones.WEIGHTS`."""
-_FOLDER_FLAGS = {"pred": "PRED_DIR", "target": "TARGET", "content": "--content", "style": "--style"}
+_PIXEL = ("psnr", "ssim", "ms_ssim", "psnr_y", "ssim_y")
+_STYLEID = ("lpips_content", "lpips_gray", "fid_art")
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def evaluate(
     *,
     content: str | os.PathLike[str] | None = None,
     style: str | os.PathLike[str] | None = None,
-    metrics: Sequence[str] | str | None = None,
+    metrics: Sequence[str] | Mapping[str, Any] | str | None = None,
     preset: str | None = None,
     **options: Any,
 ) -> dict[str, float]:
@@ -113,14 +115,17 @@ def evaluate(
         target: the reference folder, or a pytorch-fid ``.npz`` of FID statistics (``mu``, ``sigma``).
         content: the content folder (StyleID's LPIPS and CFSD).
         style: the style folder (StyleID's FID).
-        metrics: metric names (see :data:`~percep_lightning.evaluation.METRICS`), a list or a
-            comma-separated string.
+        metrics: metric names (see :data:`~percep_lightning.evaluation.METRICS`; ``percep-lightning evaluate
+            --list-metrics``), a list or a comma-separated string; or a mapping from a name to a registry name
+            (the same) or to your own metric: a :class:`~percep_lightning.metrics.FrechetDistance` /
+            :class:`~percep_lightning.metrics.KernelDistance` on any feature extractor (compared with
+            ``target``) or a per-image metric (:class:`~percep_lightning.metrics.PSNR`, ...).
         preset: ``"lpips"``, ``"sr"``, ``"gan"`` or ``"styleid"`` (see
             :data:`~percep_lightning.evaluation.PRESETS`).
         options: the keyword options of :func:`evaluate_report` (``pair_by``, ``recursive``,
             ``batch_size``, ``num_workers``, ``device``, ``resize``, ``crop_border``, ``is_splits``,
-            ``kid_subsets``, ``kid_subset_size``, ``styleid_size``, ``weights``, ``cache``, ``cache_dir``,
-            ``progress``).
+            ``kid_subsets``, ``kid_subset_size``, ``styleid_size``, ``options``, ``weights``, ``cache``,
+            ``cache_dir``, ``progress``).
 
     Returns:
         ``{name: value}``, with ``"is_std"`` next to ``"is"`` and ``"kid_std"`` next to ``"kid"``.
@@ -153,7 +158,7 @@ def evaluate_report(
     *,
     content: str | os.PathLike[str] | None = None,
     style: str | os.PathLike[str] | None = None,
-    metrics: Sequence[str] | str | None = None,
+    metrics: Sequence[str] | Mapping[str, Any] | str | None = None,
     preset: str | None = None,
     pair_by: PairBy = "name",
     recursive: bool = False,
@@ -166,6 +171,7 @@ def evaluate_report(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     styleid_size: int | None = 512,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     weights: Mapping[str, str | os.PathLike[str] | None] | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -193,6 +199,8 @@ def evaluate_report(
         weights: ``{name: path}`` for ``inception``, ``alexnet``, ``vgg16``, ``vgg19``, ...; a value of
             ``"default"`` (the official file, cached or downloaded) or ``None`` / ``"random"`` (random
             weights, for smoke tests). Missing names use ``"default"``.
+        options: per-metric options by registry name (``{"lpips": {"net": "vgg"}}``), as the callback's;
+            they override the settings above.
         cache: reuse the Inception statistics (and features) of a TARGET folder from an earlier evaluation
             with the same weights, resize and files, and store them after computing them.
         cache_dir: the folder of those entries (default ``$TORCH_HOME/percep_lightning/real_stats``).
@@ -208,129 +216,146 @@ def evaluate_report(
     _check_positive(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
     if styleid_size is not None:
         _check_positive(styleid_size=styleid_size)
-    specs = resolve_metrics(metrics, preset)
-    _check_weights_names(weights or {})
-    folders = {"pred": pred_dir, "target": target, "content": content, "style": style}
-    target_stats = _check_folders_given(specs, folders)
-    listed = {
-        side: list_images(path, recursive=recursive, name=f"{_FOLDER_FLAGS[side]} ({side})")
-        for side, path in folders.items()
-        if path is not None and not (side == "target" and target_stats is not None)
-    }
-    pairings = {
-        against: pair_files(
-            listed["pred"], listed[against], by=pair_by, names=("PRED_DIR", _FOLDER_FLAGS[against])
-        )
-        for against in dict.fromkeys(s.against for s in specs if s.kind == "paired")
-    }
-    _check_counts(specs, listed, target_stats is not None, is_splits)
-    resolved, weights_record = _resolve_weights(specs, weights or {})
-    settings = {
-        "pred_dir": str(pred_dir),
-        "target": None if target is None else str(target),
-        "content": None if content is None else str(content),
-        "style": None if style is None else str(style),
-        "metrics": [s.name for s in specs],
-        "preset": preset,
-        "pair_by": pair_by,
-        "recursive": recursive,
-        "batch_size": batch_size,
-        "num_workers": num_workers,
-        "resize": resize,
-        "crop_border": crop_border,
-        "is_splits": is_splits,
-        "kid_subsets": kid_subsets,
-        "kid_subset_size": kid_subset_size,
-        "styleid_size": styleid_size,
-        "cache_dir": None if not cache else str(cache_dir or "default"),
-    }
-    if cache:
-        from percep_lightning.evaluation.cache import default_cache_dir
-
-        cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        settings["cache_dir"] = str(cache_dir)
-    else:
-        cache_dir = None
+    settings = {k: v for k, v in locals().items() if k not in ("options", "weights", "metrics")}
+    per_metric = _metric_options(
+        crop_border, is_splits, kid_subsets, kid_subset_size, styleid_size, options or {}
+    )
+    folders = folder_args(pred_dir=pred_dir, target=target, content=content, style=style)
+    plan = make_plan(
+        folders, metrics, preset, per_metric, pair_by=pair_by, recursive=recursive, weights=weights or {}
+    )
+    settings.update(_settings(plan, settings, cache, cache_dir))
     with distributed_world(device) as world:
         run_device = _device(device, world)
-        settings["device"] = str(run_device)
-        settings["world_size"] = world.size
-        context = BuildContext(
-            run_device, resolved, crop_border=crop_border, is_splits=is_splits,
-            kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, styleid_size=styleid_size,
-        )  # fmt: skip
-        scorers = _build(specs, context, resize)
-        run = _Run(folders, listed, world, batch_size, num_workers, progress and world.is_main)
-        results, columns, rows = [], ["pred"], []
-        per_pair: dict[str, tuple[list[int], list[float]]] = {}
-        for against, pairs in pairings.items():
-            paired = [s for s in specs if s.kind == "paired" and s.against == against]
-            per_pair.update(run.paired_pass(against, pairs, {s.name: scorers[s.name] for s in paired}))
-        consumers = {s.name: scorers[s.name] for s in specs if s.kind == "features"}
-        if consumers:
-            if target_stats is not None:
-                for consumer in consumers.values():
-                    if "target" in consumer.sides:
-                        consumer.fix_reference(*target_stats)
-            recorder = _use_target_cache(
-                consumers, folders, listed, resolved, context, resize, cache_dir, world, settings
-            )
-            networks = {"inception": context.inception, "art_inception": context.art_inception}
-            run.feature_passes(consumers, networks, run_device)
-            if recorder is not None:
-                recorder.save(world)
-        computed: dict[str, float] = {}
-        for spec in specs:
-            if spec.kind == "derived":
-                continue
-            if spec.kind == "paired":
-                values = _ordered(all_gather_objects(world, per_pair[spec.name]))
-                mean = values.mean().item()
-                std = values.std(correction=0).item() if values.numel() > 1 else 0.0
-                results.append(
-                    MetricResult(spec.name, mean, std, values.numel(), spec.higher_is_better, "pairs")
-                )
-                computed[spec.name] = mean
-            else:
-                value, std = scorers[spec.name].finish()
-                spread = None if std is None else spec.spread
-                n = len(listed["pred"])
-                against = spec.against
-                n_against = len(listed[against]) if against is not None and against in listed else None
-                results.append(
-                    MetricResult(spec.name, value, std, n, spec.higher_is_better, spread, against, n_against)
-                )
-                computed[spec.name] = value
-        for spec in specs:
-            if spec.kind == "derived" and spec.combine is not None:
-                n = len(listed["pred"])
-                results.append(
-                    MetricResult(spec.name, spec.combine(computed), None, n, spec.higher_is_better)
-                )
-        order = {spec.name: k for k, spec in enumerate(specs)}
-        results.sort(key=lambda r: order[r.name])
-        if pairings:
-            columns += list(pairings) + [s.name for s in specs if s.kind == "paired"]
-            ordered = {
-                s.name: _ordered(all_gather_objects(world, per_pair[s.name])).tolist()
-                for s in specs
-                if s.kind == "paired"
-            }
-            for i, pred_name in enumerate(listed["pred"]):
-                rows.append(
-                    [pred_name, *(pairings[a][i][1] for a in pairings), *(v[i] for v in ordered.values())]
-                )
-    counts: dict[str, int | None] = {side: len(files) for side, files in listed.items()}
-    if target_stats is not None:
+        settings.update(device=str(run_device), world_size=world.size)
+        passes = Passes(plan, world, run_device, batch_size, num_workers, progress and world.is_main, resize)
+        passes.build()
+        results, rows = _run(plan, passes, _cache_dir(cache, cache_dir), settings)
+    counts: dict[str, int | None] = {("pred" if r == "preds" else r): len(f) for r, f in plan.listed.items()}
+    if plan.target_stats is not None:
         counts["target"] = None  # a pytorch-fid .npz does not record its image count
-    return EvaluationReport(results, counts, settings, weights_record, _versions(), columns, rows, world.rank)
+    columns = ["pred", *plan.pairings, *(n for n in plan.names if plan.kind(n) == "paired")] if rows else []
+    return EvaluationReport(
+        results, counts, settings, plan.weights_record, _versions(), columns, rows, world.rank
+    )
 
 
+def _metric_options(
+    crop_border: int,
+    is_splits: int,
+    kid_subsets: int,
+    kid_subset_size: int,
+    styleid_size: int | None,
+    given: Mapping[str, Mapping[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """The registry options that ``evaluate``'s own settings stand for, updated with ``given``."""
+    per_metric: dict[str, dict[str, Any]] = {name: {"crop_border": crop_border} for name in _PIXEL}
+    per_metric.update({name: {"resize": styleid_size} for name in _STYLEID})
+    per_metric["is"] = {"splits": is_splits}
+    per_metric["kid"] = {"subsets": kid_subsets, "subset_size": kid_subset_size}
+    for name, values in given.items():
+        per_metric.setdefault(name, {}).update(values)
+    return per_metric
+
+
+def _settings(plan: Plan, given: dict[str, Any], cache: bool, cache_dir: Any) -> dict[str, Any]:
+    """What the JSON output records of the run's settings."""
+    settings = {key: (None if value is None else str(value)) for key, value in plan.folders.items()}
+    settings["pred_dir"] = settings.pop("preds")
+    settings["metrics"] = plan.names
+    directory = _cache_dir(cache, cache_dir)
+    settings["cache_dir"] = None if directory is None else str(directory)
+    keep = (
+        "preset",
+        "pair_by",
+        "recursive",
+        "batch_size",
+        "num_workers",
+        "resize",
+        "crop_border",
+        "is_splits",
+    )
+    settings.update({key: given[key] for key in (*keep, "kid_subsets", "kid_subset_size", "styleid_size")})
+    return settings
+
+
+def _cache_dir(cache: bool, cache_dir: Any) -> Path | None:
+    if not cache:
+        return None
+    from percep_lightning.evaluation.cache import default_cache_dir
+
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def _run(
+    plan: Plan, passes: Passes, cache_dir: Path | None, settings: dict[str, Any]
+) -> tuple[list[MetricResult], list[list[Any]]]:
+    """The passes and the results: a row per metric, and the per-pair rows of the CSV."""
+    per_pair: dict[str, PerPair] = {}
+    for against in plan.pairings:
+        per_pair.update(passes.paired(against))
+    feature_names = [n for n in plan.names if plan.kind(n) == "features"]
+    if feature_names:
+        fixed = passes.fix_target_statistics(*plan.target_stats) if plan.target_stats is not None else set()
+        writer = _target_cache(plan, passes, cache_dir, settings, fixed)
+        passes.features(fixed, writer.recorder if writer is not None else None)
+        if writer is not None:
+            writer.save(passes.world)
+    values = {name: gathered_values(passes.world, per_pair[name]) for name in per_pair}
+    results = _results(plan, passes, values)
+    rows = []
+    if plan.pairings:
+        for i, pred_name in enumerate(plan.listed["preds"]):
+            others = (plan.pairings[against][i][1] for against in plan.pairings)
+            rows.append([pred_name, *others, *(v[i].item() for v in values.values())])
+    return results, rows
+
+
+def _results(plan: Plan, passes: Passes, values: dict[str, Tensor]) -> list[MetricResult]:
+    """A :class:`MetricResult` per metric, in the plan's order (derived ones from the others)."""
+    computed: dict[str, float] = {}
+    results: list[MetricResult] = []
+    n = len(plan.listed["preds"])
+    for name in plan.names:
+        spec = plan.specs.get(name)
+        better = (
+            spec.higher_is_better
+            if spec is not None
+            else bool(getattr(plan.user[name], "higher_is_better", False))
+        )
+        kind = plan.kind(name)
+        if kind == "paired":
+            v = values[name]
+            std = v.std(correction=0).item() if v.numel() > 1 else 0.0
+            results.append(MetricResult(name, v.mean().item(), std, v.numel(), better, "pairs"))
+        elif kind == "features":
+            value, std = passes.compute(name)
+            against = plan.against(name)
+            n_against = len(plan.listed[against]) if against in plan.listed else None
+            spread = None if std is None else (spec.spread if spec is not None else "subsets")
+            results.append(MetricResult(name, value, std, n, better, spread, against, n_against))
+        else:
+            continue
+        computed[name] = results[-1].value
+    for name in plan.names:
+        spec = plan.specs.get(name)
+        if spec is not None and spec.combine is not None:
+            results.append(MetricResult(name, spec.combine(computed), None, n, spec.higher_is_better))
+    order = {name: k for k, name in enumerate(plan.names)}
+    return sorted(results, key=lambda r: order[r.name])
+
+
+@dataclass
 class _CacheWriter:
-    """Writes the TARGET entry after the pass that computed it (process 0)."""
+    """Records the FID Inception features of TARGET during its pass and writes the entry after it."""
 
-    def __init__(self, recorder: Any, directory: Path, key: str) -> None:
-        self.recorder, self.directory, self.key = recorder, directory, key
+    directory: Path
+    key: str
+
+    def __post_init__(self) -> None:
+        from percep_lightning.evaluation.cache import FeatureRecorder
+
+        self.recorder = FeatureRecorder()
 
     def save(self, world: World) -> None:
         from percep_lightning.evaluation.cache import write_entry
@@ -345,39 +370,25 @@ class _CacheWriter:
                 )
 
 
-def _use_target_cache(
-    consumers: dict[str, Any],
-    folders: dict[str, Any],
-    listed: dict[str, list[str]],
-    resolved: dict[str, Any],
-    context: BuildContext,
-    resize: str,
-    cache_dir: Path | None,
-    world: World,
-    settings: dict[str, Any],
+def _target_cache(
+    plan: Plan, passes: Passes, cache_dir: Path | None, settings: dict[str, Any], fixed: set[str]
 ) -> _CacheWriter | None:
-    """Feed the TARGET side from the cache when it holds this folder; else record it for the cache."""
-    users = [
-        c
-        for c in consumers.values()
-        if "target" in c.sides and getattr(c, "network", "inception") == "inception"
-    ]
-    if cache_dir is None or not users or "target" not in listed:
+    """Fix FID's and KID's TARGET side from the cache when it holds this folder; else record it for the cache."""
+    users = [name for name in ("fid", "kid") if name in plan.specs and name not in fixed]
+    inception = passes.context.networks.get("inception") if passes.context is not None else None
+    if cache_dir is None or not users or "target" not in plan.listed or inception is None:
         return None
-    from percep_lightning.evaluation.cache import FeatureRecorder, folder_key, read_entry
+    from percep_lightning.evaluation.cache import folder_key, read_entry, use_entry
     from percep_lightning.metrics.stats_io import weights_digest
 
-    digest = weights_digest(resolved["inception"], context.inception)
-    key = folder_key(folders["target"], listed["target"], weights=digest, resize=resize)
-    entry = read_entry(cache_dir, key, world)
+    digest = weights_digest(plan.weights.get("inception"), inception)
+    key = folder_key(plan.folders["target"], plan.listed["target"], weights=digest, resize=passes.resize)
+    entry = read_entry(cache_dir, key, passes.world)
     settings["target_cache"] = "reused" if entry is not None else "computed"
-    if entry is not None:
-        for consumer in users:
-            consumer.use_cached_target(entry, world.is_main)
-        return None
-    recorder = FeatureRecorder()
-    consumers["target statistics cache"] = recorder
-    return _CacheWriter(recorder, cache_dir, key)
+    if entry is None:
+        return _CacheWriter(cache_dir, key)
+    fixed |= use_entry(entry, {name: passes.metrics[name] for name in users}, passes.world)
+    return None
 
 
 def _check_options(
@@ -403,102 +414,6 @@ def _check_positive(**values: Any) -> None:
             raise EvaluationError(f"Expected `{name}` to be an integer >= 1, but got {value!r}.")
 
 
-def _check_folders_given(specs: list[MetricSpec], folders: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
-    """Check every metric has its folder; load TARGET statistics when TARGET is an ``.npz`` file."""
-    for spec in specs:
-        if spec.against is not None and folders[spec.against] is None:
-            flag = _FOLDER_FLAGS[spec.against]
-            raise EvaluationError(f"Metric {spec.name!r} needs {flag}: {spec.description}.")
-    target = folders["target"]
-    if target is None or not str(target).lower().endswith(".npz"):
-        return None
-    if not Path(target).is_file():
-        raise EvaluationError(f"TARGET {str(target)!r} does not exist.")
-    paired = [s.name for s in specs if s.against == "target" and s.name != "fid"]
-    if paired:
-        raise EvaluationError(
-            f"TARGET {str(target)!r} is a statistics file; {', '.join(paired)} need a folder of images "
-            "(only fid works from statistics)."
-        )
-    from percep_lightning.metrics.stats_io import load_stats
-
-    try:
-        mu, sigma = load_stats(target)
-    except (ValueError, OSError) as err:
-        raise EvaluationError(str(err)) from err
-    if tuple(mu.shape) != (2048,):
-        raise EvaluationError(
-            f"TARGET {str(target)!r} holds statistics of {tuple(mu.shape)[0]}-d features; FID needs the 2048-d "
-            "pool3 statistics of the FID Inception (as written by `percep-lightning stats` or pytorch-fid)."
-        )
-    return mu, sigma
-
-
-def _check_counts(
-    specs: list[MetricSpec], listed: dict[str, list[str]], target_is_stats: bool, is_splits: int
-) -> None:
-    for spec in specs:
-        sides = ["pred"] if spec.kind == "paired" or spec.against is None else ["pred", spec.against]
-        for side in sides:
-            if side == "target" and target_is_stats:
-                continue
-            n = len(listed[side])
-            least = is_splits if spec.name == "is" else spec.min_images
-            if n < least:
-                why = f" (one per split, --is-splits {is_splits})" if spec.name == "is" else ""
-                raise EvaluationError(
-                    f"{spec.name} needs at least {least} images in {_FOLDER_FLAGS[side]}{why}, but it holds {n}."
-                )
-
-
-def _resolve_weights(
-    specs: list[MetricSpec], given: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``{name: path or None}`` for the networks the metrics need, and what the JSON records of them."""
-    from percep_lightning.backbones.weights import fetch
-
-    needed = list(dict.fromkeys(name for spec in specs for name in spec.weights))
-    _check_weights_names(given)
-    given = {WEIGHTS_ALIASES.get(k, k): v for k, v in given.items()}
-    resolved: dict[str, Any] = {}
-    record: dict[str, Any] = {}
-    for name in needed:
-        key = WEIGHTS_ALIASES.get(name, name)
-        value = given.get(key, "default")
-        if value is None or value == "random":
-            resolved[name], record[name] = (
-                None,
-                {"file": None, "sha256": None, "note": "random initialisation"},
-            )
-            continue
-        path = fetch(key) if value == "default" else Path(value).expanduser()
-        if not path.is_file():
-            raise EvaluationError(f"Weights file for {name} not found: {str(path)!r}.")
-        resolved[name] = str(path)
-        record[name] = {"file": path.name, "path": str(path)}
-    for spec in specs:
-        if spec.name.startswith("lpips"):
-            net = "vgg" if spec.name == "lpips_vgg" else "alex"
-            from importlib import resources
-
-            with resources.as_file(
-                resources.files("percep_lightning.backbones.lpips_weights") / f"{net}.pth"
-            ) as lin:
-                record[f"lpips_{net}_lin"] = {"file": f"v0.1/{net}.pth", "path": str(lin)}
-    return resolved, record
-
-
-def _check_weights_names(given: Mapping[str, Any]) -> None:
-    from percep_lightning.backbones.weights import WEIGHTS
-
-    known = sorted({*WEIGHTS, *WEIGHTS_ALIASES})
-    for name in given:
-        if WEIGHTS_ALIASES.get(name, name) not in WEIGHTS:
-            raise EvaluationError(
-                f"Unknown weights name {name!r} in --weights; expected some of {', '.join(known)}."
-            )
-
-
 def _device(device: str | None, world: World) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -506,101 +421,6 @@ def _device(device: str | None, world: World) -> torch.device:
     if run_device.type == "cuda" and run_device.index is None:
         run_device = torch.device("cuda", world.local_rank if world.size > 1 else torch.cuda.current_device())
     return run_device
-
-
-def _build(specs: list[MetricSpec], context: BuildContext, resize: str) -> dict[str, Any]:
-    # Random networks (smoke tests) come from a fixed seed, so every process holds the same ones.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        networks = {s.network for s in specs if s.kind == "features"}
-        if "inception" in networks:
-            from percep_lightning.backbones.inception import FIDInceptionV3
-
-            context.inception = FIDInceptionV3(context.weights["inception"], resize=resize).to(context.device)  # type: ignore[arg-type]
-        if "art_inception" in networks:
-            from percep_lightning.backbones.art_inception import ArtInception
-
-            weights = context.weights["art_inception"]
-            size = context.styleid_size
-            context.art_inception = ArtInception(weights, resize=size).to(context.device)
-        return {spec.name: spec.build(context) for spec in specs}
-
-
-def _ordered(gathered: list[tuple[list[int], list[float]]]) -> Tensor:
-    indices = [i for part in gathered for i in part[0]]
-    values = [v for part in gathered for v in part[1]]
-    order = sorted(range(len(indices)), key=indices.__getitem__)
-    return torch.tensor([values[k] for k in order], dtype=torch.float64)
-
-
-@dataclass
-class _Run:
-    folders: dict[str, Any]
-    listed: dict[str, list[str]]
-    world: World
-    batch_size: int
-    num_workers: int
-    progress: bool
-
-    def _paths(self, side: str, names: Sequence[str]) -> list[Path]:
-        root = Path(self.folders[side])
-        return [root / name for name in names]
-
-    def paired_pass(
-        self, against: str, pairs: list[tuple[str, str]], scorers: dict[str, Any]
-    ) -> dict[str, tuple[list[int], list[float]]]:
-        shard = self.world.shard(len(pairs))
-        preds = self._paths("pred", [pairs[i][0] for i in shard])
-        others = self._paths(against, [pairs[i][1] for i in shard])
-        dataset = ImageFiles(list(zip(preds, others, strict=True)), shard)
-        out: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in scorers}
-        names = ("PRED_DIR", _FOLDER_FLAGS[against])
-        for batch in iter_batches(
-            dataset, batch_size=self.batch_size, num_workers=self.num_workers, folder_names=names,
-            progress=self.progress, description=f"pairs vs {against}",
-        ):  # fmt: skip
-            first = int(batch.indices[0])
-            for name, scorer in scorers.items():
-                try:
-                    values = scorer(*batch.images)
-                except ValueError as err:
-                    raise EvaluationError(
-                        f"{name} on {pairs[first][0]!r} and the same-sized pairs after it: {err}"
-                    ) from err
-                out[name][0].extend(batch.indices.tolist())
-                out[name][1].extend(values.tolist())
-        return out
-
-    def feature_passes(
-        self, consumers: dict[str, Any], networks: dict[str, Any], device: torch.device
-    ) -> None:
-        """One pass per (network, folder) feeding every consumer of that network and folder."""
-        from percep_lightning.metrics._images import exact_float32, inception_forward, to_uint8
-
-        passes = dict.fromkeys(
-            (getattr(c, "network", "inception"), side) for c in consumers.values() for side in c.sides
-        )
-        for network, side in passes:
-            names = self.listed[side]
-            shard = self.world.shard(len(names))
-            dataset = ImageFiles([(p,) for p in self._paths(side, [names[i] for i in shard])], shard)
-            users = [
-                c
-                for c in consumers.values()
-                if side in c.sides and getattr(c, "network", "inception") == network
-            ]
-            flag = _FOLDER_FLAGS[side]
-            for batch in iter_batches(
-                dataset, batch_size=self.batch_size, num_workers=self.num_workers, folder_names=(flag,),
-                progress=self.progress, description=f"{network.replace('_', ' ')} {side}",
-            ):  # fmt: skip
-                if network == "inception":
-                    features = inception_forward(networks[network], batch.images[0], flag)
-                else:  # StyleID reads 8-bit images
-                    with exact_float32(device):
-                        features = networks[network](to_uint8(batch.images[0], flag).to(device))
-                for consumer in users:
-                    consumer.update(features, batch.indices.to(device), side)
 
 
 def _versions() -> dict[str, str]:
@@ -654,24 +474,18 @@ def folder_statistics(
         raise EvaluationError(
             f"FID statistics need at least 2 images, but {str(folder)!r} holds {len(names)}."
         )
-    resolved, _ = _resolve_weights(
-        [MetricSpec("stats", "features", None, False, ("inception",), "", lambda c: None)],
-        {"inception": "random" if weights is None else weights},
-    )
-    from percep_lightning.evaluation.scorers import FIDConsumer
+    plan = Plan({"fid": METRICS["fid"]}, {}, {"fid": {}}, {"target": folder}, listed={"target": names})
+    plan.weights, _ = resolve_weights(plan, {"inception": "random" if weights is None else weights})
     from percep_lightning.metrics.stats_io import save_stats
 
     with distributed_world(device) as world:
-        run_device = _device(device, world)
-        context = BuildContext(run_device, resolved)
-        _build([MetricSpec("fid", "features", None, False, (), "", lambda c: None)], context, resize)
-        consumer = FIDConsumer(context.inception, "target")
-        consumer.sides = ("target",)
-        run = _Run(
-            {"target": folder}, {"target": names}, world, batch_size, num_workers, progress and world.is_main
+        passes = Passes(
+            plan, world, _device(device, world), batch_size, num_workers, progress and world.is_main, resize
         )
-        run.feature_passes({"stats": consumer}, {"inception": context.inception}, run_device)
-        mu, sigma, n = consumer.metric.real_statistics()
+        passes.build()
+        fid = passes.metrics["fid"]
+        passes.folder_pass(fid.extractor, "target", [fid], None)  # type: ignore[attr-defined]
+        mu, sigma, n = fid.real_statistics()  # type: ignore[operator]
         if world.is_main:
             save_stats(output, mu, sigma)
     return n

@@ -2,35 +2,40 @@
 FID Inception), Inception Score, ArtFID, CFSD, and the full-reference PSNR, SSIM, MS-SSIM and LPIPS (state
 and multi-process sync, no Lightning code).
 
-Also here: :class:`SharedInception` (one Inception forward feeding several metrics) and the FID
-statistics files (:func:`save_stats`, :func:`load_stats`).
+Also here: the registry of named metrics shared by the callback and ``evaluate``
+(:mod:`percep_lightning.metrics.registry`), :class:`SharedInception` (one Inception forward feeding several
+metrics) and the FID statistics files (:func:`save_stats`, :func:`load_stats`). Everything loads on first
+use, so reading the registry (``percep-lightning evaluate --list-metrics``) does not import torch.
 """
 
-from percep_lightning.metrics.artfid import ArtFID
-from percep_lightning.metrics.cfsd import CFSD
-from percep_lightning.metrics.fid import FrechetInceptionDistance
-from percep_lightning.metrics.frechet import FrechetDistance
-from percep_lightning.metrics.inception_score import InceptionScore
-from percep_lightning.metrics.kernel import KernelDistance
-from percep_lightning.metrics.kid import KernelInceptionDistance
-from percep_lightning.metrics.paired import MSSSIM, PSNR, SSIM
-from percep_lightning.metrics.paired_lpips import LPIPS
-from percep_lightning.metrics.shared_inception import SharedInception
-from percep_lightning.metrics.stats_io import load_stats, save_stats
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "CFSD",
-    "LPIPS",
-    "MSSSIM",
-    "PSNR",
-    "SSIM",
-    "ArtFID",
-    "FrechetDistance",
-    "KernelDistance",
-    "FrechetInceptionDistance",
-    "InceptionScore",
-    "KernelInceptionDistance",
-    "SharedInception",
-    "load_stats",
-    "save_stats",
-]
+_EXPORTS = {
+    "ArtFID": "artfid",
+    "CFSD": "cfsd",
+    "FrechetInceptionDistance": "fid",
+    "FrechetDistance": "frechet",
+    "InceptionScore": "inception_score",
+    "KernelDistance": "kernel",
+    "KernelInceptionDistance": "kid",
+    "MSSSIM": "paired",
+    "PSNR": "paired",
+    "SSIM": "paired",
+    "LPIPS": "paired_lpips",
+    "SharedInception": "shared_inception",
+    "load_stats": "stats_io",
+    "save_stats": "stats_io",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -17,12 +17,12 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from percep_lightning.backbones.inception import FIDInceptionV3
-from percep_lightning.metrics._images import extract, extractor_device, inception_forward
+from percep_lightning.metrics._images import extract, inception_forward
 from percep_lightning.metrics.frechet import FrechetDistance
 from percep_lightning.metrics.inception_score import NUM_CLASSES, InceptionScore
 from percep_lightning.metrics.kernel import KernelDistance
 
-__all__ = ["Outputs", "extractor_groups", "feed", "forward", "join_gathers", "reads_logits"]
+__all__ = ["Outputs", "extractor_groups", "feed", "forward", "join_gathers", "reads_logits", "synced_compute"]
 
 
 class Outputs(NamedTuple):
@@ -103,6 +103,8 @@ def join_gathers(metric: Metric, device: torch.device | str) -> None:
         metric.update_features(features, real=False, indices=empty_indices)
 
 
-def device_of(extractor: Any) -> torch.device:
-    """The device an extractor runs on."""
-    return extractor_device(extractor)
+def synced_compute(metric: Metric) -> Any:
+    """``compute()`` on states synchronised once across processes (for metrics built with
+    ``sync_on_compute=False``, as the registry builds them); call it on every process."""
+    with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
+        return metric.compute()

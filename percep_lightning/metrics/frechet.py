@@ -142,7 +142,7 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
         self.infinity_min_samples = infinity_min_samples
         self.quantize = quantize
         self.reset_real_features = reset_real_features
-        self._fixed_real: tuple[Tensor, Tensor, int] | None = None
+        self._fixed_real: tuple[Tensor, Tensor, int | None] | None = None
 
         dim = self.num_features
         for side in ("real", "fake"):
@@ -260,7 +260,7 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
             mu_real, sigma_real, n_real = self._statistics("real")
             mu_fake, sigma_fake, n_fake = self._statistics("fake")
         dim = self.num_features
-        if min(n_real, n_fake) < dim:
+        if min(n_fake, dim if n_real is None else n_real) < dim:
             rank_zero_warn(
                 f"{self._label} statistics from {n_real} real and {n_fake} generated samples of {dim}-d features: "
                 f"a covariance is rank-deficient (fewer images than dimensions) and the {self._label} value is "
@@ -291,7 +291,7 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
         ):
             return self._statistics("real")
 
-    def set_real_statistics(self, mu: Tensor, sigma: Tensor, num_samples: int) -> None:
+    def set_real_statistics(self, mu: Tensor, sigma: Tensor, num_samples: int | None) -> None:
         """Fix the real-image statistics (e.g. cached, or loaded with :func:`~percep_lightning.metrics.load_stats`).
 
         Until :meth:`clear_real_statistics`, :meth:`compute` uses them and real updates are refused. Call it
@@ -301,7 +301,8 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
         Args:
             mu: ``(D,)`` mean.
             sigma: ``(D, D)`` covariance.
-            num_samples: the number of images they were computed from (``>= 2``).
+            num_samples: the number of images they were computed from (``>= 2``), or ``None`` when unknown
+                (a pytorch-fid ``.npz`` does not record it; no rank warning is then given for the real side).
 
         Raises:
             ValueError: on wrong shapes, NaN/Inf, or ``num_samples < 2``.
@@ -314,13 +315,13 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
             )
         if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(sigma).all())):
             raise ValueError("Expected `mu` and `sigma` to be finite, but they contain NaN or Inf values.")
-        if int(num_samples) < 2:
+        if num_samples is not None and int(num_samples) < 2:
             raise ValueError(f"Expected `num_samples` to be >= 2, but got {num_samples}.")
         device = self.real_features_sum.device
         self._fixed_real = (
             mu.detach().to(device, torch.float64),
             sigma.detach().to(device, torch.float64),
-            int(num_samples),
+            None if num_samples is None else int(num_samples),
         )
 
     def _fixed_on_device(self) -> tuple[Tensor, Tensor, int]:

@@ -27,14 +27,12 @@ import contextlib
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import nn
-from torchmetrics import Metric
+if TYPE_CHECKING:  # the table itself imports no torch: the command line lists it without loading it
+    from torchmetrics import Metric
 
-from percep_lightning.backbones.extractor import FeatureExtractor
-from percep_lightning.backbones.weights import WeightsArg
+    from percep_lightning.backbones.weights import WeightsArg
 
 __all__ = [
     "METRICS",
@@ -72,18 +70,20 @@ class BuildContext:
     weights: Mapping[str, Any] = field(default_factory=dict)
     resize: str = "tensorflow"
     quantize: str = "round"
-    networks: dict[str, nn.Module] = field(default_factory=dict)
+    networks: dict[str, Any] = field(default_factory=dict)
 
     def weights_of(self, name: str) -> WeightsArg:
         """The weights given for network ``name`` (``"default"`` when none were)."""
         return self.weights.get(name, "default")
 
-    def network(self, key: str, build: Callable[[], nn.Module]) -> Any:
+    def network(self, key: str, build: Callable[[], Any]) -> Any:
         """The network stored under ``key``, built once with ``build()`` (or given in :attr:`weights`).
 
         Random weights come from a seed of the key's own, so they do not depend on which metrics are built
         or in which order, and every process holds the same network.
         """
+        from percep_lightning.backbones.extractor import FeatureExtractor
+
         if key not in self.networks:
             given = self.weights.get(key.split(":")[0])
             if isinstance(given, FeatureExtractor):
@@ -110,7 +110,7 @@ class BuildContext:
         )
 
 
-Builder = Callable[[BuildContext, Mapping[str, Any]], Metric]
+Builder = Callable[[BuildContext, Mapping[str, Any]], "Metric"]
 OptionsFn = Callable[[Mapping[str, Any]], int]
 
 
@@ -445,6 +445,8 @@ def build_metric(spec: MetricSpec, context: BuildContext, options: Mapping[str, 
 @contextlib.contextmanager
 def seeded(name: str) -> Iterator[None]:
     """Seed torch's CPU generator from ``name`` inside the block, restoring its state afterwards."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(name.encode()))
         yield
