@@ -13,14 +13,8 @@ import torch.nn.functional as F
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from percep_lightning.functional.ssim import (
-    MS_SSIM_WEIGHTS,
-    _ssim_and_cs_reference,
-    _SSIMFunction,
-    gaussian_window,
-    ms_ssim,
-    ssim,
-)
+from percep_lightning.functional._ssim_kernels import SSIMFunction, ssim_and_cs_reference
+from percep_lightning.functional.ssim import MS_SSIM_WEIGHTS, gaussian_window, ms_ssim, ssim
 from percep_lightning.losses.ssim import MSSSIMLoss, SSIMLoss
 
 
@@ -221,7 +215,7 @@ def test_ms_ssim_negative_terms_give_no_nan() -> None:
     ours = ms_ssim(preds, target, reduction="none")
     reference = pytorch_msssim.ms_ssim(preds.detach(), target, data_range=1.0, size_average=False)
     torch.testing.assert_close(ours.detach(), reference, atol=1e-5, rtol=0)
-    _, cs = _SSIMFunction.apply(preds.detach(), target, gaussian_window(), 1e-4, 9e-4)
+    _, cs = SSIMFunction.apply(preds.detach(), target, gaussian_window(), 1e-4, 9e-4)
     assert (cs < 0).all()  # the situation the clamp is for
     ours.sum().backward()
     assert torch.isfinite(ours).all()
@@ -274,7 +268,7 @@ def test_ssim_and_cs_gradgradcheck() -> None:
     target = _tiny(1, 2, 6, 5, seed=3).requires_grad_(True)
     window = gaussian_window(3, 1.0, dtype=torch.float64)
     assert torch.autograd.gradgradcheck(
-        lambda p, t: _SSIMFunction.apply(p, t, window, 1e-2, 3e-2), (preds, target)
+        lambda p, t: SSIMFunction.apply(p, t, window, 1e-2, 3e-2), (preds, target)
     )
 
 
@@ -285,10 +279,8 @@ def test_ssim_function_matches_plain_autograd_for_cs_only_and_both_outputs() -> 
     window = gaussian_window(5, 1.2, dtype=torch.float64)
     weights = _tiny(2, 3, seed=6)
     for pick in (lambda s, c: (c * weights).sum(), lambda s, c: (s * weights).sum() + c.sum()):
-        (ours,) = torch.autograd.grad(pick(*_SSIMFunction.apply(preds, target, window, 1e-4, 9e-4)), preds)
-        (plain,) = torch.autograd.grad(
-            pick(*_ssim_and_cs_reference(preds, target, window, 1e-4, 9e-4)), preds
-        )
+        (ours,) = torch.autograd.grad(pick(*SSIMFunction.apply(preds, target, window, 1e-4, 9e-4)), preds)
+        (plain,) = torch.autograd.grad(pick(*ssim_and_cs_reference(preds, target, window, 1e-4, 9e-4)), preds)
         torch.testing.assert_close(ours, plain)
 
 
