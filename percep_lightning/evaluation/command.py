@@ -16,6 +16,7 @@ import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from percep_lightning.evaluation.errors import EvaluationError
 from percep_lightning.evaluation.table import METRICS, PRESETS, MetricSpec, resolve_metrics
@@ -189,7 +190,9 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--list-metrics", action=_ListMetrics, help="print every metric name with a short description, and exit"
+        "--list-metrics",
+        action=_ListMetrics,
+        help="print every metric name with a short description, and exit",
     )
     parser.add_argument("pred_dir", metavar="PRED_DIR", help="the predicted / generated / stylized images")
     parser.add_argument(

@@ -14,18 +14,14 @@ Everything here is a pure function of tensors (no module state), so losses and m
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from percep_lightning.functional._checks import check_pair
-
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "check_image_pair",
     "check_images",
     "check_min_size",
     "imagenet_normalize",
@@ -94,49 +90,6 @@ def imagenet_normalize(
     scale, offset = gain / std, (unit_low - low * gain - mean) / std
     x = to_rgb(images if images.dtype == dtype else images.to(dtype))
     return torch.addcmul(offset.to(dtype), x, scale.to(dtype))
-
-
-def check_image_pair(
-    preds: Tensor, target: Tensor, input_range: tuple[float, float], *, tolerance: float = 0.1
-) -> None:
-    """Validate a loss's pair of image batches and warn if either is far outside ``input_range``.
-
-    Shapes, dtypes and channels are checked as :func:`~percep_lightning.functional._checks.check_pair`
-    does; finiteness and the range share one ``aminmax`` pass per tensor and one device sync. "Far
-    outside" means beyond either end by more than ``tolerance`` times the range's width (an un-clamped
-    network output overshooting a little is normal and stays silent).
-
-    Raises:
-        TypeError: if either is not a floating-point tensor.
-        ValueError: on different shapes, a rank other than 4, a channel count other than 1 or 3, empty
-            batches, or NaN/Inf values.
-
-    Example:
-        >>> import torch
-        >>> from percep_lightning.functional._images import check_image_pair
-        >>> check_image_pair(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), (0.0, 1.0))
-    """
-    check_pair(preds, target, channels=(1, 3), finite=False)
-    if preds.numel() == 0:
-        raise ValueError(f"Expected non-empty `preds` and `target`, but got shape {tuple(preds.shape)}.")
-    with torch.no_grad():
-        bounds = torch.stack([*torch.aminmax(preds.detach()), *torch.aminmax(target.detach())]).tolist()
-    pairs = (("preds", *bounds[:2]), ("target", *bounds[2:]))
-    for name, lo, hi in pairs:
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
-    low, high = input_range
-    slack = tolerance * (high - low)
-    outside = [
-        f"`{n}` in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in pairs if lo < low - slack or hi > high + slack
-    ]
-    if outside:
-        warnings.warn(
-            f"Values far outside the declared input_range {input_range}: {' and '.join(outside)}. Pass the "
-            "right `input_range` (e.g. (-1, 1) or (0, 255)), or the loss compares the wrong pixel scale.",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def check_images(images: object, name: str) -> Tensor:

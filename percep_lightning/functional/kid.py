@@ -106,7 +106,7 @@ def kernel_inception_distance(
         m = min(n_real, n_fake)
         warnings.warn(
             f"KID `subset_size`={subset_size} is larger than the sets ({n_real} real, {n_fake} generated "
-            f"samples); using subsets of {m} samples. Lower `subset_size` to silence this warning.",
+            f"samples); using subsets of {m} samples. Lower `subset_size` (`--kid-subset-size` on the command line) to silence this warning.",
             UserWarning,
             stacklevel=2,
         )

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from percep_lightning._atomic import create_temp
 from percep_lightning.functional.fid import _check_statistics
 
 __all__ = [
@@ -76,7 +76,7 @@ def save_stats(path: str | os.PathLike[str], mu: Tensor, sigma: Tensor) -> None:
         raise FileNotFoundError(f"Cannot write FID statistics to {path!r}: folder {folder!r} does not exist.")
     mu_np = mu.detach().to("cpu", torch.float64).numpy()
     sigma_np = sigma.detach().to("cpu", torch.float64).numpy()
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp_path = create_temp(folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, mu=mu_np, sigma=sigma_np)
@@ -225,7 +225,7 @@ def write_cached_stats(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = create_temp(target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         arrays = {
             "mu": mu.detach().to("cpu", torch.float64).numpy(),

@@ -10,10 +10,10 @@ import torch
 from _numerics import assert_float32_close
 
 import percep_lightning
+from percep_lightning.functional._checks import check_loss_inputs
 from percep_lightning.functional._images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    check_image_pair,
     check_images,
     check_min_size,
     imagenet_normalize,
@@ -60,11 +60,11 @@ def test_checks_name_the_argument():
     with pytest.raises(
         ValueError, match=r"Expected `target` to be finite, but it contains NaN or Inf values"
     ):
-        check_image_pair(x, torch.full_like(x, float("nan")), (0.0, 1.0))
+        check_loss_inputs(x, torch.full_like(x, float("nan")), (0.0, 1.0), owner=None)
     with pytest.raises(
         ValueError, match=r"Expected non-empty `preds` and `target`, but got shape \(0, 3, 8, 8\)"
     ):
-        check_image_pair(x[:0], x[:0], (0.0, 1.0))
+        check_loss_inputs(x[:0], x[:0], (0.0, 1.0), owner=None)
     with pytest.raises(
         ValueError, match=r"Expected float `images` to be in \[0, 1\], but got values in \[0, 255\]"
     ):
