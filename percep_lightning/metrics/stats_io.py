@@ -42,6 +42,8 @@ __all__ = [
 
 CACHE_FILE_PREFIX = "fid_real_stats-"
 """File names of cached statistics: this prefix, then the first 24 hex digits of the key."""
+ENTRY_FORMAT = 1
+"""The version of a cache entry's arrays, stored in it as ``format`` (entries without it are version 1)."""
 
 
 def save_stats(path: str | os.PathLike[str], mu: Tensor, sigma: Tensor) -> None:
@@ -192,10 +194,17 @@ def read_cached_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
         the entry holds them.
 
     Raises:
-        OSError, KeyError, ValueError: for a missing, unreadable or incomplete file.
+        OSError, KeyError, ValueError: for a missing, unreadable or incomplete file, or one of a newer
+            entry format than :data:`ENTRY_FORMAT`.
     """
     mu, sigma = load_stats(path)
     with np.load(path, allow_pickle=False) as archive:
+        version = int(archive["format"]) if "format" in archive.files else 1
+        if version > ENTRY_FORMAT:
+            raise ValueError(
+                f"{os.fspath(path)!r} is a statistics entry of format {version}, written by a newer percep_lightning; "
+                f"this version reads format {ENTRY_FORMAT} and computes the statistics again."
+            )
         entry: dict[str, Any] = {
             "mu": mu,
             "sigma": sigma,
@@ -232,6 +241,7 @@ def write_cached_stats(
             "sigma": sigma.detach().to("cpu", torch.float64).numpy(),
             "num_samples": np.int64(num_samples),
             "fingerprint": np.asarray(fingerprint, dtype=np.int64),
+            "format": np.int64(ENTRY_FORMAT),
         }
         if features is not None:
             arrays["features"] = features.detach().to("cpu", torch.float32).numpy()

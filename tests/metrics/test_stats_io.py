@@ -55,3 +55,19 @@ def test_load_save_errors(tmp_path):
         save_stats(tmp_path / "no" / "dir.npz", torch.zeros(2), torch.eye(2))
     with pytest.raises(ValueError, match="`mu` to be 1-D"):
         save_stats(tmp_path / "x.npz", torch.zeros(1, 2), torch.eye(2))
+
+
+def test_cache_entries_carry_their_format_and_newer_ones_are_refused(tmp_path):
+    from percep_lightning.metrics.stats_io import ENTRY_FORMAT, read_cached_stats, write_cached_stats
+
+    path = tmp_path / "entry.npz"
+    write_cached_stats(path, torch.zeros(2), torch.eye(2), 5, [5, 1, 1], features=torch.zeros(5, 2))
+    with np.load(path) as archive:
+        assert int(archive["format"]) == ENTRY_FORMAT
+        arrays = {key: archive[key] for key in archive.files if key != "format"}
+    assert read_cached_stats(path)["num_samples"] == 5
+    np.savez(tmp_path / "old.npz", **arrays)  # as earlier versions wrote them: no format array
+    assert read_cached_stats(tmp_path / "old.npz")["features"].shape == (5, 2)
+    np.savez(tmp_path / "newer.npz", **arrays, format=np.int64(ENTRY_FORMAT + 1))
+    with pytest.raises(ValueError, match=r"format 2, written by a newer percep_lightning"):
+        read_cached_stats(tmp_path / "newer.npz")
