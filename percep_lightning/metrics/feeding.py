@@ -104,7 +104,12 @@ def join_gathers(metric: Metric, device: torch.device | str) -> None:
 
 
 def synced_compute(metric: Metric) -> Any:
-    """``compute()`` on states synchronised once across processes (for metrics built with
-    ``sync_on_compute=False``, as the registry builds them); call it on every process."""
+    """``compute()`` on states synchronised once across processes; call it on every process.
+
+    A metric built with ``sync_on_compute=False`` (as the registry builds them) is synchronised here; one
+    built with the default synchronises itself inside ``compute()`` (a user's metric object).
+    """
+    if metric.sync_on_compute:
+        return metric.compute()
     with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
         return metric.compute()

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the table itself imports no torch: the command line lists i
 
 __all__ = [
     "METRICS",
+    "NETWORKS",
     "PRESETS",
     "ROLES",
     "SHARED_OPTIONS",
@@ -53,6 +54,9 @@ ROLES: tuple[str, ...] = ("preds", "target", "content", "style")
 SHARED_OPTIONS: Mapping[str, Any] = {"resize": "tensorflow", "quantize": "round"}
 """Options of the shared FID Inception (its resize mode) and of every ``uint8`` extractor (``quantize``)."""
 STYLEID_SIZE = 512
+NETWORKS: tuple[str, ...] = ("inception", "art_inception", "alexnet", "vgg16", "vgg19", "squeezenet1_1")
+"""The networks whose weights the builders read from :attr:`BuildContext.weights` (the FID Inception, StyleID's
+art Inception, and the torchvision trunks of LPIPS and CFSD)."""
 
 
 @dataclass
@@ -412,6 +416,7 @@ _INTEGER_OPTIONS = {
 }
 _CHOICES = {"channel": ("rgb", "y", "per_channel"), "net": ("alex", "vgg", "squeeze")}
 _MAY_BE_NONE = ("chunk_size", "resize")
+_MINIMUM_OF = {("fid_art", "resize"): 75}  # the art Inception's smallest input
 
 
 def _check_option(metric: str, key: str, value: object) -> None:
@@ -422,8 +427,9 @@ def _check_option(metric: str, key: str, value: object) -> None:
     if key in _INTEGER_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"Expected {where} to be an integer, but got {type(value).__name__} {value!r}.")
-        if value < _INTEGER_OPTIONS[key]:
-            raise ValueError(f"Expected {where} to be >= {_INTEGER_OPTIONS[key]}, but got {value}.")
+        minimum = _MINIMUM_OF.get((metric, key), _INTEGER_OPTIONS[key])
+        if value < minimum:
+            raise ValueError(f"Expected {where} to be >= {minimum}, but got {value}.")
     elif key in _CHOICES and value not in _CHOICES[key]:
         raise ValueError(f"Expected {where} to be one of {_CHOICES[key]}, but got {value!r}.")
 

@@ -21,11 +21,13 @@ def test_every_public_name_resolves():
 def test_presets_name_known_metrics_and_rows_are_consistent():
     for preset, names in PRESETS.items():
         assert names and set(names) <= set(METRICS), preset
+    from percep_lightning.backbones import WEIGHTS
+
     for name, spec in METRICS.items():
-        assert spec.name == name and spec.kind in ("paired", "features", "derived")
-        assert spec.against in (None, "target", "content", "style")
-        assert set(spec.requires) <= set(METRICS) and (spec.combine is not None) == (spec.kind == "derived")
-        assert spec.network in ("inception", "art_inception")
+        assert spec.name == name and spec.feed in ("images", "features", "logits", "derived")
+        assert spec.against in (None, "target", "content", "style") and spec.roles[0] == "preds"
+        assert set(spec.requires) <= set(METRICS) and (spec.combine is not None) == (spec.feed == "derived")
+        assert all({"inception": "inception_fid"}.get(w, w) in WEIGHTS for w in spec.weights)
 
 
 def test_paired_values_match_functional_reference_and_report_counts(tmp_path, photo_folders):

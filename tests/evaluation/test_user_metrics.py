@@ -1,0 +1,116 @@
+"""evaluate's Python API with the user's own metrics: a Fréchet / kernel distance on a 64-d stub extractor equals
+the functional maths on its features, on one process and under torchrun on two; and --list-metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _stub_extractor import StubExtractor
+from conftest import save_images
+
+from percep_lightning.evaluation import EvaluationError, evaluate
+from percep_lightning.functional import frechet_distance, kernel_inception_distance
+from percep_lightning.metrics import PSNR, FrechetDistance, KernelDistance, registry
+
+
+@pytest.fixture
+def crops(tmp_path, photos):
+    """85 generated and 85 reference 24x24 crops of real photographs (more images than feature dimensions)."""
+    pictures = photos(7, 96, dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+
+    def crop(images, n):
+        picks = torch.randint(0, images.shape[0], (n,), generator=generator)
+        corners = torch.randint(0, 96 - 24, (n, 2), generator=generator)
+        return torch.stack(
+            [images[i, :, y : y + 24, x : x + 24] for i, (y, x) in zip(picks, corners, strict=True)]
+        )
+
+    pred, target = crop(pictures[4:], 85), crop(pictures[:4], 85)
+    save_images(tmp_path / "pred", pred)
+    save_images(tmp_path / "target", target)
+    return tmp_path / "pred", tmp_path / "target", pred, target
+
+
+def _expected(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        fake, real = (StubExtractor()(x.float() / 255) for x in (pred, target))
+
+    def stats(features):
+        x = features.double().numpy()
+        return torch.from_numpy(x.mean(0)), torch.from_numpy(np.cov(x, rowvar=False))
+
+    kd = kernel_inception_distance(real, fake, subsets=10, subset_size=20)
+    return {
+        "fd": float(frechet_distance(*stats(real), *stats(fake))),
+        "kd": float(kd[0]),
+        "kd_std": float(kd[1]),
+    }
+
+
+def test_user_extractor_metrics_equal_the_functional_maths(crops):
+    pred_dir, target_dir, pred, target = crops
+    net = StubExtractor()
+    metrics = {
+        "fd": FrechetDistance(net),
+        "kd": KernelDistance(net, subsets=10, subset_size=20),
+        "psnr": "psnr",
+    }
+    values = evaluate(pred_dir, target_dir, metrics=metrics, batch_size=7, progress=False)
+    expected = _expected(pred, target)
+    for name in ("fd", "kd", "kd_std"):
+        assert values[name] == pytest.approx(expected[name], rel=1e-9), name
+    assert "psnr" in values
+
+
+@pytest.mark.slow
+def test_user_extractor_metrics_under_torchrun_equal_one_process(crops, tmp_path):
+    pred_dir, target_dir, pred, target = crops
+    script = Path(__file__).with_name("_user_metric_run.py")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    out = tmp_path / "two.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*torchrun, str(script), str(pred_dir), str(target_dir), str(out)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads(out.read_text())
+    assert two["world_size"] == 2
+    expected = _expected(pred, target)
+    # The gathered float64 sums add the same terms in another order: equal to float64 round-off.
+    for name in ("fd", "kd", "kd_std"):
+        assert two["values"][name] == pytest.approx(expected[name], rel=1e-9), name
+
+
+def test_user_metric_errors(crops):
+    pred_dir, target_dir, *_ = crops
+    with pytest.raises(EvaluationError, match=r"Metric 'm': expected a registry name, a FrechetDistance"):
+        evaluate(pred_dir, target_dir, metrics={"m": torch.nn.Identity()}, progress=False)
+    mine = evaluate(
+        pred_dir, target_dir, metrics={"psnr": PSNR(), "ssim": "ssim"}, batch_size=20, progress=False
+    )
+    assert mine["psnr"] == pytest.approx(
+        evaluate(pred_dir, target_dir, metrics="psnr", progress=False)["psnr"]
+    )
+    with pytest.raises(EvaluationError, match=r"Metric 'fd' needs TARGET"):
+        evaluate(pred_dir, None, metrics={"fd": FrechetDistance(StubExtractor())}, progress=False)
+    with pytest.raises(EvaluationError, match=r"Metric 'lpips' takes no option splits; its options: net"):
+        evaluate(pred_dir, target_dir, metrics="lpips", options={"lpips": {"splits": 2}}, progress=False)
+
+
+def test_list_metrics_prints_every_registry_name():
+    done = subprocess.run(
+        [sys.executable, "-m", "percep_lightning", "evaluate", "--list-metrics"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == list(registry.METRICS)
+    assert all(len(line.split(": ", 1)[1]) > 5 for line in lines)
