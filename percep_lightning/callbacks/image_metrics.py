@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 from percep_lightning.callbacks.metric_set import DEFAULT_METRICS, MetricSet
@@ -44,6 +44,7 @@ from percep_lightning.metrics._images import to_uint8
 from percep_lightning.metrics.feeding import synced_compute
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 from percep_lightning.metrics.kid import KernelInceptionDistance
+from percep_lightning.metrics.registry import NETWORKS
 
 STAGES = {"validate": "val", "test": "test"}
 DEFAULT_KEYS: Mapping[str, str | None] = {
@@ -148,10 +149,11 @@ class ImageMetricsCallback(Callback):
         dataloader_idx: which evaluation dataloader feeds the metrics (others are ignored).
 
     Raises:
-        ValueError: for an unknown metric name, role or option, a missing key needed by a metric,
-            ``every_n_epochs < 1``, ``max_samples`` too small for the metrics, or bad option values.
-        TypeError: if ``extractor`` is not callable, a metric is neither a name nor a ``Metric``, or an
-            integer option is not an integer.
+        ValueError: for an unknown metric name, role, option or network name of ``weights``, a missing key
+            needed by a metric, ``every_n_epochs < 1``, ``max_samples`` too small for the metrics, or bad
+            option values.
+        TypeError: if ``extractor`` is not callable, a metric is neither a name nor a ``Metric``, an integer
+            option is not an integer, or a ``weights`` value is none of the kinds above.
 
     Example:
         >>> from percep_lightning.callbacks import ImageMetricsCallback
@@ -180,6 +182,7 @@ class ImageMetricsCallback(Callback):
         self.metric_names = self._set.names
         self.keys = _resolve_keys(keys)
         _check_role_keys(self._set, self.keys)
+        _check_weights(weights)
         _check_int(every_n_epochs, "every_n_epochs", minimum=1)
         _check_int(dataloader_idx, "dataloader_idx", minimum=0)
         if extractor is not None and not callable(extractor):
@@ -253,7 +256,7 @@ class ImageMetricsCallback(Callback):
         if self._metrics:
             return
         with self._warnings_once():
-            context = self._set.build(_weights_by_network(self.weights, self._set.weights_names()))
+            context = self._set.build(_weights_by_network(self.weights))
         self._metrics = self._set.metrics()
         self._inception = context.networks.get("inception")
         caching = self._inception is not None and self._caching_metrics() and self.cache_real_stats
@@ -597,11 +600,41 @@ def _check_role_keys(metric_set: MetricSet, keys: Mapping[str, str | None]) -> N
             raise ValueError(f"Metric {name!r} needs {role} images: {fix}.")
 
 
-def _weights_by_network(weights: Any, names: Sequence[str]) -> dict[str, Any]:
+def _weights_by_network(weights: Any) -> dict[str, Any]:
     """``weights`` as a mapping by network name: one value for every network, or the mapping given."""
-    if isinstance(weights, Mapping) and not _is_state_dict(weights):
+    if _by_network(weights):
         return dict(weights)
-    return dict.fromkeys(names, weights)
+    return dict.fromkeys(NETWORKS, weights)
+
+
+def _check_weights(weights: Any) -> None:
+    """Raise unless ``weights`` is one value for every network or a mapping from network names to values."""
+    if not _by_network(weights):
+        _check_weights_value(weights, "`weights`")
+        return
+    unknown = sorted(str(name) for name in weights if name not in NETWORKS)
+    if unknown:
+        raise ValueError(
+            f"Expected the keys of `weights` to be network names of {NETWORKS}, but got {unknown}."
+        )
+    for name, value in weights.items():
+        _check_weights_value(value, f"`weights[{name!r}]`")
+
+
+def _check_weights_value(value: object, where: str) -> None:
+    if value is None or isinstance(value, (str, os.PathLike, nn.Module)):
+        return
+    if isinstance(value, Mapping) and _is_state_dict(value):
+        return
+    raise TypeError(
+        f'Expected {where} to be "default", a file path, None (random weights), a state dict or a built network, '
+        f"but got {type(value).__name__}."
+    )
+
+
+def _by_network(weights: Any) -> bool:
+    """Whether ``weights`` maps network names to weights (rather than being one state dict for every network)."""
+    return isinstance(weights, Mapping) and not _is_state_dict(weights)
 
 
 def _is_state_dict(value: Mapping[str, Any]) -> bool:

@@ -117,6 +117,8 @@ class MetricSet:
                 f"Expected the keys of `options` to be metric names or {', '.join(SHARED_OPTIONS)}, but got "
                 f"{', '.join(map(repr, unknown))}; metric names: {', '.join(METRICS)}."
             )
+        for name, given in options.items():  # checked whether or not the metric is requested
+            resolve_options(METRICS[name], given)
         self.entries: dict[str, MetricEntry] = {}
         for name, value in _named(metrics).items():
             self._add(name, value, options)
