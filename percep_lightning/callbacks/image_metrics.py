@@ -21,7 +21,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
@@ -40,6 +39,7 @@ from percep_lightning.callbacks.real_stats import (
 from percep_lightning.callbacks.sample_plan import SamplePlan, plan_samples
 from percep_lightning.callbacks.step_outputs import Extractor, extract_images
 from percep_lightning.functional.fid import feature_statistics, feature_sums
+from percep_lightning.functional.inputs import check_int
 from percep_lightning.metrics._images import to_uint8
 from percep_lightning.metrics.feeding import synced_compute
 from percep_lightning.metrics.fid import FrechetInceptionDistance
@@ -183,8 +183,8 @@ class ImageMetricsCallback(Callback):
         self.keys = _resolve_keys(keys)
         _check_role_keys(self._set, self.keys)
         _check_weights(weights)
-        _check_int(every_n_epochs, "every_n_epochs", minimum=1)
-        _check_int(dataloader_idx, "dataloader_idx", minimum=0)
+        check_int(every_n_epochs, "every_n_epochs", minimum=1)
+        check_int(dataloader_idx, "dataloader_idx", minimum=0)
         if extractor is not None and not callable(extractor):
             raise TypeError(f"Expected `extractor` to be callable, but got {type(extractor).__name__}.")
         if prefix is not None and not isinstance(prefix, str):
@@ -202,7 +202,7 @@ class ImageMetricsCallback(Callback):
         self.dataloader_idx = dataloader_idx
         self.cache_real_stats = real_stats is not False
         if max_samples is not None:
-            _check_int(max_samples, "max_samples", minimum=max(self._set.min_images()[0], 1))
+            check_int(max_samples, "max_samples", minimum=max(self._set.min_images()[0], 1))
 
         self._metrics: dict[str, Metric] = {}  # built in `setup` (after DDP processes are spawned)
         self._inception: Any = None
@@ -639,13 +639,6 @@ def _by_network(weights: Any) -> bool:
 
 def _is_state_dict(value: Mapping[str, Any]) -> bool:
     return bool(value) and all(isinstance(v, Tensor) for v in value.values())
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}.")
-    if value < minimum:
-        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}.")
 
 
 def _checksum(images: Tensor) -> Tensor:

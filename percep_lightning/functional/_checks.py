@@ -9,13 +9,10 @@ import types
 import warnings
 import weakref
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-Reduction = Literal["mean", "sum", "none"]
-"""The ``reduction`` argument of every loss: over the batch, or ``"none"`` for per-image values."""
 _REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -19,7 +18,6 @@ from torch import Tensor
 from percep_lightning.functional._checks import check_choice, check_input_range, check_positive
 from percep_lightning.functional.color import luma
 
-Channel = Literal["rgb", "y", "per_channel"]
 CHANNELS: tuple[str, ...] = ("rgb", "y", "per_channel")
 """The values of the ``channel`` argument of :func:`~percep_lightning.functional.psnr` and SSIM."""
 

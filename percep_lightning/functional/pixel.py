@@ -21,7 +21,8 @@ from percep_lightning.functional._checks import (
     check_reduction,
     reduce,
 )
-from percep_lightning.functional._paired import Channel, prepare_pair
+from percep_lightning.functional._paired import prepare_pair
+from percep_lightning.functional.inputs import Channel, check_tensors
 
 __all__ = ["PIXEL_LOSS_KINDS", "pixel_loss", "psnr"]
 
@@ -182,6 +183,7 @@ def psnr(
         ...      channel="y", crop_border=2)
         tensor(29.4527)
     """
+    check_tensors(preds=preds, target=target)
     check_reduction(reduction)
     with torch.autocast(device_type=preds.device.type, enabled=False):
         x, y, value_range = prepare_pair(

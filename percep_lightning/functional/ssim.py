@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from percep_lightning.functional._checks import check_positive, check_reduction, reduce
-from percep_lightning.functional._paired import Channel, prepare_pair
+from percep_lightning.functional._paired import prepare_pair
 from percep_lightning.functional._ssim_kernels import SSIMFunction, ssim_and_cs_maps
+from percep_lightning.functional.inputs import Channel
 
 __all__ = ["MS_SSIM_WEIGHTS", "gaussian_window", "ms_ssim", "ssim"]
 

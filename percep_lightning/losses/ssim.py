@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from percep_lightning.functional._checks import check_input_range, check_reduction, reduce, user_stacklevel
 from percep_lightning.functional._paired import resolve_range
+from percep_lightning.functional.inputs import check_tensors
 from percep_lightning.functional.ssim import (
     MS_SSIM_WEIGHTS,
     _check_constants,
@@ -129,6 +130,7 @@ class SSIMLoss(_WindowedLoss):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """Compute ``1 - SSIM(preds, target)``."""
+        check_tensors(preds=preds, target=target)
         value = _ssim_with_window(
             preds,
             target,
@@ -212,6 +214,7 @@ class MSSSIMLoss(_WindowedLoss):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """Compute ``1 - MS-SSIM(preds, target)``."""
+        check_tensors(preds=preds, target=target)
         value = _ms_ssim_with_window(
             preds,
             target,

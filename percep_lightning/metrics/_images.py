@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,8 +29,8 @@ from torch import Tensor
 from percep_lightning.backbones.extractor import FeatureExtractor
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
 from percep_lightning.functional._images import check_images
+from percep_lightning.functional.inputs import Quantize
 
-Quantize = Literal["round", "truncate"]
 QUANTIZE_MODES: tuple[str, ...] = ("round", "truncate")
 
 

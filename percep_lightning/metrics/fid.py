@@ -6,7 +6,8 @@ from typing import Any
 
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.metrics._images import Quantize, resolve_inception
+from percep_lightning.functional.inputs import Quantize
+from percep_lightning.metrics._images import resolve_inception
 from percep_lightning.metrics.frechet import FrechetDistance
 
 __all__ = ["FrechetInceptionDistance"]

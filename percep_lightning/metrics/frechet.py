@@ -22,6 +22,7 @@ from percep_lightning.functional.fid import (
     fid_infinity_from_statistics,
     frechet_distance,
 )
+from percep_lightning.functional.inputs import check_bool, check_int
 from percep_lightning.metrics._images import KeepFloat64States, Quantize, check_quantize, extract
 
 __all__ = ["FrechetDistance", "check_real_flag", "concatenated", "check_indices"]
@@ -118,22 +119,10 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
     ) -> None:
         super().__init__(**kwargs)
         check_quantize(quantize)
-        if not isinstance(infinity, bool):
-            raise TypeError(f"Expected `infinity` to be a bool, but got {type(infinity).__name__}.")
-        for name, value, minimum in (
-            ("infinity_num_points", infinity_num_points, 2),
-            ("infinity_min_samples", infinity_min_samples, 2),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(
-                    f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}."
-                )
-            if value < minimum:
-                raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}.")
-        if not isinstance(reset_real_features, bool):
-            raise TypeError(
-                f"Expected `reset_real_features` to be a bool, but got {type(reset_real_features).__name__}."
-            )
+        check_bool(infinity, "infinity")
+        check_int(infinity_num_points, "infinity_num_points", minimum=2)
+        check_int(infinity_min_samples, "infinity_min_samples", minimum=2)
+        check_bool(reset_real_features, "reset_real_features")
         extractor = as_extractor(extractor)
         self._hold("extractor", extractor)  # type: ignore[arg-type]
         self.num_features = int(extractor.num_features)
@@ -381,8 +370,7 @@ def _quiet_rank_warning() -> Iterator[None]:
 
 def check_real_flag(real: object) -> None:
     """Raise a TypeError unless ``real`` is a bool."""
-    if not isinstance(real, bool):
-        raise TypeError(f"Expected `real` to be a bool, but got {type(real).__name__} {real!r}.")
+    check_bool(real, "real")
 
 
 def check_indices(indices: object, count: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -13,7 +12,8 @@ from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.inception import FIDInceptionV3, ResizeMode
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.inception_score import inception_score
-from percep_lightning.metrics._images import Quantize, check_quantize, inception_forward, resolve_inception
+from percep_lightning.functional.inputs import Quantize, check_bool, check_int
+from percep_lightning.metrics._images import check_quantize, inception_forward, resolve_inception
 from percep_lightning.metrics.frechet import check_indices, concatenated
 
 NUM_CLASSES = 1008
@@ -87,15 +87,9 @@ class InceptionScore(HoldsFrozen, Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, value in (("splits", splits), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(
-                    f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}."
-                )
-        if splits < 1:
-            raise ValueError(f"Expected `splits` to be >= 1, but got {splits}.")
-        if not isinstance(shuffle, bool):
-            raise TypeError(f"Expected `shuffle` to be a bool, but got {type(shuffle).__name__}.")
+        check_int(splits, "splits", minimum=1)
+        check_int(seed, "seed")
+        check_bool(shuffle, "shuffle")
         check_quantize(quantize)
         self._hold("inception", resolve_inception(backbone, weights, resize))
         self.splits = int(splits)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.extractor import FeatureExtractor, as_extractor
+from percep_lightning.functional.inputs import Quantize, check_bool, check_int
 from percep_lightning.functional.kid import kernel_inception_distance
-from percep_lightning.metrics._images import Quantize, check_quantize, extract
+from percep_lightning.metrics._images import check_quantize, extract
 from percep_lightning.metrics.frechet import check_indices, check_real_flag, concatenated
 
 __all__ = ["KernelDistance"]
@@ -103,27 +103,14 @@ class KernelDistance(HoldsFrozen, Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        for name, value in (
-            ("subsets", subsets),
-            ("subset_size", subset_size),
-            ("degree", degree),
-            ("seed", seed),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(
-                    f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}."
-                )
+        check_int(seed, "seed")
         for name, value in (("subsets", subsets), ("subset_size", subset_size), ("degree", degree)):
-            if value < 1:
-                raise ValueError(f"Expected `{name}` to be >= 1, but got {value}.")
+            check_int(value, name, minimum=1)
         if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float))):
             raise TypeError(f"Expected `gamma` to be a float or None, but got {type(gamma).__name__}.")
         if isinstance(coef0, bool) or not isinstance(coef0, (int, float)):
             raise TypeError(f"Expected `coef0` to be a float, but got {type(coef0).__name__}.")
-        if not isinstance(reset_real_features, bool):
-            raise TypeError(
-                f"Expected `reset_real_features` to be a bool, but got {type(reset_real_features).__name__}."
-            )
+        check_bool(reset_real_features, "reset_real_features")
         check_quantize(quantize)
         extractor = as_extractor(extractor)
         self._hold("extractor", extractor)  # type: ignore[arg-type]

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from percep_lightning.functional._paired import Channel, check_channel, check_crop_border, resolve_range
+from percep_lightning.functional._paired import check_channel, check_crop_border, resolve_range
+from percep_lightning.functional.inputs import Channel
 from percep_lightning.functional.pixel import psnr
 from percep_lightning.functional.ssim import (
     MS_SSIM_WEIGHTS,

@@ -14,7 +14,8 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
-from percep_lightning.metrics._images import Quantize, check_quantize, inception_forward
+from percep_lightning.functional.inputs import Quantize
+from percep_lightning.metrics._images import check_quantize, inception_forward
 
 __all__ = ["SharedInception"]
 
