@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from percep_lightning.functional.inputs import Reduction as Reduction  # re-exported for the losses
+
 _REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
