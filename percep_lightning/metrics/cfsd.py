@@ -53,10 +53,10 @@ class CFSD(KeepFloat64States, HoldsFrozen, PerImageMean):
     Example:
         >>> import torch
         >>> from percep_lightning.metrics import CFSD
-        >>> metric = CFSD(weights=None)  # doctest: +SKIP
-        >>> content = torch.rand(2, 3, 32, 32)  # doctest: +SKIP
-        >>> metric.update(content, content)  # doctest: +SKIP
-        >>> metric.compute()  # doctest: +SKIP
+        >>> metric = CFSD(weights=None)
+        >>> content = torch.rand(2, 3, 32, 32)
+        >>> metric.update(content, content)
+        >>> metric.compute()
         tensor(0., dtype=torch.float64)
     """
 
