@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -27,27 +27,43 @@ if str(EXAMPLES_DIR) not in sys.path:  # the configs name the example's classes 
 
 # Official weight files each configurable class loads when one of its weights fields is "default".
 _LPIPS_TRUNKS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
-_IMAGE_METRICS_DEFAULT = ("fid", "is", "cfsd")
+# ImageMetricsCallback's network names (its `weights` keys) that differ from those of backbones.WEIGHTS.
+_WEIGHTS_NAMES = {"inception": "inception_fid"}
 
 
-def _needed_weights(node: DictConfig, field: str) -> set[str]:
-    """Names in ``percep_lightning.backbones.WEIGHTS`` that ``node.<field>="default"`` would load."""
-    target = str(node.get("_target_", "")).rsplit(".", 1)[-1]
+class WeightsField(NamedTuple):
+    """One config value that selects pretrained weights: ``node[key]``, in the config ``owner`` (with a
+    ``_target_``); ``node`` is ``owner`` itself, or ImageMetricsCallback's ``weights`` mapping."""
+
+    owner: DictConfig
+    node: DictConfig
+    key: str
+
+    @property
+    def name(self) -> str:
+        """``Class.field``, or ``ImageMetricsCallback.weights.<network>``."""
+        target = str(self.owner._target_).rsplit(".", 1)[-1]
+        return f"{target}.{self.key}" if self.node is self.owner else f"{target}.weights.{self.key}"
+
+    @property
+    def value(self) -> Any:
+        return self.node[self.key]
+
+    def set(self, value: str | None) -> None:
+        self.node[self.key] = value
+
+
+def _target(node: DictConfig) -> str:
+    return str(node.get("_target_", "")).rsplit(".", 1)[-1]
+
+
+def _needed_weights(field: WeightsField) -> set[str]:
+    """Names in ``percep_lightning.backbones.WEIGHTS`` that ``field`` set to "default" would load."""
+    node, target = field.owner, _target(field.owner)
     if target == "ImageMetricsCallback":
-        metrics = set(node.get("metrics") or _IMAGE_METRICS_DEFAULT)
-        if field == "vgg_weights":
-            return {"vgg19"} if "cfsd" in metrics else set()
-        if field == "lpips_weights":
-            return (
-                {_LPIPS_TRUNKS.get(str(node.get("lpips_net", "alex")), "alexnet")}
-                if "lpips" in metrics
-                else set()
-            )
-        if field == "art_inception_weights":
-            return {"art_inception"} if "artfid" in metrics else set()
-        if field == "art_lpips_weights":
-            return {"alexnet"} if "artfid" in metrics else set()
-        return {"inception_fid"} if metrics & {"fid", "is", "kid"} else set()
+        networks = _callback_networks(node)
+        wanted = networks if field.node is node else networks & {field.key}  # one value, or one network's
+        return {_WEIGHTS_NAMES.get(name, name) for name in wanted}
     if target == "LPIPSLoss":
         return {_LPIPS_TRUNKS.get(str(node.get("net", "alex")), "alexnet")}
     if target == "VGGPerceptualLoss":
@@ -57,20 +73,45 @@ def _needed_weights(node: DictConfig, field: str) -> set[str]:
     return set()
 
 
+def _callback_networks(node: DictConfig) -> set[str]:
+    """The networks (``weights`` keys) ImageMetricsCallback builds for the registry names it is given."""
+    from percep_lightning.callbacks.metric_set import DEFAULT_METRICS
+    from percep_lightning.metrics.registry import METRICS, resolve_names
+
+    metrics = node.get("metrics") or DEFAULT_METRICS
+    values = (
+        metrics.values() if isinstance(metrics, DictConfig) else metrics
+    )  # a mapping: logged name -> metric
+    names = [str(name) for name in values if isinstance(name, str)]  # metric objects bring their own networks
+    lpips_trunk = _LPIPS_TRUNKS.get(
+        str(OmegaConf.select(node, "options.lpips.net", default="alex")), "alexnet"
+    )
+    networks: set[str] = set()
+    for name in resolve_names(names) if names else []:
+        networks.update((lpips_trunk,) if name == "lpips" else METRICS[name].weights)
+    return networks
+
+
 def _is_weights_field(node: DictConfig, key: str, value: Any) -> bool:
     named = key == "weights" or key.endswith("_weights")
     return "_target_" in node and named and (value is None or isinstance(value, str))
 
 
-def backbone_fields(cfg: DictConfig) -> Iterator[tuple[DictConfig, str]]:
-    """Every ``(node, field)`` of ``cfg.loss`` and ``cfg.callbacks`` that selects pretrained weights.
+def _is_network_weights(node: DictConfig, key: str, value: Any) -> bool:
+    """Whether ``value`` is ImageMetricsCallback's ``weights`` mapping (network name -> weights)."""
+    return key == "weights" and isinstance(value, DictConfig) and _target(node) == "ImageMetricsCallback"
 
-    That is a field ``weights`` or ``*_weights`` holding a string or null, in a node with a ``_target_``.
+
+def backbone_fields(cfg: DictConfig) -> Iterator[WeightsField]:
+    """Every value of ``cfg.loss`` and ``cfg.callbacks`` that selects pretrained weights.
+
+    That is a field ``weights`` or ``*_weights`` holding a string or null, in a node with a ``_target_``,
+    and each entry of ImageMetricsCallback's ``weights`` mapping (one per network).
     ``CompositeLoss`` also has a ``weights`` field, but it is the mapping of term weights: left alone.
     The terms of weight 0 are skipped: CompositeLoss never builds them, so their weights are not needed.
     """
 
-    def walk(node: Any) -> Iterator[tuple[DictConfig, str]]:
+    def walk(node: Any) -> Iterator[WeightsField]:
         if isinstance(node, DictConfig):
             unbuilt = _zero_weight_terms(node)
             for key in node:
@@ -81,10 +122,13 @@ def backbone_fields(cfg: DictConfig) -> Iterator[tuple[DictConfig, str]]:
                     for name in value:
                         if str(name) not in unbuilt:
                             yield from walk(value[name])
+                elif _is_network_weights(node, str(key), value):
+                    for network in value:
+                        yield WeightsField(node, value, str(network))
                 elif OmegaConf.is_config(value):
                     yield from walk(value)
                 elif _is_weights_field(node, str(key), value):
-                    yield node, str(key)
+                    yield WeightsField(node, node, str(key))
         elif isinstance(node, ListConfig):
             for item in node:
                 yield from walk(item)
@@ -124,18 +168,18 @@ def resolve_pretrained(cfg: DictConfig) -> bool:
         raise ValueError(f"Expected `pretrained` to be one of auto, true, false, but got {mode!r}.")
     fields = list(backbone_fields(cfg))
     if mode is True:
-        for node, field in fields:
-            if node[field] is None and _needed_weights(node, field):
-                node[field] = "default"
+        for field in fields:
+            if field.value is None and _needed_weights(field):
+                field.set("default")
         return True
     if mode is False:
-        for node, field in fields:
-            node[field] = None
+        for field in fields:
+            field.set(None)
         if fields:
             _warn_random_backbones("pretrained=false")
         return False
-    defaults = [(node, field) for node, field in fields if node[field] == "default"]
-    needed = sorted(set().union(*(_needed_weights(node, field) for node, field in defaults)))
+    defaults = [field for field in fields if field.value == "default"]
+    needed = sorted(set().union(*(_needed_weights(field) for field in defaults)))
     missing = []
     for name in needed:
         try:
@@ -143,9 +187,9 @@ def resolve_pretrained(cfg: DictConfig) -> bool:
         except WeightsUnavailableError:
             missing.append(name)
     if not missing:
-        return all(node[field] is not None for node, field in fields)
-    for node, field in defaults:
-        node[field] = None
+        return all(field.value is not None for field in fields)
+    for field in defaults:
+        field.set(None)
     _warn_random_backbones(
         "pretrained=auto, and the official weights are not cached and cannot be downloaded", missing
     )

@@ -42,7 +42,7 @@ TINY = [
     "data.batch_size=2",
     "data.val_batch_size=2",
     "model.net.num_blocks=1",
-    "callbacks.image_metrics.is_splits=2",
+    "callbacks.image_metrics.options.is.splits=2",
     "callbacks.image_grid.num_samples=2",
 ]
 
@@ -90,17 +90,14 @@ def test_example_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def _fields(cfg: DictConfig) -> dict[str, object]:
-    return {
-        f"{node._target_.rsplit('.', 1)[-1]}.{field}": node[field]
-        for node, field in train.backbone_fields(cfg)
-    }
+    return {field.name: field.value for field in train.backbone_fields(cfg)}
 
 
 def test_backbone_fields_skip_term_weights(tmp_path: Path) -> None:
     cfg = _compose([], tmp_path)
     fields = _fields(cfg)
-    assert "ImageMetricsCallback.weights" in fields
-    assert "ImageMetricsCallback.vgg_weights" in fields
+    assert "ImageMetricsCallback.weights.inception" in fields
+    assert "ImageMetricsCallback.weights.vgg19" in fields
     assert not any(name.startswith("CompositeLoss.") for name in fields)  # term weights are not backbones
 
 
@@ -108,7 +105,7 @@ def test_backbone_fields_skip_terms_of_weight_zero(tmp_path: Path) -> None:
     """``loss.weights.perceptual=0``: the VGG of that term is never built, so never fetched."""
     assert "VGGPerceptualLoss.weights" in _fields(_compose([], tmp_path))
     fields = _fields(_compose(["loss.weights.perceptual=0"], tmp_path))
-    assert "VGGPerceptualLoss.weights" not in fields and "ImageMetricsCallback.weights" in fields
+    assert "VGGPerceptualLoss.weights" not in fields and "ImageMetricsCallback.weights.inception" in fields
 
 
 def test_pretrained_auto_offline_falls_back_with_one_warning(
@@ -140,6 +137,24 @@ def test_pretrained_auto_with_cached_weights_keeps_default(
     assert set(_fields(cfg).values()) == {"default"}
     assert {"inception_fid", "vgg19"} <= set(asked)
     assert "RANDOMLY" not in capsys.readouterr().err
+
+
+def test_pretrained_auto_fetches_only_what_the_callback_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callback's networks follow its metrics and options: LPIPS on SqueezeNet needs that trunk alone."""
+    import percep_lightning.backbones as backbones
+
+    asked: list[str] = []
+    monkeypatch.setattr(backbones, "fetch", lambda name, **kwargs: asked.append(name) or tmp_path / name)
+    overrides = [
+        "callbacks.image_metrics.metrics=[psnr,lpips]",
+        "callbacks.image_metrics.options.lpips.net=squeeze",
+        "loss.weights.perceptual=0",  # no VGG for the loss either
+    ]
+    cfg = _compose(["pretrained=auto", *overrides], tmp_path)
+    assert train.resolve_pretrained(cfg) is True
+    assert asked == ["squeezenet1_1"]
 
 
 def test_pretrained_true_and_false(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

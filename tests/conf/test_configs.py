@@ -160,11 +160,48 @@ def test_every_callback_instantiates(tmp_path: Path) -> None:
 
     from percep_lightning.callbacks import ImageGridCallback, ImageMetricsCallback
 
-    cfg = _compose(
-        ["callbacks.image_metrics.weights=null", "callbacks.image_metrics.vgg_weights=null"], tmp_path
-    )
+    cfg = _compose(["callbacks.image_metrics.weights=null"], tmp_path)
     callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
     assert isinstance(callbacks["image_metrics"], ImageMetricsCallback)
     assert isinstance(callbacks["image_grid"], ImageGridCallback)
     assert callbacks["image_grid"].keys == ("lr", "preds", "target")
     assert all(isinstance(c, pl.Callback) for c in callbacks.values())
+    assert callbacks["image_metrics"].metric_names == ("fid", "is", "cfsd", "psnr", "ssim")
+
+
+def test_the_image_metrics_preset_spells_out_the_registry(tmp_path: Path) -> None:
+    """The packaged preset lists every option of the registry with its default, every role and every network,
+    so that each can be overridden without ``+`` (and cannot drift from the registry)."""
+    from percep_lightning.callbacks.image_metrics import DEFAULT_KEYS
+    from percep_lightning.metrics.registry import METRICS, NETWORKS, SHARED_OPTIONS
+
+    node = _compose([], tmp_path).callbacks.image_metrics
+    options = OmegaConf.to_container(node.options)
+    assert {key: options.pop(key) for key in SHARED_OPTIONS} == dict(SHARED_OPTIONS)
+    assert options == {name: dict(spec.defaults) for name, spec in METRICS.items() if spec.defaults}
+    assert OmegaConf.to_container(node["keys"]) == dict(DEFAULT_KEYS)
+    assert set(node.weights) == set(NETWORKS) and set(node.weights.values()) == {"default"}
+    assert node.real_stats is True
+
+
+def test_image_metrics_overrides_reach_the_callback(tmp_path: Path) -> None:
+    from percep_lightning.callbacks import ImageMetricsCallback
+
+    overrides = [
+        "callbacks.image_metrics.metrics=[psnr,lpips]",
+        "callbacks.image_metrics.options.psnr.crop_border=4",
+        "callbacks.image_metrics.options.lpips.net=squeeze",
+        "callbacks.image_metrics.keys.target=hr",
+        "callbacks.image_metrics.weights.squeezenet1_1=null",
+        "callbacks.image_metrics.real_stats=false",
+    ]
+    callback = instantiate(_compose(overrides, tmp_path).callbacks.image_metrics)
+    assert isinstance(callback, ImageMetricsCallback)
+    assert callback.metric_names == ("psnr", "lpips") and callback.keys["target"] == "hr"
+    assert not callback.cache_real_stats
+    with pytest.raises(Exception, match=r"`options\['psnr'\]\['crop_border'\]` to be >= 0"):
+        instantiate(
+            _compose(
+                ["callbacks.image_metrics.options.psnr.crop_border=-1"], tmp_path
+            ).callbacks.image_metrics
+        )

@@ -129,7 +129,6 @@ def test_installed_wheel_serves_the_presets_to_a_users_app(installed: Path, tmp_
         "loss.weights.perceptual=0.5",  # a term weight
         "loss.terms.perceptual.weights=null",  # the backbone file of a term: random weights here
         "callbacks.weights=null",
-        "callbacks.vgg_weights=null",
     )
     assert Path(out["package"]).is_relative_to(installed), out["package"]
     assert Path(out["plugin"]).is_relative_to(installed), out["plugin"]
@@ -147,7 +146,6 @@ def test_installed_zero_weight_term_needs_no_backbone(installed: Path, tmp_path:
         tmp_path / "app",
         "loss.weights.perceptual=0",
         "callbacks.weights=null",
-        "callbacks.vgg_weights=null",
         https_proxy="http://127.0.0.1:9",  # any download attempt fails at once, even with network
         HTTPS_PROXY="http://127.0.0.1:9",
     )
