@@ -91,12 +91,15 @@ def build_kid_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contend
         from percep_lightning.callbacks import ImageMetricsCallback
 
         rig = EpochRig(cfg, assets)
-        kid = {"kid_subsets": cfg.kid_subsets, "kid_subset_size": cfg.fid_images}
+        options = {
+            "is": {"splits": cfg.is_splits},
+            "kid": {"subsets": cfg.kid_subsets, "subset_size": cfg.fid_images},
+        }
         last: dict[str, list[Tensor]] = {}
 
         def ours_run() -> dict[str, float]:
             callback = ImageMetricsCallback(
-                metrics=("fid", "is", "kid"), weights=rig.weights, is_splits=cfg.is_splits, **kid
+                metrics=("fid", "is", "kid"), weights={"inception": rig.weights}, options=options
             )
             phases, last["ours"] = rig.ours(env, callback)
             return phases
@@ -194,7 +197,7 @@ def build_lpips_callback(cfg: Config, assets: Assets) -> Callable[[Env], list[Co
         module = _pairs_module_class()()
         root = str(assets.root / "lightning")
         last: dict[str, list[Tensor]] = {}
-        callback = ImageMetricsCallback(metrics=("lpips",), lpips_weights=weights)
+        callback = ImageMetricsCallback(metrics=("lpips",), weights={"alexnet": weights})
         ours_trainer = _trainer(env, [callback], root)
         callback.setup(ours_trainer, module, "validate")  # builds the network outside the timer
         bare = _bare_lpips_callback(LPIPSLoss("alex", weights=weights, reduction="none").to(env.device))

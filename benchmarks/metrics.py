@@ -236,7 +236,11 @@ def build_epoch(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]]
         last: dict[str, list[Tensor]] = {}
 
         def ours_run() -> dict[str, float]:
-            callback = ImageMetricsCallback(metrics=("fid", "is"), weights=weights, is_splits=cfg.is_splits)
+            callback = ImageMetricsCallback(
+                metrics=("fid", "is"),
+                weights={"inception": weights},
+                options={"is": {"splits": cfg.is_splits}},
+            )
             phases, last["ours"] = rig.ours(env, callback)
             return phases
 
