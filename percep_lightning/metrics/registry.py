@@ -160,6 +160,13 @@ class MetricSpec:
     requires: tuple[str, ...] = ()
     combine: Callable[[Mapping[str, float]], float] | None = None
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A registry entry is pickled by name (its builders and bounds are closures and lambdas), so a callback
+        # holding entries reaches the processes `ddp_spawn` starts; other entries pickle as dataclasses.
+        if METRICS.get(self.name) is self:
+            return _registered, (self.name,)
+        return super().__reduce_ex__(protocol)
+
     @property
     def logged(self) -> tuple[str, ...]:
         """The names of its values: :attr:`logs`, or just its name."""
@@ -337,6 +344,12 @@ _ROWS = (
 
 METRICS: Mapping[str, MetricSpec] = {spec.name: spec for spec in _ROWS}
 """Every named metric, by name."""
+
+
+def _registered(name: str) -> MetricSpec:
+    """The registry entry ``name`` (what a pickled entry becomes again)."""
+    return METRICS[name]
+
 
 PRESETS: Mapping[str, tuple[str, ...]] = {
     "lpips": ("lpips",),

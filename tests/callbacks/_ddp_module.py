@@ -84,7 +84,9 @@ class Recorder(Callback):
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         self.values: dict[int, dict[str, float]] = {}
-        self.real_forwarded: dict[int, int] = {}  # real images run through Inception so far, per epoch
+        self.real_forwarded: dict[
+            int, int
+        ] = {}  # real images run through a feature network so far, per epoch
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
@@ -106,6 +108,16 @@ def loaders(n_val: int, batch_size: int = 2) -> tuple[DataLoader, DataLoader]:
     return train, val
 
 
+def validation_outputs(
+    n_val: int, batch_size: int = 2, module: type[TinyModule] = TinyModule
+) -> dict[str, torch.Tensor]:
+    """Every ``validation_step`` output of :func:`fit`'s validation set, concatenated in dataset order."""
+    model = module()
+    with torch.no_grad():
+        outputs = [model.validation_step(batch, i) for i, batch in enumerate(loaders(n_val, batch_size)[1])]
+    return {key: torch.cat([out[key] for out in outputs]) for key in outputs[0]}
+
+
 def fit(
     callback_kwargs: dict[str, Any],
     root: str,
@@ -120,7 +132,7 @@ def fit(
 ) -> Recorder:
     """Fit ``module`` (:class:`TinyModule`) with an :class:`ImageMetricsCallback`; returns the recorder."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*FID statistics from .* samples.*")
+    warnings.filterwarnings("ignore", message=".*FI?D statistics from .* samples.*")
     recorder = Recorder(record_to)
     trainer = Trainer(
         accelerator="cpu",

@@ -10,7 +10,7 @@ from _ddp_module import StyleModule, fit
 
 METRICS = (
     "val/fid", "val/is", "val/is_std", "val/kid", "val/kid_std", "val/cfsd", "val/psnr", "val/ssim",
-    "val/lpips", "val/artfid", "val/artfid_fid", "val/artfid_lpips",
+    "val/lpips", "val/artfid", "val/fid_art", "val/lpips_content",
 )  # fmt: skip
 
 
@@ -28,17 +28,19 @@ def test_two_processes_log_what_one_process_logs(
     """
     kwargs = {
         "metrics": ("fid", "is", "kid", "cfsd", "psnr", "ssim", "lpips", "artfid"),
-        "weights": str(inception_weights),
-        "vgg_weights": str(torchvision_weights("vgg19")),
-        "content_key": "content",
-        "style_key": "style",
-        "is_splits": 3,
-        "kid_subsets": 20,
-        "kid_subset_size": 4,
-        "lpips_weights": str(torchvision_weights("alexnet")),
-        "art_inception_weights": str(art_inception_weights),
-        "art_lpips_weights": str(torchvision_weights("alexnet")),
-        "art_resize": 75,
+        "keys": {"content": "content", "style": "style"},
+        "options": {
+            "is": {"splits": 3},
+            "kid": {"subsets": 20, "subset_size": 4},
+            "lpips_content": {"resize": 75},
+            "fid_art": {"resize": 75},
+        },
+        "weights": {
+            "inception": str(inception_weights),
+            "vgg19": str(torchvision_weights("vgg19")),
+            "alexnet": str(torchvision_weights("alexnet")),  # LPIPS and ArtFID's lpips_content
+            "art_inception": str(art_inception_weights),
+        },
     }
     ddp_dir = tmp_path / "ddp"
     ddp_dir.mkdir()
@@ -55,9 +57,11 @@ def test_two_processes_log_what_one_process_logs(
     )
     ranks = [json.loads((ddp_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["values"] == ranks[1]["values"]  # every process logs the same keys and values
-    # rank 0 holds samples 0, 2, 4, 6 and rank 1 samples 1, 3, 5 plus a repeat of 0 that is not counted;
-    # the second epoch reuses the cached real statistics on both
-    assert [r["real_forwarded"] for r in ranks] == [{"0": 4, "1": 4}, {"0": 3, "1": 3}]
+    # rank 0 holds samples 0, 2, 4, 6 and rank 1 samples 1, 3, 5 plus a repeat of 0 that is not counted. Real
+    # images forwarded (cumulative): in epoch 0 the target images through the FID Inception (FID, KID) and the
+    # style images through the art Inception (fid_art); the second epoch reuses the cached real statistics
+    # and features of FID and KID on both, and forwards the style images again (fid_art has no cache)
+    assert [r["real_forwarded"] for r in ranks] == [{"0": 4 + 4, "1": 8 + 4}, {"0": 3 + 3, "1": 6 + 3}]
 
     # One process, one thread like each DDP process (float32 convolutions depend on the thread count).
     threads = torch.get_num_threads()
@@ -69,7 +73,7 @@ def test_two_processes_log_what_one_process_logs(
     finally:
         torch.set_num_threads(threads)
 
-    assert set(single.values) == {0, 1} and single.real_forwarded == {0: 7, 1: 7}
+    assert set(single.values) == {0, 1} and single.real_forwarded == {0: 7 + 7, 1: 14 + 7}
     for epoch, values in single.values.items():
         assert set(values) == set(METRICS)
         for key in METRICS:

@@ -8,6 +8,7 @@ the real-statistics store) is what is under test; the maths has its parity tests
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -431,6 +432,8 @@ def test_every_name_of_the_registry_is_accepted(name):
     assert callback.metric_names[0] == name
     # a derived metric brings the metrics it combines, logged under their own names
     assert callback.metric_names[1:] == METRICS[name].requires
+    # `ddp_spawn` pickles the callback to send it to its processes
+    assert pickle.loads(pickle.dumps(callback)).metric_names == callback.metric_names
 
 
 def test_names_only_evaluate_knew_before(tmp_path, photos):
