@@ -94,6 +94,7 @@ def make_plan(
         WeightsUnavailableError: when default weights are neither cached nor downloadable.
     """
     specs, user = _metrics(metrics, preset)
+    check_weights_names(weights)
     plan = Plan(specs, user, _options(specs, options), dict(folders))
     plan.target_stats = _check_folders_given(plan)
     plan.listed = {
@@ -166,7 +167,8 @@ def _options(
 
 def _check_folders_given(plan: Plan) -> tuple[Tensor, Tensor] | None:
     """Check every metric has its folder; load TARGET statistics when TARGET is an ``.npz`` file."""
-    for name in plan.names:
+    derived_last = sorted(plan.names, key=lambda name: plan.kind(name) == "derived")
+    for name in derived_last:
         for role in plan.specs[name].roles[1:] if name in plan.specs else ("target",):
             if plan.folders[role] is None:
                 what = (
@@ -212,7 +214,7 @@ def _check_counts(plan: Plan) -> None:
                 continue
             n = len(plan.listed[role])
             if n < least:
-                why = f" (one per split, the `splits` option of is: {least})" if name == "is" else ""
+                why = f" (one per split, --is-splits {least})" if name == "is" else ""
                 raise EvaluationError(
                     f"{name} needs at least {least} images in {FLAGS[role]}{why}, but it holds {n}."
                 )

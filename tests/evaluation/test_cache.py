@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import save_images
 
+from percep_lightning.backbones import FIDInceptionV3
 from percep_lightning.evaluation import evaluate_report
-from percep_lightning.metrics import _images
 from percep_lightning.metrics.stats_io import CACHE_FILE_PREFIX, read_cached_stats
 
 pytestmark = pytest.mark.filterwarnings(
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.filterwarnings(
 def counted_forwards(monkeypatch):
     """The number of images each Inception forward of the evaluation receives."""
     calls: list[int] = []
-    original = _images.inception_forward
+    original = FIDInceptionV3.forward
 
-    def counting(backbone, images, *args, **kwargs):
+    def counting(self, images):
         calls.append(int(images.shape[0]))
-        return original(backbone, images, *args, **kwargs)
+        return original(self, images)
 
-    monkeypatch.setattr(_images, "inception_forward", counting)
+    monkeypatch.setattr(FIDInceptionV3, "forward", counting)
     return calls
 
 

@@ -103,7 +103,7 @@ def test_kid_needs_two_images_per_folder_and_a_target_folder(tmp_path, photos, c
 
     np.savez(tmp_path / "stats.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "stats.npz"), "--preset", "gan"]) == 2
-    assert "kid need a folder of images (only fid works from statistics)" in capsys.readouterr().err
+    assert "kid needs a folder of images (only fid works from statistics)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--kid-subsets", "0"), ("--kid-subset-size", "-1")])

@@ -123,7 +123,7 @@ def test_bad_input_exits_with_status_2_and_writes_nothing(tmp_path, capsys):
         ((pred, "--metrics", "fid_style", "--content", target), r"Metric 'fid_style' needs --style"),
         (
             (pred, target, "--metrics", "fid", "--weights", "inception=" + str(tmp_path / "no.pth")),
-            r"not found",
+            r"no file at .*no\.pth",
         ),
         ((pred, target, "--metrics", "psnr", "--weights", "incepton=x"), r"Unknown weights name 'incepton'"),
         (
