@@ -224,14 +224,9 @@ def resolve_weights(plan: Plan, given: Mapping[str, Any]) -> tuple[dict[str, Any
     """``{name: path or None}`` for the networks the metrics need, and what the JSON records of them."""
     from importlib import resources
 
-    from percep_lightning.backbones.weights import WEIGHTS, fetch_all
+    from percep_lightning.backbones.weights import fetch_all
 
-    known = sorted({*WEIGHTS, *WEIGHTS_ALIASES})
-    for name in given:
-        if WEIGHTS_ALIASES.get(name, name) not in WEIGHTS:
-            raise EvaluationError(
-                f"Unknown weights name {name!r} in --weights; expected some of {', '.join(known)}."
-            )
+    check_weights_names(given)
     needed = list(dict.fromkeys(w for spec in plan.specs.values() for w in _weights_of(spec, plan.options)))
     overrides: dict[str, Any] = {}
     for name, value in given.items():
@@ -254,6 +249,18 @@ def resolve_weights(plan: Plan, given: Mapping[str, Any]) -> tuple[dict[str, Any
             lin = resources.files("percep_lightning.backbones.lpips_weights") / f"{net}.pth"
             record[f"lpips_{net}_lin"] = {"file": f"v0.1/{net}.pth", "path": str(lin)}
     return resolved, record
+
+
+def check_weights_names(given: Mapping[str, Any]) -> None:
+    """Raise an EvaluationError for a ``--weights`` name that names no network (listing the known ones)."""
+    from percep_lightning.backbones.weights import WEIGHTS
+
+    known = sorted({*WEIGHTS, *WEIGHTS_ALIASES})
+    for name in given:
+        if WEIGHTS_ALIASES.get(name, name) not in WEIGHTS:
+            raise EvaluationError(
+                f"Unknown weights name {name!r} in --weights; expected some of {', '.join(known)}."
+            )
 
 
 def _lpips_net(spec: MetricSpec, options: Mapping[str, Mapping[str, Any]]) -> str | None:
