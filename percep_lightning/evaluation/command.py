@@ -263,10 +263,13 @@ def add_stats_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentP
 
 @contextlib.contextmanager
 def _short_warnings() -> Iterator[None]:
-    """Print each distinct warning once, as ``warning: message`` (no source line)."""
+    """Print each distinct warning once, as ``warning: message`` (no source line), on rank zero only under
+    ``torchrun`` (every process runs the same checks and would repeat it)."""
+    rank_zero = int(os.environ.get("RANK", "0")) == 0
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        print(f"warning: {message}", file=sys.stderr)
+        if rank_zero:
+            print(f"warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.simplefilter("once")

@@ -114,3 +114,17 @@ def test_list_metrics_prints_every_registry_name():
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == list(registry.METRICS)
     assert all(len(line.split(": ", 1)[1]) > 5 for line in lines)
+
+
+def test_warnings_are_printed_on_rank_zero_only(photo_folders, monkeypatch, capsys):
+    from percep_lightning.cli import main
+
+    pred_dir, target_dir = photo_folders(2, 48)
+    args = ["evaluate", str(pred_dir), str(target_dir), "--metrics", "lpips", "--weights", "alexnet=random"]
+    args += ["--no-progress", "--num-workers", "0"]
+    monkeypatch.setenv("RANK", "0")
+    assert main(args) == 0
+    assert "warning: alexnet backbone built with random weights" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    assert main(args) == 0
+    assert "warning:" not in capsys.readouterr().err
