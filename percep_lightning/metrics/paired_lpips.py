@@ -38,6 +38,8 @@ class LPIPS(HoldsFrozen, PerImageMean):
             ``torchvision.transforms.Resize(resize)`` on the 8-bit Pillow image (StyleID reads its images
             so, with 512); ``None`` (default) keeps their size.
         grey: compare Pillow-grey versions of the (resized) images (StyleID's ``LPIPS_gray``).
+        input_range: the range of float images: ``(0, 1)`` (default) or ``(-1, 1)``, the ``lpips`` package's
+            own convention (mapped with ``(x + 1) / 2``); ``uint8`` images are always [0, 255].
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -70,9 +72,13 @@ class LPIPS(HoldsFrozen, PerImageMean):
         weights: WeightsArg = "default",
         resize: int | None = None,
         grey: bool = False,
+        input_range: tuple[float, float] = (0.0, 1.0),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if tuple(input_range) not in ((0.0, 1.0), (-1.0, 1.0)):
+            raise ValueError(f"Expected `input_range` to be (0, 1) or (-1, 1), but got {tuple(input_range)}.")
+        self.input_range = (float(input_range[0]), float(input_range[1]))
         if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 1):
             raise ValueError(f"Expected `resize` to be None or a positive integer, but got {resize!r}.")
         if not isinstance(grey, bool):
@@ -89,6 +95,8 @@ class LPIPS(HoldsFrozen, PerImageMean):
 
     def per_image(self, preds: Tensor, target: Tensor) -> Tensor:
         """Each pair's LPIPS distance, ``(N,)``."""
+        if self.input_range == (-1.0, 1.0):
+            preds, target = (x if x.dtype == torch.uint8 else (x + 1) / 2 for x in (preds, target))
         preds_f, target_f = _unit_float_pair(preds, target)
         if self.resize is not None or self.grey:
             preds_f, target_f = (self._styleid_view(x) for x in (preds_f, target_f))

@@ -174,3 +174,16 @@ def test_argument_errors(data) -> None:
         lpips.update(preds.float(), torch.full_like(target, float("nan")).float())
     with pytest.raises(TypeError, match=r"`preds` to be uint8 in \[0, 255\] or floating point in \[0, 1\]"):
         lpips.update(preds.int(), target.int())
+
+
+def test_lpips_metric_takes_the_lpips_packages_minus_one_to_one_range(torchvision_weights, photos):
+    from percep_lightning.metrics import LPIPS
+
+    weights = torchvision_weights("alexnet")
+    x, y = photos(2, 48), photos(4, 48)[2:]
+    unit, signed = LPIPS(weights=weights), LPIPS(weights=weights, input_range=(-1, 1))
+    unit.update(x, y)
+    signed.update(2 * x - 1, 2 * y - 1)
+    assert float(signed.compute()) == pytest.approx(float(unit.compute()), rel=1e-6)
+    with pytest.raises(ValueError, match=r"Expected `input_range` to be \(0, 1\) or \(-1, 1\), but got \(0, 255\)"):
+        LPIPS(weights=None, input_range=(0, 255))
