@@ -18,42 +18,29 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import Metric
 
-from percep_lightning.callbacks.metric_set import DEFAULT_METRICS, MetricSet
-from percep_lightning.callbacks.real_stats import (
-    RealStats,
-    RealStatsStore,
-    qualname,
-    real_stats_key,
-    weights_digest,
+from percep_lightning.callbacks.arguments import (
+    check_role_keys,
+    check_weights,
+    resolve_keys,
+    weights_by_network,
 )
+from percep_lightning.callbacks.metric_set import DEFAULT_METRICS, MetricSet
 from percep_lightning.callbacks.sample_plan import SamplePlan, plan_samples
+from percep_lightning.callbacks.stats_cache import CachedEpoch, RealStatsCache
 from percep_lightning.callbacks.step_outputs import Extractor, extract_images
-from percep_lightning.functional.fid import feature_statistics, feature_sums
 from percep_lightning.functional.inputs import check_int
 from percep_lightning.metrics._images import to_uint8
-from percep_lightning.metrics.feeding import synced_compute
-from percep_lightning.metrics.fid import FrechetInceptionDistance
-from percep_lightning.metrics.kid import KernelInceptionDistance
-from percep_lightning.metrics.registry import NETWORKS
 
 STAGES = {"validate": "val", "test": "test"}
-DEFAULT_KEYS: Mapping[str, str | None] = {
-    "preds": "preds",
-    "target": "target",
-    "content": None,
-    "style": None,
-}
-"""The step-output key of each image role (``content`` ``None``: the ``target`` key)."""
 
 
 @dataclass
@@ -62,10 +49,8 @@ class _Epoch:
 
     stage: str
     plan: SamplePlan
+    cache: CachedEpoch = field(default_factory=CachedEpoch)
     seen: int = 0
-    real_key: str | None = None  # the real-statistics key when caching is on this epoch
-    cached_real: bool = False  # FID's and KID's real sides fixed from the store
-    fingerprint: Tensor | None = None
 
 
 class ImageMetricsCallback(Callback):
@@ -180,9 +165,9 @@ class ImageMetricsCallback(Callback):
         super().__init__()
         self._set = MetricSet(metrics, options)
         self.metric_names = self._set.names
-        self.keys = _resolve_keys(keys)
-        _check_role_keys(self._set, self.keys)
-        _check_weights(weights)
+        self.keys = resolve_keys(keys)
+        check_role_keys(self._set, self.keys)
+        check_weights(weights)
         check_int(every_n_epochs, "every_n_epochs", minimum=1)
         check_int(dataloader_idx, "dataloader_idx", minimum=0)
         if extractor is not None and not callable(extractor):
@@ -200,20 +185,15 @@ class ImageMetricsCallback(Callback):
         self.prefix = prefix
         self.prog_bar = bool(prog_bar)
         self.dataloader_idx = dataloader_idx
-        self.cache_real_stats = real_stats is not False
         if max_samples is not None:
             check_int(max_samples, "max_samples", minimum=max(self._set.min_images()[0], 1))
 
         self._metrics: dict[str, Metric] = {}  # built in `setup` (after DDP processes are spawned)
-        self._inception: Any = None
-        folder = None if isinstance(real_stats, bool) else real_stats
-        self._store = RealStatsStore(folder)
-        self._caching_disabled = False
+        self._cache = RealStatsCache(real_stats, self._warn_once)
         self._epoch: _Epoch | None = None
         self._check_only = False
         self._real_forwarded = 0
         self._warned: set[str] = set()
-        self._weights_digest: str | None = None
 
     # ------------------------------------------------------------------ public state
 
@@ -234,7 +214,7 @@ class ImageMetricsCallback(Callback):
     @property
     def real_stats_cached(self) -> bool:
         """Whether real-image statistics are held for reuse."""
-        return self._store.entry is not None
+        return self._cache.store.entry is not None
 
     @property
     def real_images_forwarded(self) -> int:
@@ -243,25 +223,25 @@ class ImageMetricsCallback(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The key and file of the cached real statistics (not the statistics themselves)."""
-        return self._store.state_dict()
+        return self._cache.store.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._store.load_state_dict(state_dict)
+        self._cache.store.load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._store.set_run_directory(os.path.join(trainer.log_dir or trainer.default_root_dir, "real_stats"))
+        self._cache.store.set_run_directory(
+            os.path.join(trainer.log_dir or trainer.default_root_dir, "real_stats")
+        )
         self._warned.clear()
         if self._metrics:
             return
         with self._warnings_once():
-            context = self._set.build(_weights_by_network(self.weights))
+            context = self._set.build(weights_by_network(self.weights))
         self._metrics = self._set.metrics()
-        self._inception = context.networks.get("inception")
-        caching = self._inception is not None and self._caching_metrics() and self.cache_real_stats
-        if caching and trainer.is_global_zero:  # hashing the weights is cached per file or module: once, here
-            self._weights_digest = weights_digest(self._inception_weights(), self._inception)
+        registry = {name: self._metrics[name] for name in self._set.registry_names(("fid", "kid"))}
+        self._cache.setup(registry, context.networks.get("inception"), self._inception_weights(), trainer)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module, "val")
@@ -290,7 +270,7 @@ class ImageMetricsCallback(Callback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        self._store.persist(trainer.is_global_zero)
+        self._cache.store.persist(trainer.is_global_zero)
 
     # ------------------------------------------------------------------ epoch steps
 
@@ -316,20 +296,16 @@ class ImageMetricsCallback(Callback):
         if trainer.sanity_checking:
             self._check_only = True
             return
-        epoch = _Epoch(stage, plan)
         self._set.start(pl_module.device)
-        if self._caching_metrics():
-            epoch.fingerprint = torch.zeros(3, dtype=torch.long, device=pl_module.device)
-            fid = self._metrics.get("fid")
-            if isinstance(fid, FrechetInceptionDistance):
-                fid.clear_real_statistics()
-            if self._cache_allowed(plan):
-                key = self._real_key(trainer, loader, stage) if trainer.is_global_zero else None
-                epoch.real_key = trainer.strategy.broadcast(key, src=0)
-                found = self._store.lookup(epoch.real_key, trainer)
-                if found is not None and (found.features is not None or "kid" not in self._metrics):
-                    self._restore_real(found, trainer)
-                    epoch.cached_real = True
+        limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
+        key_options = {
+            "quantize": self._set.quantize,
+            "max_samples": self.max_samples,
+            "limit_batches": str(limit),
+            "target": self.keys["target"],
+            "extractor": self.extractor,
+        }
+        epoch = _Epoch(stage, plan, self._cache.begin(trainer, loader, plan, pl_module.device, key_options))
         self._epoch = epoch
 
     def _batch(self, pl_module: LightningModule, outputs: Any, batch: Any, dataloader_idx: int) -> None:
@@ -349,10 +325,11 @@ class ImageMetricsCallback(Callback):
         if keep == 0:
             return
         images = {role: x[:keep] for role, x in images.items()}
-        if epoch.fingerprint is not None:
-            target = to_uint8(images["target"], self._key_of("target"), self._set.quantize)
-            epoch.fingerprint += _checksum(target).to(epoch.fingerprint.device)
-        fixed = [name for name in ("fid", "kid") if epoch.cached_real and name in self._metrics]
+        if epoch.cache.fingerprint is not None:
+            self._cache.see_targets(
+                epoch.cache, to_uint8(images["target"], self._key_of("target"), self._set.quantize)
+            )
+        fixed = list(self._cache.metrics) if epoch.cache.reused else []
         self._real_forwarded += self._set.update(images, positions.to(pl_module.device), fixed_real=fixed)
 
     def _end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -404,11 +381,6 @@ class ImageMetricsCallback(Callback):
             keys.setdefault(self._key_of(role), self._describe(role).split("=")[0].strip("`"))
         return keys
 
-    def _caching_metrics(self) -> list[str]:
-        """The requested metrics whose real side the store can hold (FID, KID on the target images)."""
-        entries = self._set.entries
-        return [name for name in ("fid", "kid") if name in entries and _registry_name(entries[name]) == name]
-
     def _check_capacity(self, trainer: Trainer, loader: Any, plan: SamplePlan, stage: str) -> None:
         """Raise a ValueError when the epoch cannot hold enough images for every metric."""
         available = plan.dataset_len
@@ -449,83 +421,16 @@ class ImageMetricsCallback(Callback):
             return loaders[self.dataloader_idx]
         return loaders
 
-    def _cache_allowed(self, plan: SamplePlan) -> bool:
-        if not self.cache_real_stats or self._caching_disabled:
-            return False
-        if plan.shuffled and plan.keep is not None:
-            self._warn_once(
-                "ImageMetricsCallback: the evaluation sampler shuffles and `max_samples` keeps a subset, so the real "
-                "images change every epoch; their statistics are not cached."
-            )
-            return False
-        return True
-
     def _inception_weights(self) -> Any:
         weights = self.weights
         return weights.get("inception", "default") if isinstance(weights, Mapping) else weights
 
-    def _real_key(self, trainer: Trainer, loader: Any, stage: str) -> str:
-        inception = self._inception
-        target = (
-            self.keys["target"]
-            if self.extractor is None
-            else f"{self.keys['target']} of {qualname(self.extractor)}"
-        )
-        limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
-        options = {
-            "resize": inception.resize,
-            "quantize": self._set.quantize,
-            "max_samples": self.max_samples,
-            "limit_batches": str(limit),
-            "target": target,
-        }
-        return real_stats_key(
-            weights=self._weights_digest or weights_digest(self._inception_weights(), inception),
-            dataset=getattr(loader, "dataset", None),
-            options=options,
-        )
-
-    def _restore_real(self, found: RealStats, trainer: Trainer) -> None:
-        """Fix the real sides of FID and KID from the store (KID: this process's share of the features)."""
-        fid = self._metrics.get("fid")
-        if isinstance(fid, FrechetInceptionDistance):
-            fid.set_real_statistics(found.mu, found.sigma, found.num_samples)
-        kid = self._metrics.get("kid")
-        if isinstance(kid, KernelInceptionDistance) and found.features is not None:
-            # each process adds every world_size-th row with its position, so the gather holds each once
-            rows = torch.arange(int(trainer.global_rank), found.features.shape[0], int(trainer.world_size))
-            kid.update_features(found.features[rows].to(kid.device), real=True, indices=rows.to(kid.device))
-
     def _compute(self, trainer: Trainer, epoch: _Epoch) -> dict[str, Tensor]:
         """Every metric's logged values, each from one synchronisation; fresh real statistics go to the store."""
         fresh: dict[str, Any] = {}
-
-        def compute_one(name: str, metric: Metric) -> Any:
-            if name in self._caching_metrics() and epoch.real_key is not None and not epoch.cached_real:
-                return _compute_keeping_real(metric, fresh)
-            return synced_compute(metric)
-
-        values = self._set.compute(compute_one)
-        if epoch.real_key is not None:
-            fingerprint = trainer.strategy.reduce(epoch.fingerprint, reduce_op="sum").cpu()  # type: ignore[arg-type]
-            if epoch.cached_real:
-                self._check_fingerprint(trainer, fingerprint)
-            else:
-                self._store.remember(_real_stats(epoch.real_key, fresh, fingerprint.tolist()), trainer)
+        values = self._set.compute(lambda name, metric: self._cache.compute(name, metric, epoch.cache, fresh))
+        self._cache.end(trainer, epoch.cache, fresh)
         return values
-
-    def _check_fingerprint(self, trainer: Trainer, fingerprint: Tensor) -> None:
-        """Switch caching off when the target images differ from those the cached statistics came from."""
-        entry = self._store.entry
-        if entry is not None and not torch.equal(fingerprint, torch.as_tensor(entry.fingerprint)):
-            rank_zero_warn(
-                "ImageMetricsCallback: the target images differ from those the cached real FID statistics were "
-                f"computed from (e.g. random augmentation); epoch {trainer.current_epoch}'s FID/KID used the "
-                "cached statistics. Caching is switched off for the rest of this run; pass "
-                "`real_stats=False` if the evaluation set changes between epochs."
-            )
-            self._caching_disabled = True
-            self._store.forget()
 
     @contextlib.contextmanager
     def _warnings_once(self) -> Iterator[None]:
@@ -540,108 +445,3 @@ class ImageMetricsCallback(Callback):
         if message not in self._warned:
             self._warned.add(message)
             rank_zero_warn(message, category=category)
-
-
-def _compute_keeping_real(metric: Metric, fresh: dict[str, Any]) -> Any:
-    """``compute()`` of FID or KID on synchronised states, keeping their real side in ``fresh`` for the store."""
-    with metric.sync_context(dist_sync_fn=metric.dist_sync_fn):
-        if isinstance(metric, FrechetInceptionDistance):
-            mu, sigma, n = metric.real_statistics()
-            metric.set_real_statistics(mu, sigma, n)  # compute() below reuses them instead of rebuilding them
-            fresh.update(mu=mu.detach().cpu(), sigma=sigma.detach().cpu(), num_samples=int(n))
-        elif isinstance(metric, KernelInceptionDistance):
-            fresh["features"] = metric.ordered_features(real=True).detach().cpu()
-        return metric.compute()
-
-
-def _real_stats(key: str, fresh: Mapping[str, Any], fingerprint: list[int]) -> RealStats:
-    """The store entry of an epoch; without FID its mean and covariance come from KID's features."""
-    features = fresh.get("features")
-    if "mu" in fresh:
-        mu, sigma, n = fresh["mu"], fresh["sigma"], fresh["num_samples"]
-    else:
-        total, outer, n = feature_sums(features.to(torch.float64))
-        mu, sigma = feature_statistics(total, outer, n)
-    return RealStats(key, mu, sigma, int(n), fingerprint, features)
-
-
-def _registry_name(entry: Any) -> str | None:
-    return entry.spec.name if entry.spec is not None else None
-
-
-def _resolve_keys(keys: Mapping[str, str | None] | None) -> dict[str, str | None]:
-    """The default keys updated with ``keys``, each role known and each key a string (or ``None``)."""
-    if keys is None:
-        return dict(DEFAULT_KEYS)
-    if not isinstance(keys, Mapping):
-        raise TypeError(f"Expected `keys` to be a mapping from role to key, but got {type(keys).__name__}.")
-    unknown = sorted(set(keys) - set(DEFAULT_KEYS))
-    if unknown:
-        raise ValueError(
-            f"Expected the roles in `keys` to be some of {tuple(DEFAULT_KEYS)}, but got {unknown}."
-        )
-    for role, key in keys.items():
-        if key is not None and not isinstance(key, str):
-            raise TypeError(f"Expected `keys[{role!r}]` to be a str or None, but got {type(key).__name__}.")
-    return {**DEFAULT_KEYS, **keys}
-
-
-def _check_role_keys(metric_set: MetricSet, keys: Mapping[str, str | None]) -> None:
-    """Raise a ValueError when a requested metric reads images whose key is ``None``."""
-    for name, entry in metric_set.entries.items():
-        for role in entry.roles:
-            if keys[role] is not None or (role == "content" and keys["target"] is not None):
-                continue
-            fix = (
-                "set `keys['content']` (or `keys['target']`)"
-                if role == "content"
-                else f"set `keys[{role!r}]`"
-            )
-            raise ValueError(f"Metric {name!r} needs {role} images: {fix}.")
-
-
-def _weights_by_network(weights: Any) -> dict[str, Any]:
-    """``weights`` as a mapping by network name: one value for every network, or the mapping given."""
-    if _by_network(weights):
-        return dict(weights)
-    return dict.fromkeys(NETWORKS, weights)
-
-
-def _check_weights(weights: Any) -> None:
-    """Raise unless ``weights`` is one value for every network or a mapping from network names to values."""
-    if not _by_network(weights):
-        _check_weights_value(weights, "`weights`")
-        return
-    unknown = sorted(str(name) for name in weights if name not in NETWORKS)
-    if unknown:
-        raise ValueError(
-            f"Expected the keys of `weights` to be network names of {NETWORKS}, but got {unknown}."
-        )
-    for name, value in weights.items():
-        _check_weights_value(value, f"`weights[{name!r}]`")
-
-
-def _check_weights_value(value: object, where: str) -> None:
-    if value is None or isinstance(value, (str, os.PathLike, nn.Module)):
-        return
-    if isinstance(value, Mapping) and _is_state_dict(value):
-        return
-    raise TypeError(
-        f'Expected {where} to be "default", a file path, None (random weights), a state dict or a built network, '
-        f"but got {type(value).__name__}."
-    )
-
-
-def _by_network(weights: Any) -> bool:
-    """Whether ``weights`` maps network names to weights (rather than being one state dict for every network)."""
-    return isinstance(weights, Mapping) and not _is_state_dict(weights)
-
-
-def _is_state_dict(value: Mapping[str, Any]) -> bool:
-    return bool(value) and all(isinstance(v, Tensor) for v in value.values())
-
-
-def _checksum(images: Tensor) -> Tensor:
-    """Order-independent int64 checksum of uint8 images: ``[count, sum, sum of squares]``."""
-    x = images.to(torch.long)
-    return torch.stack([torch.tensor(x.shape[0], device=x.device), x.sum(), (x * x).sum()])

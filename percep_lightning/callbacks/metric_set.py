@@ -192,6 +192,10 @@ class MetricSet:
                 entry.metric = build_metric(entry.spec, context, entry.options)  # type: ignore[arg-type]
         return context
 
+    def registry_names(self, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` that are logged under their own name as the registry entry of that name."""
+        return [n for n in names if n in self.entries and getattr(self.entries[n].spec, "name", None) == n]
+
     def metrics(self) -> dict[str, Metric]:
         """The built metrics by logged name (derived entries have none)."""
         return {name: entry.metric for name, entry in self.entries.items() if entry.metric is not None}

@@ -172,7 +172,7 @@ def test_every_callback_instantiates(tmp_path: Path) -> None:
 def test_the_image_metrics_preset_spells_out_the_registry(tmp_path: Path) -> None:
     """The packaged preset lists every option of the registry with its default, every role and every network,
     so that each can be overridden without ``+`` (and cannot drift from the registry)."""
-    from percep_lightning.callbacks.image_metrics import DEFAULT_KEYS
+    from percep_lightning.callbacks.arguments import DEFAULT_KEYS
     from percep_lightning.metrics.registry import METRICS, NETWORKS, SHARED_OPTIONS
 
     node = _compose([], tmp_path).callbacks.image_metrics
