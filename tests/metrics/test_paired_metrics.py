@@ -185,5 +185,7 @@ def test_lpips_metric_takes_the_lpips_packages_minus_one_to_one_range(torchvisio
     unit.update(x, y)
     signed.update(2 * x - 1, 2 * y - 1)
     assert float(signed.compute()) == pytest.approx(float(unit.compute()), rel=1e-6)
-    with pytest.raises(ValueError, match=r"Expected `input_range` to be \(0, 1\) or \(-1, 1\), but got \(0, 255\)"):
+    with pytest.raises(
+        ValueError, match=r"Expected `input_range` to be \(0, 1\) or \(-1, 1\), but got \(0, 255\)"
+    ):
         LPIPS(weights=None, input_range=(0, 255))
