@@ -38,8 +38,8 @@ class Outputs(NamedTuple):
 
 
 def reads_logits(metric: Metric) -> bool:
-    """Whether ``metric`` is fed logits (the Inception Score) rather than features."""
-    return isinstance(metric, InceptionScore)
+    """Whether ``metric`` is fed logits (the Inception Score, or any metric with only ``update_logits``)."""
+    return hasattr(metric, "update_logits") and not hasattr(metric, "update_features")
 
 
 def extractor_groups(metrics: Mapping[str, Metric]) -> list[tuple[Any, list[str]]]:
@@ -82,7 +82,10 @@ def feed(metrics: Iterable[Metric], outputs: Outputs, *, real: bool, indices: Te
     for metric in metrics:
         if reads_logits(metric):
             if real:
-                raise ValueError(f"{type(metric).__name__} scores generated images only, not real ones.")
+                raise ValueError(
+                    f"{type(metric).__name__} scores generated images only: expected `real=False` for it, but got "
+                    "`real=True`."
+                )
             metric.update_logits(outputs.logits, indices)  # type: ignore[operator]
         else:
             metric.update_features(outputs.features, real=real, indices=indices)  # type: ignore[operator]

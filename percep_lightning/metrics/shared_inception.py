@@ -15,7 +15,9 @@ from torchmetrics import Metric
 
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
 from percep_lightning.functional.inputs import Quantize
+from percep_lightning.metrics import feeding
 from percep_lightning.metrics._images import check_quantize, inception_forward
+from percep_lightning.metrics.feeding import Outputs
 
 __all__ = ["SharedInception"]
 
@@ -86,20 +88,13 @@ class SharedInception:
             ValueError: when real images are given to a logits consumer.
         """
         for metric in metrics:
-            if hasattr(metric, "update_features"):
-                metric.update_features(features.pool3, real=real)
-            elif hasattr(metric, "update_logits"):
-                if real:
-                    raise ValueError(
-                        f"{type(metric).__name__} scores generated images only: expected `real=False` for it, but "
-                        "got `real=True`."
-                    )
-                metric.update_logits(features.logits_unbiased, indices)
-            else:
+            if not (hasattr(metric, "update_features") or hasattr(metric, "update_logits")):
                 raise TypeError(
                     f"Expected every metric in `metrics` to have `update_features` or `update_logits`, but "
                     f"{type(metric).__name__} has neither."
                 )
+        outputs = Outputs(features.pool3, features.logits_unbiased)
+        feeding.feed(metrics, outputs, real=real, indices=indices)
 
     def update(
         self,
