@@ -381,6 +381,25 @@ class ImageMetricsCallback(Callback):
             keys.setdefault(self._key_of(role), self._describe(role).split("=")[0].strip("`"))
         return keys
 
+    def _epoch_batches(self, trainer: Trainer, loader: Any, stage: str) -> int | None:
+        """The batches a real evaluation epoch runs on this process (``None``: all of them, or unknown).
+
+        During the sanity check Lightning's count is the sanity steps, so the epoch's is worked out from the
+        batch limit (``limit_val_batches`` / ``limit_test_batches``: a count or a fraction) and the loader's
+        length, and a set too small for the metrics fails before the first training step.
+        """
+        if not trainer.sanity_checking:
+            batches = trainer.num_test_batches if stage == "test" else trainer.num_val_batches
+            if self.dataloader_idx < len(batches) and batches[self.dataloader_idx] != float("inf"):
+                return int(batches[self.dataloader_idx])
+            return None
+        limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return limit if not hasattr(loader, "__len__") else min(limit, len(loader))
+        if isinstance(limit, float) and limit < 1.0 and hasattr(loader, "__len__"):
+            return int(len(loader) * limit)
+        return None
+
     def _check_capacity(self, trainer: Trainer, loader: Any, plan: SamplePlan, stage: str) -> None:
         """Raise a ValueError when the epoch cannot hold enough images for every metric."""
         available = plan.dataset_len
@@ -391,12 +410,10 @@ class ImageMetricsCallback(Callback):
             return
         if self.max_samples is not None:
             available = min(available, self.max_samples)
-        batches = trainer.num_test_batches if stage == "test" else trainer.num_val_batches
         batch_size = getattr(loader, "batch_size", None)
-        if not trainer.sanity_checking and self.dataloader_idx < len(batches) and batch_size:
-            limit = batches[self.dataloader_idx]
-            if limit != float("inf"):
-                available = min(available, int(limit) * int(batch_size) * plan.world_size)
+        limit = self._epoch_batches(trainer, loader, stage)
+        if batch_size and limit is not None:
+            available = min(available, limit * int(batch_size) * plan.world_size)
         needed, name = self._set.min_images()
         if available < needed:
             what = "validation" if stage == "val" else "test"

@@ -430,6 +430,20 @@ def test_batch_limit_counts_towards_the_validation_set_size(tmp_path):
         ).fit(TinyModule(), train, val)
 
 
+@pytest.mark.parametrize("limit", [1, 0.25])
+def test_batch_limit_fails_in_the_sanity_check_before_any_training(tmp_path, limit):
+    """A batch limit too small for the metrics stops the run before the first training step, not after an epoch."""
+    model = TinyModule()
+    train, val = loaders(8)
+    trainer = _trainer(
+        tmp_path, [_callback(metrics=("is",), options={"is": {"splits": 6}})], limit_val_batches=limit,
+        num_sanity_val_steps=1,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"at least 6 validation images for metric 'is' .* holds 2"):
+        trainer.fit(model, train, val)
+    assert model.scale.item() == 1.0 and trainer.global_step == 0
+
+
 def test_prog_bar_and_test_stage(tmp_path):
     callback = _callback(metrics={"fd": _fd(), "is": "is"}, options={"is": {"splits": 2}}, prog_bar=True)
     trainer = _trainer(tmp_path, [callback])
