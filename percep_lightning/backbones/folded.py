@@ -7,14 +7,15 @@ map, so it folds into the convolution before it: ``w' = w * s`` and ``b' = beta 
 second full pass over every activation map (a tenth of the network's CPU time) disappears.
 
 The official tensors (``conv.weight``, ``bn.*``) stay the module's state and the only thing in its
-``state_dict``, so weight files load unchanged; the folded copies are non-persistent buffers rebuilt from
-them in float64 after every load and every cast (they follow moves and layout changes as any buffer).
-Values equal the unfolded network to the module dtype's round-off.
+``state_dict``, so weight files load unchanged; the folded copies are non-persistent buffers, so
+``module.to()`` moves them and changes their layout as any buffer. They are rebuilt from the official
+tensors, in float64, after every load (a load-state-dict post hook) and at the first forward after a cast
+(a block remembers the dtype it folded in: a float64 copy then has float64 accuracy, not a float32 fold
+widened). Values equal the unfolded network to the module dtype's round-off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -61,19 +62,22 @@ class ConvBN(nn.Module):
             nn.BatchNorm2d(cout, eps=eps),
         )
 
-    @torch.no_grad()
     def fold(self) -> None:
         """Rebuild the folded convolution from ``conv`` and ``bn`` (keeping their dtype, device and layout)."""
-        bn, weight = self.bn, self.conv.weight
-        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        folded = torch.empty_like(weight)  # same dtype, device and memory format as the convolution
-        folded.copy_(weight.double() * scale.view(-1, 1, 1, 1))
-        self.folded_weight = folded
-        self.folded_bias = (bn.bias.double() - bn.running_mean.double() * scale).to(weight.dtype)
+        # ordinary tensors even when the first forward after a cast runs under inference mode
+        with torch.inference_mode(False), torch.no_grad():
+            bn, weight = self.bn, self.conv.weight
+            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            folded = torch.empty_like(weight)  # same dtype, device and memory format as the convolution
+            folded.copy_(weight.double() * scale.view(-1, 1, 1, 1))
+            self.folded_weight = folded
+            self.folded_bias = (bn.bias.double() - bn.running_mean.double() * scale).to(weight.dtype)
         self.folded_dtype = weight.dtype
 
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
+        if self.folded_dtype != conv.weight.dtype:  # cast since the last fold
+            self.fold()
         y = F.conv2d(
             x, self.folded_weight, self.folded_bias, conv.stride, conv.padding, conv.dilation, conv.groups
         )
@@ -98,23 +102,14 @@ class FoldedBatchNorms(nn.Module):
     memory_format: LayoutArg = "auto"
 
     def refold(self) -> None:
-        """Rebuild every block's folded convolution (after a load; casts do it themselves)."""
+        """Rebuild every block's folded convolution (after a load; a block refolds itself after a cast)."""
         for module in self.modules():
             if isinstance(module, ConvBN):
                 module.fold()
 
     def watch_loads(self) -> None:
-        """Refold after every later ``load_state_dict``."""
-        self.register_load_state_dict_post_hook(lambda module, keys: module.refold())
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> Any:
-        # The folded buffers follow moves and layout changes themselves; a cast refolds from the official
-        # tensors instead (a float64 copy then has float64 accuracy, not a float32 fold widened).
-        result = super()._apply(fn, *args, **kwargs)
-        for module in self.modules():
-            if isinstance(module, ConvBN) and module.folded_dtype != module.conv.weight.dtype:
-                module.fold()
-        return result
+        """Refold after every later ``load_state_dict`` (casts refold at the next forward by themselves)."""
+        self.register_load_state_dict_post_hook(_refold_after_load)
 
     def in_layout(self, x: Tensor) -> Tensor:
         """``x`` in the network's dtype and layout for its device (weights converted once, on first use)."""
@@ -129,3 +124,9 @@ class FoldedBatchNorms(nn.Module):
                 self.to(memory_format=layout)
             weight = probe.folded_weight
         return x.to(weight.dtype).contiguous(memory_format=layout)
+
+
+def _refold_after_load(module: FoldedBatchNorms, incompatible_keys: object) -> None:  # noqa: ARG001
+    """The load-state-dict post hook of :meth:`FoldedBatchNorms.watch_loads` (a module-level function, so
+    that the network pickles)."""
+    module.refold()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -93,9 +93,8 @@ class TorchvisionFeatures(FrozenBackbone):
 
     ``forward`` returns a dict ``{name: feature map}`` in the order of ``layers``. A requested
     pre-activation (``conv*``) is kept intact: the ReLU right after it runs out of place, every other
-    ReLU stays in place as in torchvision. :meth:`walk_pair` runs a constant batch, then a batch with
-    autograd, handing each requested pair over as soon as the second map exists, so a loss can reduce it
-    before the next layer runs (and take over the ReLU and pooling after it).
+    ReLU stays in place as in torchvision. :meth:`named_layers` hands the layers over by name, for a
+    caller that runs them itself (after :meth:`prepare`).
 
     Args:
         arch: ``"vgg19"``, ``"vgg16"``, ``"alexnet"`` or ``"squeezenet1_1"``.
@@ -193,103 +192,18 @@ class TorchvisionFeatures(FrozenBackbone):
                 found[name] = x
         return {name: found[name] for name in self.layer_names}
 
-    def walk_pair(
-        self,
-        x: Tensor,
-        y: Tensor,
-        *,
-        consumed: Collection[str] = (),
-        fuse: Callable[[str, Tensor, Tensor, nn.MaxPool2d | None], Tensor] | None = None,
-    ) -> Iterator[tuple[str, Tensor, Tensor]]:
-        """Run ``y`` (under ``no_grad``), then ``x`` (with autograd) layer by layer, handing over each pair.
+    def named_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        """The trunk's layers in network order, each with its name from :data:`LAYER_NAMES`.
 
-        Yields ``(name, x_features, y_features)`` for each requested layer, in network order, as soon as
-        ``x``'s map exists, so a caller that reduces each pair on the spot (a feature distance) frees
-        ``x``'s side as it goes. ``y`` runs first, keeping only its requested maps (the same peak memory as
-        a caller that saves its maps for the backward; running the two passes one after the other is
-        faster on the CPU than interleaving them).
-
-        A requested layer named in ``consumed`` is a pair the caller uses up before it resumes the
-        iterator, which saves memory traffic:
-
-        * its ``y_features`` are the caller's to overwrite, e.g. with what its backward needs (``y`` went
-          on from a copy: a ReLU followed by a max pooling ran as the pooling then the ReLU, which is the
-          same);
-        * the ReLU right after it runs in place on ``x_features``, as torchvision's does, so the caller
-          must not have saved ``x_features`` for its backward;
-        * or, with ``fuse``, a consumed layer followed by a ReLU is not yielded: ``fuse(name, x_features,
-          y_features, pool)`` takes it and returns ``x`` after that ReLU and, when ``pool`` is not
-          ``None``, after the max pooling ``pool`` that follows the ReLU, so that the caller can run its
-          reduction, the ReLU and the pooling as one autograd node (as
-          :func:`~percep_lightning.functional.perceptual.l1_distance_then_relu` does).
-
-        Args:
-            x: ``(N, 3, H, W)`` input that gradients flow to.
-            y: the other input (a constant, e.g. the target), same shape.
-            consumed: requested layers whose pair the caller uses up before resuming.
-            fuse: takes over the consumed layers followed by a ReLU (:meth:`relu_follows`), see above.
+        For a caller that runs the trunk one layer at a time (after :meth:`prepare`), e.g. to reduce each
+        requested map as soon as it exists. The ReLUs run in place except right after a requested layer.
 
         Example:
-            >>> net = TorchvisionFeatures("vgg19", ["conv1_2", "relu2_1"], weights=None)
-            >>> x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
-            >>> [(name, tuple(a.shape)) for name, a, b in net.walk_pair(x, y, consumed={"conv1_2"})]
-            [('conv1_2', (1, 64, 16, 16)), ('relu2_1', (1, 128, 8, 8))]
+            >>> net = TorchvisionFeatures("vgg19", ["relu1_1"], weights=None)
+            >>> [(name, type(layer).__name__) for name, layer in net.named_layers()]
+            [('conv1_1', 'Conv2d'), ('relu1_1', 'ReLU')]
         """
-        x, y = self.prepare(x, "x"), self.prepare(y, "y")
-        early = {self._index[name] for name in consumed if name in self._index}
-        y_maps = self._target_maps(y, early)
-        x_done = -1  # the last layer ``x`` has been through
-        for i, layer in enumerate(self.layers):
-            if i > x_done:
-                x = torch.relu_(x) if i - 1 in early and isinstance(layer, nn.ReLU) else layer(x)
-                x_done = i
-            name = self._wanted_at.get(i)
-            if name is None:
-                continue
-            if i in early and fuse is not None and self.relu_follows(name):
-                pool = self._pool_after_relu(i)
-                x = fuse(name, x, y_maps.pop(name), pool)
-                x_done = i + 1 + (pool is not None)
-            else:
-                yield name, x, y_maps.pop(name)
-
-    @torch.no_grad()
-    def _target_maps(self, y: Tensor, early: set[int]) -> dict[str, Tensor]:
-        """``y``'s requested maps; each one of a layer in ``early`` is left for the caller to overwrite."""
-        maps: dict[str, Tensor] = {}
-        done = -1
-        for i, layer in enumerate(self.layers):
-            if i > done:
-                y, done = layer(y), i
-            name = self._wanted_at.get(i)
-            if name is None:
-                continue
-            maps[name] = y
-            if i in early and i + 1 < len(self.layers):  # go on from a copy
-                pool = self._pool_after_relu(i)
-                if pool is not None:
-                    y, done = pool(y).relu_(), i + 2  # max pooling commutes with the ReLU
-                elif isinstance(self.layers[i + 1], nn.ReLU):
-                    y, done = torch.relu(y), i + 1
-        return maps
-
-    def _pool_after_relu(self, i: int) -> nn.MaxPool2d | None:
-        """The max pooling right after the (not requested) ReLU after layer ``i``, if that is what follows."""
-        if i + 2 >= len(self.layers) or i + 1 in self._wanted_at:
-            return None
-        relu, pool = self.layers[i + 1], self.layers[i + 2]
-        return pool if isinstance(relu, nn.ReLU) and isinstance(pool, nn.MaxPool2d) else None
-
-    def relu_follows(self, name: str) -> bool:
-        """Whether a ReLU of this trunk runs right after the requested layer ``name``.
-
-        Example:
-            >>> net = TorchvisionFeatures("vgg19", ["conv1_2", "conv2_2"], weights=None)
-            >>> net.relu_follows("conv1_2"), net.relu_follows("conv2_2")  # the trunk ends at conv2_2
-            (True, False)
-        """
-        after = self._index[name] + 1
-        return after < len(self.layers) and isinstance(self.layers[after], nn.ReLU)
+        return zip(LAYER_NAMES[self.arch][: len(self.layers)], self.layers, strict=True)
 
     def prepare(self, x: Tensor, name: str = "x") -> Tensor:
         """Check the size of an input and put it (and the weights, on first use) in the chosen layout.

@@ -186,10 +186,9 @@ def l1_distance_then_relu(
 
     The ``"l1"`` criterion of :func:`layer_distance` with ``reduction="none"``, for a frozen trunk that
     hands over a pre-activation, continues with its ReLU (and the max pooling ``pool`` right after it)
-    and no longer needs ``target`` (see
-    :meth:`~percep_lightning.backbones.TorchvisionFeatures.walk_pair`). The values are those of
-    ``(preds - target).abs().mean((1, 2, 3))`` and the gradients those of that expression and of
-    ``pool(torch.relu(preds))``, with less memory traffic:
+    and no longer needs ``target`` (as :class:`~percep_lightning.losses.VGGPerceptualLoss` does). The
+    values are those of ``(preds - target).abs().mean((1, 2, 3))`` and the gradients those of that
+    expression and of ``pool(torch.relu(preds))``, with less memory traffic:
 
     * the forward writes the difference into ``target``'s storage, one cache-sized block at a time (the
       whole map off the CPU), sums its absolute value from the cache, and leaves only its sign there,
@@ -198,7 +197,8 @@ def l1_distance_then_relu(
       into the gradient it has just made for ``preds``: one full-size gradient per layer, where autograd
       would make three (the ReLU's, the distance's and their sum);
     * with ``pool``, the ReLU runs after the pooling, on a quarter of the values (max pooling commutes
-      with the ReLU, values and gradients alike).
+      with the ReLU, values and gradients alike), and the backward scatters the pooled gradient back with
+      :func:`torch.nn.functional.max_unpool2d`, the adjoint of a pooling whose windows do not overlap.
 
     Args:
         preds: ``(N, C, H, W)`` float32 or float64 pre-activation features. Without ``pool`` they are
@@ -206,15 +206,16 @@ def l1_distance_then_relu(
             an in-place change of a view a node with two outputs); the trunks' maps never are.
         target: the other features, same shape, dtype and layout, a constant (not requiring grad): it is
             overwritten.
-        pool: the ``nn.MaxPool2d`` that follows the ReLU, if any.
+        pool: the ``nn.MaxPool2d`` that follows the ReLU, if any; its windows must not overlap
+            (``kernel_size <= stride`` and ``dilation=1`` in both directions, as VGG's 2x2 poolings).
 
     Returns:
         ``(values, activated)``: ``(N,)`` values in the dtype of ``preds``, and ``relu(preds)`` (``preds``
         itself) or ``pool(relu(preds))``.
 
     Raises:
-        ValueError: if the maps differ in shape, dtype or layout, are not float32 or float64, or ``target``
-            requires grad.
+        ValueError: if the maps differ in shape, dtype or layout, are not float32 or float64, ``target``
+            requires grad, or the windows of ``pool`` overlap.
 
     Example:
         >>> import torch
@@ -237,7 +238,18 @@ def l1_distance_then_relu(
         )
     if target.requires_grad:
         raise ValueError("Expected a `target` that does not require grad: it is overwritten.")
+    if pool is not None and _windows_overlap(pool):
+        raise ValueError(
+            "Expected `pool` to have windows that do not overlap (kernel_size <= stride, dilation 1), but got "
+            f"{pool}."
+        )
     return _L1ThenReLU.apply(preds, target, pool)
+
+
+def _windows_overlap(pool: nn.MaxPool2d) -> bool:
+    """Whether an input value of ``pool`` can lie in two of its windows (then unpooling is not its adjoint)."""
+    k, s, d = (v if isinstance(v, tuple) else (v, v) for v in (pool.kernel_size, pool.stride, pool.dilation))
+    return d != (1, 1) or k[0] > s[0] or k[1] > s[1]
 
 
 _BLOCK = 1 << 19
@@ -268,8 +280,8 @@ def _abs_sums_to_sign(preds: Tensor, target: Tensor) -> Tensor:
 
 
 class _L1ThenReLU(torch.autograd.Function):
-    """See :func:`l1_distance_then_relu`. Saves the sign (in ``target``) and what the ReLU and the pooling
-    need: the ReLU's output, or the pre-activation, the pooling's indices and its ReLU'd output."""
+    """See :func:`l1_distance_then_relu`. Saves the sign (in ``target``), the ReLU's output and, after a
+    pooling, the pooling's indices: the ReLU's gradient is a mask of its output, the pooling's a scatter."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -283,11 +295,14 @@ class _L1ThenReLU(torch.autograd.Function):
             activated = preds.relu_()
             ctx.save_for_backward(target, activated)
         else:
-            # kernel size, stride, padding, dilation, ceil mode: the pooling's own arguments, in order
-            ctx.geometry = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
-            pooled, indices = F.max_pool2d(preds, *ctx.geometry, return_indices=True)
+            # the pooling's own arguments; the unpooling's output size is the input's (ceil mode included)
+            ctx.geometry = (pool.kernel_size, pool.stride, pool.padding)
+            ctx.size = preds.shape[-2:]
+            pooled, indices = F.max_pool2d(
+                preds, *ctx.geometry, pool.dilation, pool.ceil_mode, return_indices=True
+            )
             activated = pooled.relu_()
-            ctx.save_for_backward(target, activated, preds, indices)
+            ctx.save_for_backward(target, activated, indices)
         return sums / ctx.count, activated
 
     @staticmethod
@@ -301,12 +316,10 @@ class _L1ThenReLU(torch.autograd.Function):
         scale = None if grad is None else (grad / ctx.count).view(-1, *([1] * (sign.ndim - 1)))
         if grad_activated is None:
             return (None if scale is None else sign * scale), None, None
-        grad_preds = torch.ops.aten.threshold_backward(grad_activated, activated, 0)  # the ReLU's gradient
+        # the ReLU's gradient: its output is >= 0, so its sign is the ReLU's derivative (a 0/1 mask)
+        grad_preds = torch.sign(activated).mul_(grad_activated)
         if pooling:
-            preds, indices = pooling
-            grad_preds = torch.ops.aten.max_pool2d_with_indices_backward(
-                grad_preds, preds, *ctx.geometry, indices
-            )
+            grad_preds = F.max_unpool2d(grad_preds, pooling[0], *ctx.geometry, output_size=ctx.size)
         if scale is not None:
             grad_preds.addcmul_(sign, scale)  # the distance's gradient, in place in a tensor made here
         return grad_preds, None, None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -53,8 +53,8 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
     configs use ``{"conv5_4": 1.0}``. Layers of weight 0 are not computed and the trunk stops after the
     deepest layer in use. The target goes through the network under ``torch.no_grad()`` (it is a
     constant: it builds no graph even if it requires grad), then ``preds``, and each layer's term is taken
-    as soon as ``preds``' map exists (see
-    :meth:`~percep_lightning.backbones.TorchvisionFeatures.walk_pair`), so a requested pre-activation
+    as soon as ``preds``' map exists (the trunk runs layer by layer, through
+    :meth:`~percep_lightning.backbones.TorchvisionFeatures.named_layers`), so a requested pre-activation
     costs no copy: the ReLU after it still runs in place (unless the style term needs that layer). With
     ``criterion="l1"`` such a layer's distance, the ReLU and the max pooling after it form one autograd
     node that allocates no full-size temporary
@@ -175,7 +175,7 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
             return after
 
         # An L1 pre-activation only the perceptual term reads: distance, ReLU and pooling in one node.
-        walk = trunk.walk_pair(x, y, consumed=self._consumed, fuse=fuse if self.criterion == "l1" else None)
+        walk = _walk_pair(trunk, x, y, consumed=self._consumed, fuse=fuse if self.criterion == "l1" else None)
         for name, p, t in walk:
             for term, layers, _ in terms:
                 if name in layers:
@@ -216,6 +216,111 @@ class VGGPerceptualLoss(HoldsFrozen, nn.Module):
             f"style_layer_weights={self.style_layer_weights}, input_range={self.input_range}, "
             f"reduction={self.reduction!r}"
         )
+
+
+_Fuse = Callable[[str, Tensor, Tensor, "nn.MaxPool2d | None"], Tensor]
+"""``fuse(name, preds_features, target_features, pool)`` of :func:`_walk_pair`."""
+
+
+def _walk_pair(
+    trunk: TorchvisionFeatures,
+    preds: Tensor,
+    target: Tensor,
+    *,
+    consumed: Collection[str] = (),
+    fuse: _Fuse | None = None,
+) -> Iterator[tuple[str, Tensor, Tensor]]:
+    """Run ``target`` (under ``no_grad``), then ``preds`` (with autograd) through ``trunk``, pair by pair.
+
+    The order of :class:`VGGPerceptualLoss`'s forward, built on the trunk's
+    :meth:`~percep_lightning.backbones.TorchvisionFeatures.named_layers`. Yields ``(name, preds_features,
+    target_features)`` for each requested layer, in network order, as soon as ``preds``' map exists, so a
+    caller that reduces each pair on the spot (a feature distance) frees ``preds``' side as it goes.
+    ``target`` runs first, keeping only its requested maps (the same peak memory as a caller that saves its
+    maps for the backward; running the two passes one after the other is faster on the CPU than
+    interleaving them).
+
+    A requested layer named in ``consumed`` is a pair the caller uses up before it resumes the iterator,
+    which saves memory traffic:
+
+    * its ``target_features`` are the caller's to overwrite, e.g. with what its backward needs (``target``
+      went on from a copy: a ReLU followed by a max pooling ran as the pooling then the ReLU, which is the
+      same);
+    * the ReLU right after it runs in place on ``preds_features``, as torchvision's does, so the caller
+      must not have saved ``preds_features`` for its backward;
+    * or, with ``fuse``, a consumed layer followed by a ReLU is not yielded: ``fuse(name, preds_features,
+      target_features, pool)`` takes it and returns the map after that ReLU and, when ``pool`` is not
+      ``None``, after the max pooling ``pool`` that follows the ReLU (not requested itself), so that the
+      caller can run its reduction, the ReLU and the pooling as one autograd node (as
+      :func:`~percep_lightning.functional.perceptual.l1_distance_then_relu` does).
+
+    Args:
+        trunk: the frozen VGG.
+        preds: ``(N, 3, H, W)`` input that gradients flow to.
+        target: the other input (a constant), same shape.
+        consumed: requested layers whose pair the caller uses up before resuming.
+        fuse: takes over the consumed layers followed by a ReLU, see above.
+
+    Example:
+        >>> net = TorchvisionFeatures("vgg19", ["conv1_2", "relu2_1"], weights=None)
+        >>> x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+        >>> [(name, tuple(a.shape)) for name, a, b in _walk_pair(net, x, y, consumed={"conv1_2"})]
+        [('conv1_2', (1, 64, 16, 16)), ('relu2_1', (1, 128, 8, 8))]
+    """
+    x, y = trunk.prepare(preds, "preds"), trunk.prepare(target, "target")
+    names, layers = zip(*trunk.named_layers(), strict=True)
+    wanted = {i: name for i, name in enumerate(names) if name in trunk.layer_names}
+    early = {i for i, name in wanted.items() if name in consumed}
+    y_maps = _target_maps(layers, wanted, y, early)
+    x_done = -1  # the last layer ``x`` has been through
+    for i, layer in enumerate(layers):
+        if i > x_done:
+            x = torch.relu_(x) if i - 1 in early and isinstance(layer, nn.ReLU) else layer(x)
+            x_done = i
+        name = wanted.get(i)
+        if name is None:
+            continue
+        if i in early and fuse is not None and _relu_follows(layers, i):
+            pool = _pool_after_relu(layers, wanted, i)
+            x = fuse(name, x, y_maps.pop(name), pool)
+            x_done = i + 1 + (pool is not None)
+        else:
+            yield name, x, y_maps.pop(name)
+
+
+@torch.no_grad()
+def _target_maps(
+    layers: Sequence[nn.Module], wanted: dict[int, str], y: Tensor, early: set[int]
+) -> dict[str, Tensor]:
+    """``y``'s requested maps; each one of a layer in ``early`` is left for the caller to overwrite."""
+    maps: dict[str, Tensor] = {}
+    done = -1
+    for i, layer in enumerate(layers):
+        if i > done:
+            y, done = layer(y), i
+        name = wanted.get(i)
+        if name is None:
+            continue
+        maps[name] = y
+        if i in early and i + 1 < len(layers):  # go on from a copy
+            pool = _pool_after_relu(layers, wanted, i)
+            if pool is not None:
+                y, done = pool(y).relu_(), i + 2  # max pooling commutes with the ReLU
+            elif isinstance(layers[i + 1], nn.ReLU):
+                y, done = torch.relu(y), i + 1
+    return maps
+
+
+def _relu_follows(layers: Sequence[nn.Module], i: int) -> bool:
+    return i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+
+
+def _pool_after_relu(layers: Sequence[nn.Module], wanted: dict[int, str], i: int) -> nn.MaxPool2d | None:
+    """The max pooling right after the (not requested) ReLU after layer ``i``, if that is what follows."""
+    if i + 2 >= len(layers) or i + 1 in wanted or not _relu_follows(layers, i):
+        return None
+    pool = layers[i + 2]
+    return pool if isinstance(pool, nn.MaxPool2d) else None
 
 
 def _check_weight(value: float, name: str) -> float:

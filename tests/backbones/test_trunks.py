@@ -180,71 +180,20 @@ def test_min_size_is_where_torchvision_stops_working():
             net(torch.zeros(1, 3, side - 1, side))
 
 
-def _walk_reference(net, photos):
-    """A fresh input for the walk, the target, and the plain forward's maps (both sides) and its gradient of
-    ``sum(map.square().mean())``, the loss the walk tests rebuild pair by pair."""
-    x, y = photos(2, 32), photos(2, 32).flip(-1)
-    x1 = x.clone().requires_grad_(True)
-    expected = net(x1)
-    sum(f.square().mean() for f in expected.values()).backward()
-    return x.clone().requires_grad_(True), y, expected, net(y), x1.grad
-
-
-def test_walk_pair_yields_the_forward_features_and_gradients(torchvision_weights, photos):
-    layers = ["conv1_2", "relu2_1", "conv3_1", "relu3_1"]
+def test_named_layers_are_the_forward_run_layer_by_layer(torchvision_weights, photos):
     net = TorchvisionFeatures(
-        "vgg19", layers, weights=torchvision_weights("vgg19"), memory_format="contiguous"
+        "vgg19", ["conv1_2", "relu2_1"], weights=torchvision_weights("vgg19"), memory_format="contiguous"
     )
-    x2, y, expected, expected_y, expected_grad = _walk_reference(net, photos)
-    total, names = 0, []
-    # conv1_2 and conv3_1 reduced on the spot: the ReLUs after them then run in place
-    for name, a, b in net.walk_pair(x2, y, consumed={"conv1_2", "conv3_1"}):
-        names.append(name)
-        torch.testing.assert_close(b, expected_y[name], rtol=0, atol=0)
-        torch.testing.assert_close(a, expected[name], rtol=0, atol=0)
-        assert not b.requires_grad
-        # square() saves its input, which the in-place ReLU after a consumed layer overwrites: use a copy
-        total = total + (a.clone() if name.startswith("conv") else a).square().mean()
-    total.backward()
-    assert names == layers
-    torch.testing.assert_close(x2.grad, expected_grad, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
-def test_walk_pair_hands_consumed_target_maps_over_and_fuses_the_relu_and_pooling_after_them(
-    torchvision_weights, photos, memory_format
-):
-    # conv1_2 (then ReLU and pooling), conv3_1 (then ReLU and conv3_2), relu3_2, and conv3_3, the deepest
-    layers = ["conv1_2", "relu2_1", "conv3_1", "relu3_2", "conv3_3"]
-    net = TorchvisionFeatures(
-        "vgg19", layers, weights=torchvision_weights("vgg19"), memory_format=memory_format
-    )
-    assert [net.relu_follows(name) for name in layers] == [True, False, True, False, False]
-    x2, y, expected, expected_y, expected_grad = _walk_reference(net, photos)
-    terms, seen = [], []
-
-    def fuse(name, a, b, pool):
-        seen.append((name, pool is not None))
-        torch.testing.assert_close(a, expected[name], rtol=0, atol=0)
-        torch.testing.assert_close(b, expected_y[name], rtol=0, atol=0)
-        terms.append(a.clone().square().mean())
-        b.fill_(float("nan"))  # the target has gone on already: the caller may overwrite its map
-        a = torch.relu(a)  # the caller's own ReLU and pooling
-        return a if pool is None else pool(a)
-
-    consumed = {"conv1_2", "conv3_1", "conv3_3"}
-    names = []
-    for name, a, b in net.walk_pair(x2, y, consumed=consumed, fuse=fuse):
-        names.append(name)
-        torch.testing.assert_close(b, expected_y[name], rtol=0, atol=0)
-        torch.testing.assert_close(a, expected[name], rtol=0, atol=0)
-        terms.append((a.clone() if name in consumed else a).square().mean())
-        if name in consumed:
-            b.fill_(float("nan"))
-    sum(terms).backward()
-    assert seen == [("conv1_2", True), ("conv3_1", False)]
-    assert names == ["relu2_1", "relu3_2", "conv3_3"]  # conv3_3 has no ReLU after it: yielded
-    torch.testing.assert_close(x2.grad, expected_grad, rtol=0, atol=0)
+    names = [name for name, _ in net.named_layers()]
+    assert names == list(LAYER_NAMES["vgg19"][: layer_index("vgg19", "relu2_1") + 1])
+    x = net.prepare(photos(1, 16))
+    expected, found = net(x), {}
+    for name, layer in net.named_layers():
+        x = layer(x)
+        if name in net.layer_names:
+            found[name] = x.clone()  # (the trunk's own ReLUs run in place except after a requested layer)
+    for name in net.layer_names:
+        torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
 
 
 def test_measured_layout_is_decided_once_per_process_and_works_under_inference_mode():

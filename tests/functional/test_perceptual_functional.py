@@ -218,3 +218,11 @@ def test_l1_then_relu_errors():
         ValueError, match=r"Expected a `target` that does not require grad: it is overwritten"
     ):
         l1_distance_then_relu(x, x.clone().requires_grad_(True))
+
+
+def test_l1_then_relu_refuses_a_pooling_whose_windows_overlap():
+    x = torch.randn(1, 2, 6, 6)
+    with pytest.raises(ValueError, match=r"Expected `pool` to have windows that do not overlap"):
+        l1_distance_then_relu(x.clone(), x.clone(), pool=torch.nn.MaxPool2d(3, 2))
+    with pytest.raises(ValueError, match=r"Expected `pool` to have windows that do not overlap"):
+        l1_distance_then_relu(x.clone(), x.clone(), pool=torch.nn.MaxPool2d(2, 2, dilation=2))
