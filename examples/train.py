@@ -54,6 +54,8 @@ def _needed_weights(node: DictConfig, field: str) -> set[str]:
         return {str(node.get("arch", "vgg19"))}
     if target == "CFSDLoss":
         return {"vgg19"}
+    if target == "DISTSLoss":
+        return {"vgg16"}
     return set()
 
 

@@ -129,6 +129,8 @@ class DISTSLoss(HoldsFrozen, nn.Module):
         dtype = trunk.layers[0].weight.dtype
         with torch.no_grad():
             target_unit = self._unit(target, dtype)
+            if target_unit.untyped_storage().data_ptr() == target.untyped_storage().data_ptr():
+                target_unit = target_unit.clone(memory_format=torch.contiguous_format)  # centred in place below
             target_maps = trunk((target_unit - self.mean) / self.std)
         preds_unit = self._unit(preds, dtype)
         preds_maps = trunk((preds_unit - self.mean) / self.std)
@@ -137,7 +139,7 @@ class DISTSLoss(HoldsFrozen, nn.Module):
             [target_unit, *(target_maps[name] for name in DISTS_LAYERS)],
             self.alpha,
             self.beta,
-            disposable_target=target_unit is not target,
+            disposable_target=True,
         )
 
     def _unit(self, images: Tensor, dtype: torch.dtype) -> Tensor:
