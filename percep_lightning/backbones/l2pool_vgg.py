@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from percep_lightning.backbones.base import MEMORY_FORMATS, FrozenBackbone, preferred_memory_format
 from percep_lightning.backbones.folded import LayoutArg, check_layout
@@ -73,13 +74,43 @@ class L2Pool2d(nn.Module):
         self.register_buffer("window", window, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        filtered = F.conv2d(x * x, self.window.to(x.dtype), stride=2, padding=1, groups=self.channels)
-        if filtered.requires_grad:
-            return (filtered + L2_POOL_EPS).sqrt()
-        return filtered.add_(L2_POOL_EPS).sqrt_()  # no graph (the target's pass): in place
+        window = self.window.to(x.dtype)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _L2Pool.apply(x, window)
+        return _l2_pool(x, window)  # no graph (the target's pass)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
+
+
+def _l2_pool(x: Tensor, window: Tensor) -> Tensor:
+    filtered = F.conv2d(x * x, window, stride=2, padding=1, groups=window.shape[0])
+    return filtered.add_(L2_POOL_EPS).sqrt_()
+
+
+class _L2Pool(torch.autograd.Function):
+    """L2 pooling with its backward written out: ``dx = x * conv_transpose(g / out)``.
+
+    Autograd through the formula would save ``x^2`` (a full-size map) for the convolution and run the
+    square's backward as two products and a sum; here ``x`` (kept by the layers around it anyway) and the
+    pooled output are saved, and the backward is one transposed convolution and one product.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, window: Tensor) -> Tensor:
+        out = _l2_pool(x, window)
+        ctx.save_for_backward(x, window, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        x, window, out = ctx.saved_tensors  # type: ignore[attr-defined]
+        # d sqrt(s + eps) / ds = 1 / (2 out) and d s / dx = 2 x (window^T *): the factors 2 cancel
+        spread = torch.nn.grad.conv2d_input(
+            x.shape, window.to(grad.dtype), grad / out, stride=2, padding=1, groups=window.shape[0]
+        )
+        return spread.mul_(x), None
 
 
 def _pooled_side(side: int) -> int:

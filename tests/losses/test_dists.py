@@ -148,10 +148,18 @@ def test_loss_gradcheck_float64_on_a_tiny_image(vgg16):
     )
 
 
-def test_l2_pooling_equals_the_official_layer():
+def test_l2_pooling_equals_the_official_layer_with_its_gradient():
     x = torch.rand(2, 64, 9, 8, dtype=torch.float64)
+    x[:, :, :3] = 0  # windows that are all zero: the square root's steepest point
     official = DISTS_pt.L2pooling(channels=64).double()
-    torch.testing.assert_close(L2Pool2d(64).double()(x), official(x), rtol=0, atol=0)
+    ours = L2Pool2d(64).double()
+    torch.testing.assert_close(ours(x), official(x), rtol=0, atol=0)
+    cotangent = torch.randn(2, 64, 5, 4, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(official(x.requires_grad_(True)), x, cotangent)
+    (got,) = torch.autograd.grad(ours(x), x, cotangent)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-15)
+    small = torch.rand(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(L2Pool2d(2).double(), (small,))
 
 
 def test_trunk_minimum_size_keeps_relu5_3_at_two_by_two(vgg16):
