@@ -420,4 +420,6 @@ def loss_benches(cfg: Config, assets: Assets) -> list[Bench]:
             build_cfsd(cfg, assets, big), reps=1, warmup=0, memory=True, check=False,
         ),
     ]  # fmt: skip
-    return benches
+    from benchmarks.dists import dists_benches  # imports this module's helpers
+
+    return benches + dists_benches(cfg, assets)

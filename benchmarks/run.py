@@ -38,7 +38,9 @@ from benchmarks.metrics import metric_benches
 from benchmarks.report import render, write_block
 
 README = Path(__file__).resolve().parent / "README.md"
-PACKAGES = ("percep-lightning", "pytorch-msssim", "piq", "kornia", "torchmetrics", "lpips", "torch-fidelity")
+PACKAGES = (
+    "percep-lightning", "pytorch-msssim", "piq", "kornia", "torchmetrics", "lpips", "torch-fidelity", "dists-pytorch",
+)  # fmt: skip
 
 
 def all_benches(cfg: Config, assets: Assets) -> list[Bench]:

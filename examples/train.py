@@ -70,6 +70,8 @@ def _needed_weights(field: WeightsField) -> set[str]:
         return {str(node.get("arch", "vgg19"))}
     if target == "CFSDLoss":
         return {"vgg19"}
+    if target == "DISTSLoss":
+        return {"vgg16"}
     return set()
 
 

@@ -53,13 +53,13 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
         assert f"**{row}**" in text, f"row {row!r} missing from the table"
     for target in ("SSIM <=", "MS-SSIM <=", "VGG perceptual <=", "LPIPS alex <=", "FID + IS epoch 1 <=",
                    "FID + IS epoch 2 <=", "FID compute", "FID + IS + KID epoch 1 <=", "FID + IS + KID epoch 2 <=",
-                   "Streaming LPIPS in the callback <="):  # fmt: skip
+                   "Streaming LPIPS in the callback <=", "DISTS <="):  # fmt: skip
         assert f"| {target}" in text, f"target {target!r} missing"
     table = text[text.index("All rows:") :]
     assert "ERROR" not in table, table
     assert "MISMATCH" not in table, table
     for name in ("percep_lightning", "pytorch-msssim", "piq", "kornia", "torchmetrics", "lpips 0.1.4",
-                 "torch-fidelity", "floor: VGG19", "StyleID"):  # fmt: skip
+                 "torch-fidelity", "floor: VGG19", "StyleID", "DISTS_pytorch", "floor: VGG16"):  # fmt: skip
         assert name in table, f"contender {name!r} missing"
 
 

@@ -78,7 +78,7 @@ WEIGHTS: dict[str, WeightsSpec] = {
             "vgg16-397923af.pth",
             "https://download.pytorch.org/models/vgg16-397923af.pth",
             "397923af",
-            "torchvision VGG16 IMAGENET1K_V1 (LPIPS net='vgg', VGG perceptual arch='vgg16')",
+            "torchvision VGG16 IMAGENET1K_V1 (LPIPS net='vgg', DISTS, VGG perceptual arch='vgg16')",
         ),
         WeightsSpec(
             "alexnet",

@@ -3,6 +3,7 @@
 from percep_lightning.functional.cfsd import cfsd
 from percep_lightning.functional.color import rgb_to_y
 from percep_lightning.functional.cosine import image_cosine_similarity
+from percep_lightning.functional.dists import dists_distance
 from percep_lightning.functional.fid import feature_statistics, fid_infinity, frechet_distance
 from percep_lightning.functional.inception_score import inception_score
 from percep_lightning.functional.kid import kernel_inception_distance
@@ -13,6 +14,7 @@ from percep_lightning.functional.ssim import ms_ssim, ssim
 
 __all__ = [
     "cfsd",
+    "dists_distance",
     "feature_statistics",
     "fid_infinity",
     "frechet_distance",

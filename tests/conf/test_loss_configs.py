@@ -55,6 +55,8 @@ def _arch(node: DictConfig) -> str:
         return node.get("arch", "vgg19")
     if target == "LPIPSLoss":
         return _LPIPS_ARCH[node.get("net", "alex")]
+    if target == "DISTSLoss":
+        return "vgg16"
     assert target == "CFSDLoss", target
     return "vgg19"
 
@@ -158,7 +160,14 @@ def test_every_preset_is_a_composite_loss_that_builds_its_terms(name):
 
 @pytest.mark.parametrize(
     ("name", "term"),
-    [("sr_perceptual", "perceptual"), ("perceptual", "perceptual"), ("lpips", "lpips"), ("cfsd", "cfsd")],
+    [
+        ("sr_perceptual", "perceptual"),
+        ("perceptual", "perceptual"),
+        ("lpips", "lpips"),
+        ("cfsd", "cfsd"),
+        ("dists", "dists"),
+        ("l1_dists", "dists"),
+    ],
 )
 def test_zero_weight_backbone_term_is_never_built_offline(name, term, unreachable):
     """Offline with an empty cache, ``weights: default`` of a weight-0 term is never resolved."""
@@ -188,6 +197,14 @@ def test_a_loss_weight_given_as_backbone_weights_names_the_argument():
         Exception, match=r"Expected `weights` of the alexnet backbone .* but got a mapping of"
     ):
         instantiate(_compose_loss("lpips", ("+terms.lpips.weights.lpips=0.5",)))
+
+
+def test_dists_presets_are_collected_and_build_dists_on_vgg16(torchvision_weights):
+    assert {"dists", "l1_dists"} <= set(LOSS_CONFIGS)
+    loss = instantiate(
+        _with_test_weights(_compose_loss("l1_dists", ("weights.dists=0.5",)), torchvision_weights)
+    )
+    assert type(loss.terms["dists"]).__name__ == "DISTSLoss" and loss.weights == {"pixel": 1.0, "dists": 0.5}
 
 
 def test_restoration_weights_follow_zhao_et_al():
