@@ -195,10 +195,11 @@ def test_image_metrics_overrides_reach_the_callback(tmp_path: Path) -> None:
         "callbacks.image_metrics.weights.squeezenet1_1=null",
         "callbacks.image_metrics.real_stats=false",
     ]
-    callback = instantiate(_compose(overrides, tmp_path).callbacks.image_metrics)
+    node = _compose(overrides, tmp_path).callbacks.image_metrics
+    assert node.real_stats is False and node.weights.squeezenet1_1 is None
+    callback = instantiate(node)
     assert isinstance(callback, ImageMetricsCallback)
     assert callback.metric_names == ("psnr", "lpips") and callback.keys["target"] == "hr"
-    assert not callback.cache_real_stats
     with pytest.raises(Exception, match=r"`options\['psnr'\]\['crop_border'\]` to be >= 0"):
         instantiate(
             _compose(
