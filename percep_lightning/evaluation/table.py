@@ -27,7 +27,7 @@ def resolve_metrics(metrics: Sequence[str] | str | None, preset: str | None) -> 
         >>> [spec.name for spec in resolve_metrics("psnr,lpips", None)]
         ['psnr', 'lpips']
         >>> [spec.name for spec in resolve_metrics(None, "sr")]
-        ['psnr_y', 'ssim_y', 'lpips']
+        ['psnr_y', 'ssim_y', 'lpips', 'dists']
     """
     names: list[str] = []
     if preset is not None:

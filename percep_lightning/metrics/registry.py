@@ -214,6 +214,12 @@ def _lpips(net: str, trunk: str, *, grey: bool = False) -> Builder:
 _LPIPS_TRUNKS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
+def _dists(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
+    from percep_lightning.metrics.dists import DISTS
+
+    return DISTS(weights=ctx.weights_of("vgg16"), sync_on_compute=False)
+
+
 def _cfsd(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
     from percep_lightning.metrics.cfsd import CFSD
 
@@ -298,6 +304,11 @@ _ROWS = (
         "lpips_vgg", "LPIPS v0.1, VGG16", ("preds", "target"), False, _lpips("vgg", "vgg16"), weights=("vgg16",),
     ),
     MetricSpec(
+        "dists", "DISTS (Ding et al. 2020): VGG16 with L2 pooling, the official alpha/beta", ("preds", "target"),
+        False, _dists, weights=("vgg16",), min_side=lambda options: 17,
+        why_side="relu5_3 of VGG16 at least 2x2",
+    ),
+    MetricSpec(
         "lpips_content", "LPIPS v0.1 AlexNet vs the content images, shorter sides resized to 512 (StyleID)",
         ("preds", "content"), False, _lpips("alex", "alexnet"), defaults=_STYLEID, weights=("alexnet",),
     ),
@@ -353,7 +364,7 @@ def _registered(name: str) -> MetricSpec:
 
 PRESETS: Mapping[str, tuple[str, ...]] = {
     "lpips": ("lpips",),
-    "sr": ("psnr_y", "ssim_y", "lpips"),
+    "sr": ("psnr_y", "ssim_y", "lpips", "dists"),
     "gan": ("fid", "is", "kid"),
     "styleid": ("artfid", "fid_art", "lpips_content", "lpips_gray", "cfsd"),
 }

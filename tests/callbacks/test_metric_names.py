@@ -293,7 +293,7 @@ def test_too_small_validation_set_for_kid(tmp_path):
         (
             {"metrics": ("fid", "fvd")},
             ValueError,
-            r"Expected metric names from psnr, ssim, ms_ssim, psnr_y, ssim_y, lpips, lpips_vgg, lpips_content, "
+            r"Expected metric names from psnr, ssim, ms_ssim, psnr_y, ssim_y, lpips, lpips_vgg, dists, lpips_content, "
             r"lpips_gray, cfsd, fid, fid_style, fid_art, artfid, kid, is, but got \['fvd'\] \('fvd' unknown\)",
         ),
         (

@@ -53,7 +53,8 @@ def test_sr_preset_equals_basicsr(tmp_path, photo_folders, torchvision_weights):
     status = main(
         [
             "evaluate", str(pred), str(target), "--preset", "sr", "--crop-border", "4", "--no-progress",
-            "--weights", f"alexnet={torchvision_weights('alexnet')}", "--per-image", str(out), "--num-workers", "0",
+            "--weights", f"alexnet={torchvision_weights('alexnet')}", f"vgg16={torchvision_weights('vgg16')}",
+            "--per-image", str(out), "--num-workers", "0",
         ]
     )  # fmt: skip
     assert status == 0
