@@ -12,8 +12,14 @@ from percep_lightning.backbones.dists_weights import DISTS_CHANNELS, dists_alpha
 from percep_lightning.backbones.folded import LayoutArg
 from percep_lightning.backbones.l2pool_vgg import DISTS_LAYERS, L2PoolVGG16
 from percep_lightning.backbones.weights import WeightsArg
-from percep_lightning.functional._checks import Reduction, check_input_range, check_reduction, reduce
-from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, check_image_pair, to_rgb
+from percep_lightning.functional._checks import (
+    Reduction,
+    check_input_range,
+    check_loss_inputs,
+    check_reduction,
+    reduce,
+)
+from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, to_rgb
 from percep_lightning.functional.dists import dists_distance
 
 __all__ = ["DISTSLoss"]
@@ -103,7 +109,7 @@ class DISTSLoss(HoldsFrozen, nn.Module):
 
     def forward(self, preds: Tensor, target: Tensor) -> Tensor:
         """The DISTS distance between ``preds`` and ``target``, reduced as ``reduction`` says."""
-        check_image_pair(preds, target, self.input_range)
+        check_loss_inputs(preds, target, self.input_range, owner=self)
         return reduce(self.distance(preds, target), self.reduction)
 
     def distance(self, preds: Tensor, target: Tensor) -> Tensor:
@@ -130,7 +136,9 @@ class DISTSLoss(HoldsFrozen, nn.Module):
         with torch.no_grad():
             target_unit = self._unit(target, dtype)
             if target_unit.untyped_storage().data_ptr() == target.untyped_storage().data_ptr():
-                target_unit = target_unit.clone(memory_format=torch.contiguous_format)  # centred in place below
+                target_unit = target_unit.clone(
+                    memory_format=torch.contiguous_format
+                )  # centred in place below
             target_maps = trunk((target_unit - self.mean) / self.std)
         preds_unit = self._unit(preds, dtype)
         preds_maps = trunk((preds_unit - self.mean) / self.std)

@@ -128,3 +128,30 @@ def test_warnings_are_printed_on_rank_zero_only(photo_folders, monkeypatch, caps
     monkeypatch.setenv("RANK", "1")
     assert main(args) == 0
     assert "warning:" not in capsys.readouterr().err
+
+
+def test_dists_by_name_in_evaluate_and_the_callback_equals_the_loss(
+    photo_folders, torchvision_weights, photos
+):
+    from percep_lightning.callbacks import ImageMetricsCallback
+    from percep_lightning.losses import DISTSLoss
+
+    weights = str(torchvision_weights("vgg16"))
+    pred_dir, target_dir = photo_folders(3, 32)
+    value = evaluate(pred_dir, target_dir, metrics="dists", weights={"vgg16": weights}, progress=False)[
+        "dists"
+    ]
+    from PIL import Image
+
+    def read(folder):
+        return torch.stack(
+            [
+                torch.from_numpy(np.asarray(Image.open(folder / f"{i:03d}.png"))).permute(2, 0, 1)
+                for i in range(3)
+            ]
+        )
+
+    loss = DISTSLoss(weights, reduction="none")
+    expected = loss(read(pred_dir).double() / 255, read(target_dir).double() / 255).mean()
+    assert value == pytest.approx(float(expected), rel=1e-5)  # float32 trunk against its float64 run
+    assert ImageMetricsCallback(["dists"], weights={"vgg16": weights}).metric_names == ("dists",)
