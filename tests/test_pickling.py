@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 import torch
+from _stub_extractor import StubExtractor
 from torch import nn
 
 from percep_lightning import backbones, losses, metrics
@@ -31,6 +32,7 @@ LOSSES = {
         {"pixel": losses.PixelLoss(), "lpips": functools.partial(losses.LPIPSLoss, "squeeze", weights=None)},
         weights={"lpips": 0.0},  # a term not built yet (a factory) must pickle too
     ),
+    "DISTSLoss": lambda: losses.DISTSLoss(weights=None),
     "LPIPSLoss": lambda: losses.LPIPSLoss("alex", weights=None),
     "MSSSIMLoss": lambda: losses.MSSSIMLoss(kernel_size=3),
     "PixelLoss": lambda: losses.PixelLoss("charbonnier"),
@@ -41,6 +43,8 @@ LOSSES = {
 BACKBONES = {
     "ArtInception": (lambda: ArtInception(weights=None, resize=75), torch.uint8),
     "FIDInceptionV3": (lambda: FIDInceptionV3(weights=None), torch.uint8),
+    "L2PoolVGG16": (lambda: backbones.L2PoolVGG16(weights=None), None),
+    "ModuleExtractor": (lambda: backbones.ModuleExtractor(StubExtractor()), None),
     "TorchvisionFeatures": (lambda: TorchvisionFeatures("vgg16", ["conv1_2", "relu2_2"], weights=None), None),
 }
 
@@ -88,7 +92,7 @@ def test_backbone_pickles_and_the_copy_gives_the_same_features(name):
     if dtype == torch.uint8:
         images = torch.randint(0, 256, (1, 3, 75, 75), dtype=torch.uint8, generator=g)
     else:
-        images = torch.rand(1, 3, 16, 16, generator=g)
+        images = torch.rand(1, 3, 32, 32, generator=g)
     with torch.inference_mode():
         expected, got = net(images), copy(images)
     for a, b in zip(_tensors(got), _tensors(expected), strict=True):
@@ -117,6 +121,16 @@ def test_unpickled_inception_still_refolds_after_a_load():
 METRICS = {
     "FrechetInceptionDistance": (
         lambda: metrics.FrechetInceptionDistance(weights=None),
+        lambda metric, images: (metric.update(images[:2], real=True), metric.update(images[2:], real=False)),
+    ),
+    "FrechetDistance": (
+        lambda: metrics.FrechetDistance(
+            StubExtractor(), infinity=True, infinity_min_samples=2, infinity_num_points=2
+        ),
+        lambda metric, images: (metric.update(images[:2], real=True), metric.update(images[2:], real=False)),
+    ),
+    "KernelDistance": (
+        lambda: metrics.KernelDistance(StubExtractor(), subsets=3, subset_size=2),
         lambda metric, images: (metric.update(images[:2], real=True), metric.update(images[2:], real=False)),
     ),
     "InceptionScore": (
