@@ -189,7 +189,7 @@ class ImageMetricsCallback(Callback):
             check_int(max_samples, "max_samples", minimum=max(self._set.min_images()[0], 1))
 
         self._metrics: dict[str, Metric] = {}  # built in `setup` (after DDP processes are spawned)
-        self._cache = RealStatsCache(real_stats, self._warn_once)
+        self._stats_cache = RealStatsCache(real_stats, self._warn_once)
         self._epoch: _Epoch | None = None
         self._check_only = False
         self._real_forwarded = 0
@@ -214,7 +214,7 @@ class ImageMetricsCallback(Callback):
     @property
     def real_stats_cached(self) -> bool:
         """Whether real-image statistics are held for reuse."""
-        return self._cache.store.entry is not None
+        return self._stats_cache.store.entry is not None
 
     @property
     def real_images_forwarded(self) -> int:
@@ -223,15 +223,15 @@ class ImageMetricsCallback(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The key and file of the cached real statistics (not the statistics themselves)."""
-        return self._cache.store.state_dict()
+        return self._stats_cache.store.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._cache.store.load_state_dict(state_dict)
+        self._stats_cache.store.load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._cache.store.set_run_directory(
+        self._stats_cache.store.set_run_directory(
             os.path.join(trainer.log_dir or trainer.default_root_dir, "real_stats")
         )
         self._warned.clear()
@@ -241,7 +241,9 @@ class ImageMetricsCallback(Callback):
             context = self._set.build(weights_by_network(self.weights))
         self._metrics = self._set.metrics()
         registry = {name: self._metrics[name] for name in self._set.registry_names(("fid", "kid"))}
-        self._cache.setup(registry, context.networks.get("inception"), self._inception_weights(), trainer)
+        self._stats_cache.setup(
+            registry, context.networks.get("inception"), self._inception_weights(), trainer
+        )
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module, "val")
@@ -270,7 +272,7 @@ class ImageMetricsCallback(Callback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        self._cache.store.persist(trainer.is_global_zero)
+        self._stats_cache.store.persist(trainer.is_global_zero)
 
     # ------------------------------------------------------------------ epoch steps
 
@@ -305,7 +307,9 @@ class ImageMetricsCallback(Callback):
             "target": self.keys["target"],
             "extractor": self.extractor,
         }
-        epoch = _Epoch(stage, plan, self._cache.begin(trainer, loader, plan, pl_module.device, key_options))
+        epoch = _Epoch(
+            stage, plan, self._stats_cache.begin(trainer, loader, plan, pl_module.device, key_options)
+        )
         self._epoch = epoch
 
     def _batch(self, pl_module: LightningModule, outputs: Any, batch: Any, dataloader_idx: int) -> None:
@@ -326,10 +330,10 @@ class ImageMetricsCallback(Callback):
             return
         images = {role: x[:keep] for role, x in images.items()}
         if epoch.cache.fingerprint is not None:
-            self._cache.see_targets(
+            self._stats_cache.see_targets(
                 epoch.cache, to_uint8(images["target"], self._key_of("target"), self._set.quantize)
             )
-        fixed = list(self._cache.metrics) if epoch.cache.reused else []
+        fixed = list(self._stats_cache.metrics) if epoch.cache.reused else []
         self._real_forwarded += self._set.update(images, positions.to(pl_module.device), fixed_real=fixed)
 
     def _end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -445,8 +449,10 @@ class ImageMetricsCallback(Callback):
     def _compute(self, trainer: Trainer, epoch: _Epoch) -> dict[str, Tensor]:
         """Every metric's logged values, each from one synchronisation; fresh real statistics go to the store."""
         fresh: dict[str, Any] = {}
-        values = self._set.compute(lambda name, metric: self._cache.compute(name, metric, epoch.cache, fresh))
-        self._cache.end(trainer, epoch.cache, fresh)
+        values = self._set.compute(
+            lambda name, metric: self._stats_cache.compute(name, metric, epoch.cache, fresh)
+        )
+        self._stats_cache.end(trainer, epoch.cache, fresh)
         return values
 
     @contextlib.contextmanager
