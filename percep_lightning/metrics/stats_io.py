@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from percep_lightning._atomic import create_temp
+from percep_lightning.backbones.extractor import module_digest
 from percep_lightning.functional.fid import _check_statistics
 
 __all__ = [
@@ -157,7 +157,6 @@ def cached_stats_path(directory: str | os.PathLike[str], key: str) -> Path:
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
-_MODULE_DIGESTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 def weights_digest(weights: Any, module: nn.Module) -> str:
@@ -177,13 +176,7 @@ def weights_digest(weights: Any, module: nn.Module) -> str:
                     digest.update(block)
             _FILE_DIGESTS[file_key] = digest.hexdigest()
         return _FILE_DIGESTS[file_key]
-    if module not in _MODULE_DIGESTS:
-        digest = hashlib.sha256()
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        _MODULE_DIGESTS[module] = digest.hexdigest()
-    return _MODULE_DIGESTS[module]
+    return module_digest(module)
 
 
 def read_cached_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
