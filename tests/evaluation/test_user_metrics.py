@@ -155,3 +155,14 @@ def test_dists_by_name_in_evaluate_and_the_callback_equals_the_loss(
     expected = loss(read(pred_dir).double() / 255, read(target_dir).double() / 255).mean()
     assert value == pytest.approx(float(expected), rel=1e-5)  # float32 trunk against its float64 run
     assert ImageMetricsCallback(["dists"], weights={"vgg16": weights}).metric_names == ("dists",)
+
+
+def test_random_backbones_do_not_depend_on_the_other_metrics(photo_folders):
+    """Offline smoke runs are reproducible: each random network is seeded from its own name, not drawn from the
+    global generator in construction order."""
+    pred_dir, target_dir = photo_folders(2, 48)
+    random = {"alexnet": "random", "vgg16": "random"}
+    alone = evaluate(pred_dir, target_dir, metrics="lpips", weights=random, progress=False)
+    torch.manual_seed(123)  # the caller's generator state plays no part either
+    together = evaluate(pred_dir, target_dir, metrics="lpips_vgg,lpips", weights=random, progress=False)
+    assert together["lpips"] == alone["lpips"]
