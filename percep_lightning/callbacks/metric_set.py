@@ -153,10 +153,6 @@ class MetricSet:
         """Every image role some metric reads."""
         return {role for entry in self.entries.values() for role in entry.roles}
 
-    def weights_names(self) -> list[str]:
-        """The networks whose weights the registry metrics need."""
-        return list(dict.fromkeys(w for e in self.entries.values() if e.spec for w in e.spec.weights))
-
     def min_images(self) -> tuple[int, str]:
         """``(fewest images an epoch must hold, the metric that needs them)``."""
         return max((entry.min_images(), name) for name, entry in self.entries.items())

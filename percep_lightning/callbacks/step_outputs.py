@@ -30,7 +30,7 @@ def extract_images(
     Args:
         outputs: what the step returned.
         batch: the batch the step received (for ``extractor``).
-        keys: output key -> the callback argument that named it (``{"preds": "preds_key", ...}``).
+        keys: output key -> the callback argument that named it (``{"preds": "keys['preds']", ...}``).
         extractor: ``extractor(outputs, batch) -> dict`` when the output is not such a dict.
         step: ``"validation_step"`` or ``"test_step"``, for messages.
 
