@@ -69,7 +69,7 @@ def test_matches_styleid(metric_factory, vgg_path, photos):
     expected = styleid_cfsd(stylized, content, vgg_path)
     assert expected > 1e-2
     assert float(metric.compute()) == pytest.approx(expected, rel=1e-4)
-    assert int(metric.num_pairs) == 3 and metric.cfsd_sum.dtype == torch.float64
+    assert int(metric.num_images) == 3 and metric.value_sum.dtype == torch.float64
 
 
 def test_identical_pairs_are_zero_and_uint8_equals_float(metric_factory, photos):
@@ -100,7 +100,7 @@ def test_backbone_is_held_outside_the_state(metric_factory):
     assert list(metric.parameters()) == [] and metric.state_dict() == {}
     metric.to(torch.float16)
     assert next(metric.backbone.parameters()).dtype == torch.float32
-    assert metric.cfsd_sum.dtype == torch.float64
+    assert metric.value_sum.dtype == torch.float64
 
 
 def test_errors(metric_factory):
@@ -128,4 +128,4 @@ def test_images_smaller_than_relu3_1_needs_raise(metric_factory):
     ):
         metric.update(torch.rand(1, 3, 2, 8), torch.rand(1, 3, 2, 8))
     metric.update(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4))
-    assert int(metric.num_pairs) == 1
+    assert int(metric.num_images) == 1
