@@ -122,9 +122,14 @@ def test_warnings_are_printed_on_rank_zero_only(photo_folders, monkeypatch, caps
     pred_dir, target_dir = photo_folders(2, 48)
     args = ["evaluate", str(pred_dir), str(target_dir), "--metrics", "lpips", "--weights", "alexnet=random"]
     args += ["--no-progress", "--num-workers", "0"]
+    from percep_lightning.backbones import weights as weights_module
+
+    # the random-weights warning is given once per process and network: forget earlier tests' networks
+    monkeypatch.setattr(weights_module, "_warned_random", set())
     monkeypatch.setenv("RANK", "0")
     assert main(args) == 0
     assert "warning: alexnet backbone built with random weights" in capsys.readouterr().err
+    monkeypatch.setattr(weights_module, "_warned_random", set())
     monkeypatch.setenv("RANK", "1")
     assert main(args) == 0
     assert "warning:" not in capsys.readouterr().err
