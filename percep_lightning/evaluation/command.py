@@ -266,7 +266,9 @@ def _short_warnings() -> Iterator[None]:
     """Print each distinct warning once, as ``warning: message`` (no source line), on rank zero only under
     ``torchrun`` (every process runs the same checks and would repeat it)."""
     rank_zero = int(os.environ.get("RANK", "0")) == 0
-    shown: set[str] = set()  # once per command run (Python's "once" filter remembers across runs in a process)
+    shown: set[str] = (
+        set()
+    )  # once per command run (Python's "once" filter remembers across runs in a process)
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
         if rank_zero and str(message) not in shown:

@@ -227,7 +227,9 @@ def resolve_weights(plan: Plan, given: Mapping[str, Any]) -> tuple[dict[str, Any
     from percep_lightning.backbones.weights import fetch_all
 
     check_weights_names(given)
-    needed = list(dict.fromkeys(w for spec in plan.specs.values() for w in _weights_of(spec, plan.options)))
+    needed = list(
+        dict.fromkeys(w for spec in plan.specs.values() for w in spec.weights_for(plan.options[spec.name]))
+    )
     overrides: dict[str, Any] = {}
     for name, value in given.items():
         if value in (None, "random"):
@@ -267,14 +269,6 @@ def _lpips_net(spec: MetricSpec, options: Mapping[str, Mapping[str, Any]]) -> st
     if not spec.name.startswith("lpips"):
         return None
     return "vgg" if spec.name == "lpips_vgg" else options[spec.name].get("net", "alex")
-
-
-def _weights_of(spec: MetricSpec, options: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
-    """The weights an entry needs with its options (``lpips`` with ``net="vgg"`` needs vgg16)."""
-    net = options.get(spec.name, {}).get("net")
-    if net is not None:
-        return ({"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}[net],)
-    return spec.weights
 
 
 def folder_args(**folders: str | os.PathLike[str] | None) -> dict[str, Any]:

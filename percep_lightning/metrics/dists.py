@@ -9,9 +9,8 @@ from torch import Tensor
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.losses.dists import DISTSLoss
-from percep_lightning.metrics._images import exact_float32
+from percep_lightning.metrics._images import exact_float32, unit_float_pair
 from percep_lightning.metrics.paired import PerImageMean
-from percep_lightning.metrics.paired_lpips import _unit_float_pair
 
 __all__ = ["DISTS"]
 
@@ -77,7 +76,7 @@ class DISTS(HoldsFrozen, PerImageMean):
             ValueError: on a bad or different shape, NaN/Inf values, float values outside [0, 1], or
                 images smaller than 17x17.
         """
-        preds_f, target_f = _unit_float_pair(preds, target)
+        preds_f, target_f = unit_float_pair(preds, target)
         if preds_f.shape[0] == 0:
             return preds_f.new_zeros(0)
         loss = self.loss

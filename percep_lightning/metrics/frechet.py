@@ -25,7 +25,7 @@ from percep_lightning.functional.fid import (
 from percep_lightning.functional.inputs import check_bool, check_int
 from percep_lightning.metrics._images import KeepFloat64States, Quantize, check_quantize, extract
 
-__all__ = ["FrechetDistance", "check_real_flag", "concatenated", "check_indices"]
+__all__ = ["FrechetDistance", "concatenated", "check_indices"]
 
 
 class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
@@ -164,7 +164,7 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
             ValueError: for a wrong shape, NaN/Inf, or float values outside [0, 1].
             RuntimeError: when adding real images while real statistics are fixed.
         """
-        check_real_flag(real)
+        check_bool(real, "real")
         features = images if precomputed else extract(self.extractor, images, "images", self.quantize)
         self._add_features(features, real, indices)
 
@@ -366,11 +366,6 @@ def _quiet_rank_warning() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="FID statistics from", category=UserWarning)
         yield
-
-
-def check_real_flag(real: object) -> None:
-    """Raise a TypeError unless ``real`` is a bool."""
-    check_bool(real, "real")
 
 
 def check_indices(indices: object, count: int) -> None:

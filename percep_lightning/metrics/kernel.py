@@ -14,7 +14,7 @@ from percep_lightning.backbones.extractor import FeatureExtractor, as_extractor
 from percep_lightning.functional.inputs import Quantize, check_bool, check_int
 from percep_lightning.functional.kid import kernel_inception_distance
 from percep_lightning.metrics._images import check_quantize, extract
-from percep_lightning.metrics.frechet import check_indices, check_real_flag, concatenated
+from percep_lightning.metrics.frechet import check_indices, concatenated
 
 __all__ = ["KernelDistance"]
 
@@ -144,7 +144,7 @@ class KernelDistance(HoldsFrozen, Metric):
             TypeError: for a wrong dtype, a non-bool ``real`` or non-integer ``indices``.
             ValueError: for a wrong shape or range, NaN/Inf, or badly shaped ``indices``.
         """
-        check_real_flag(real)
+        check_bool(real, "real")
         if isinstance(images, _Features):
             features = images.values
         else:

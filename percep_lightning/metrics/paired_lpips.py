@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
@@ -13,7 +12,7 @@ from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.color import grey_like_pil
 from percep_lightning.losses.lpips import LPIPSLoss
-from percep_lightning.metrics._images import exact_float32
+from percep_lightning.metrics._images import exact_float32, to_unit_float, unit_float_pair
 from percep_lightning.metrics.paired import PerImageMean
 
 __all__ = ["LPIPS"]
@@ -97,7 +96,7 @@ class LPIPS(HoldsFrozen, PerImageMean):
         """Each pair's LPIPS distance, ``(N,)``."""
         if self.input_range == (-1.0, 1.0):
             preds, target = (x if x.dtype == torch.uint8 else (x + 1) / 2 for x in (preds, target))
-        preds_f, target_f = _unit_float_pair(preds, target)
+        preds_f, target_f = unit_float_pair(preds, target)
         if self.resize is not None or self.grey:
             preds_f, target_f = (self._styleid_view(x) for x in (preds_f, target_f))
         if preds_f.shape[0] == 0:
@@ -115,54 +114,4 @@ class LPIPS(HoldsFrozen, PerImageMean):
             images = resize_shorter_side(pixels, self.resize)
         if self.grey:
             images = grey_like_pil(images)
-        return _to_unit_float(images)
-
-
-def _unit_float_pair(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate a pair of image batches and return them as float32 in [0, 1].
-
-    The same rules and messages as the other metrics (``uint8`` in [0, 255] or float in [0, 1],
-    ``(N, 3 or 1, H, W)``), with the finiteness and range checks of both tensors in one ``aminmax`` pass
-    each and one device synchronisation.
-
-    Raises:
-        TypeError: if either is not a tensor, or is neither ``uint8`` nor floating point.
-        ValueError: on a bad or different shape, NaN/Inf values, or float values outside [0, 1].
-    """
-    for name, x in (("preds", preds), ("target", target)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
-        if x.dtype != torch.uint8 and not x.is_floating_point():
-            raise TypeError(
-                f"Expected `{name}` to be uint8 in [0, 255] or floating point in [0, 1], but got dtype {x.dtype}."
-            )
-        if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[-1] == 0 or x.shape[-2] == 0:
-            raise ValueError(
-                f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(x.shape)}."
-            )
-    if preds.shape != target.shape:
-        raise ValueError(
-            f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
-            f"{tuple(target.shape)}."
-        )
-    floats = [
-        (name, x.detach()) for name, x in (("preds", preds), ("target", target)) if x.is_floating_point()
-    ]
-    if floats and preds.numel() > 0:
-        bounds = torch.stack([v for _, x in floats for v in torch.aminmax(x)]).tolist()
-        for i, (name, _) in enumerate(floats):
-            low, high = bounds[2 * i], bounds[2 * i + 1]
-            if not (math.isfinite(low) and math.isfinite(high)):
-                raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
-            if low < 0 or high > 1:
-                raise ValueError(
-                    f"Expected float `{name}` to be in [0, 1], but got values in [{low:.4g}, {high:.4g}]; clamp "
-                    "network outputs with `.clamp(0, 1)`, or pass uint8 images in [0, 255]."
-                )
-    return _to_unit_float(preds), _to_unit_float(target)
-
-
-def _to_unit_float(images: Tensor) -> Tensor:
-    if images.dtype == torch.uint8:
-        images = images.to(torch.float32) / 255
-    return images.detach().to(torch.float32)
+        return to_unit_float(images)

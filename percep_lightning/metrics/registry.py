@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the table itself imports no torch: the command line lists i
 
 __all__ = [
     "METRICS",
+    "LPIPS_TRUNKS",
     "NETWORKS",
     "PRESETS",
     "ROLES",
@@ -172,6 +173,11 @@ class MetricSpec:
         """The names of its values: :attr:`logs`, or just its name."""
         return self.logs or (self.name,)
 
+    def weights_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The networks whose weights it needs with ``options`` (LPIPS with ``net="vgg"`` needs vgg16)."""
+        net = options.get("net")
+        return (LPIPS_TRUNKS[net],) if net is not None else self.weights
+
     @property
     def paired(self) -> bool:
         """Whether it has one value per (preds, other) pair."""
@@ -198,12 +204,12 @@ def _pixel(kind: str, channel: str) -> Builder:
     return build
 
 
-def _lpips(net: str, trunk: str, *, grey: bool = False) -> Builder:
+def _lpips(net: str, *, grey: bool = False) -> Builder:
     def build(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
         from percep_lightning.metrics.paired_lpips import LPIPS
 
         net_name = options.get("net", net)
-        weights = ctx.weights_of(_LPIPS_TRUNKS[net_name]) if "net" in options else ctx.weights_of(trunk)
+        weights = ctx.weights_of(LPIPS_TRUNKS[net_name])
         return LPIPS(
             net_name, weights=weights, resize=options.get("resize"), grey=grey, sync_on_compute=False
         )  # type: ignore[arg-type]
@@ -211,7 +217,8 @@ def _lpips(net: str, trunk: str, *, grey: bool = False) -> Builder:
     return build
 
 
-_LPIPS_TRUNKS = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
+LPIPS_TRUNKS: Mapping[str, str] = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
+"""The torchvision trunk (a network of :data:`NETWORKS`) of each LPIPS ``net``."""
 
 
 def _dists(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
@@ -298,10 +305,10 @@ _ROWS = (
     _pixel_spec("ssim_y", "ssim", "y", "SSIM of the MATLAB luma (BasicSR test_y_channel)"),
     MetricSpec(
         "lpips", "LPIPS v0.1 (net: alex, vgg, squeeze; default alex)", ("preds", "target"), False,
-        _lpips("alex", "alexnet"), defaults={"net": "alex"}, weights=("alexnet",),
+        _lpips("alex"), defaults={"net": "alex"}, weights=("alexnet",),
     ),
     MetricSpec(
-        "lpips_vgg", "LPIPS v0.1, VGG16", ("preds", "target"), False, _lpips("vgg", "vgg16"), weights=("vgg16",),
+        "lpips_vgg", "LPIPS v0.1, VGG16", ("preds", "target"), False, _lpips("vgg"), weights=("vgg16",),
     ),
     MetricSpec(
         "dists", "DISTS (Ding et al. 2020): VGG16 with L2 pooling, the official alpha/beta", ("preds", "target"),
@@ -310,11 +317,11 @@ _ROWS = (
     ),
     MetricSpec(
         "lpips_content", "LPIPS v0.1 AlexNet vs the content images, shorter sides resized to 512 (StyleID)",
-        ("preds", "content"), False, _lpips("alex", "alexnet"), defaults=_STYLEID, weights=("alexnet",),
+        ("preds", "content"), False, _lpips("alex"), defaults=_STYLEID, weights=("alexnet",),
     ),
     MetricSpec(
         "lpips_gray", "lpips_content on grey images (StyleID's LPIPS_gray)", ("preds", "content"), False,
-        _lpips("alex", "alexnet", grey=True), defaults=_STYLEID, weights=("alexnet",),
+        _lpips("alex", grey=True), defaults=_STYLEID, weights=("alexnet",),
     ),
     MetricSpec(
         "cfsd", "CFSD vs the content images (StyleID)", ("preds", "content"), False, _cfsd,
