@@ -27,7 +27,7 @@ from percep_lightning.callbacks.real_stats import (
 )
 from percep_lightning.callbacks.sample_plan import SamplePlan
 from percep_lightning.functional.fid import feature_statistics, feature_sums
-from percep_lightning.metrics.feeding import synced_compute
+from percep_lightning.metrics.feeding import fix_real_side, synced_compute
 from percep_lightning.metrics.fid import FrechetInceptionDistance
 from percep_lightning.metrics.kid import KernelInceptionDistance
 
@@ -158,13 +158,10 @@ class RealStatsCache:
 
     def _restore(self, found: RealStats, trainer: Trainer) -> None:
         """Fix the real sides of FID and KID from the store (KID: this process's share of the features)."""
-        fid, kid = self.metrics.get("fid"), self.metrics.get("kid")
-        if isinstance(fid, FrechetInceptionDistance):
-            fid.set_real_statistics(found.mu, found.sigma, found.num_samples)
-        if isinstance(kid, KernelInceptionDistance) and found.features is not None:
-            # each process adds every world_size-th row with its position, so the gather holds each once
-            rows = torch.arange(int(trainer.global_rank), found.features.shape[0], int(trainer.world_size))
-            kid.update_features(found.features[rows].to(kid.device), real=True, indices=rows.to(kid.device))
+        fix_real_side(
+            self.metrics, found.mu, found.sigma, found.num_samples, found.features,
+            rank=int(trainer.global_rank), world_size=int(trainer.world_size),
+        )  # fmt: skip
 
     def _check(self, trainer: Trainer, fingerprint: Tensor) -> None:
         """Switch caching off when the target images differ from those the cached statistics came from."""

@@ -29,7 +29,7 @@ from percep_lightning.metrics.stats_io import (
     write_cached_stats,
 )
 
-__all__ = ["FeatureRecorder", "default_cache_dir", "folder_key", "read_entry", "use_entry", "write_entry"]
+__all__ = ["FeatureRecorder", "default_cache_dir", "folder_key", "read_entry", "write_entry"]
 
 CACHE_FORMAT = 1
 
@@ -123,22 +123,3 @@ class FeatureRecorder:
         features = torch.cat([p[0] for p in parts])
         indices = torch.cat([p[1] for p in parts])
         return features[torch.argsort(indices, stable=True)]
-
-
-def use_entry(entry: dict[str, Any], metrics: dict[str, Any], world: World) -> set[str]:
-    """Fix the TARGET side of ``fid`` and ``kid`` from a cache entry; returns the names fixed.
-
-    KID's features are added by process 0 only, with their folder positions (the gather holds each once).
-    """
-    fixed: set[str] = set()
-    fid, kid = metrics.get("fid"), metrics.get("kid")
-    if fid is not None:
-        fid.set_real_statistics(entry["mu"], entry["sigma"], entry["num_samples"])
-        fixed.add("fid")
-    if kid is not None:
-        if world.is_main:
-            features = entry["features"].to(kid.device)
-            indices = torch.arange(features.shape[0], device=features.device)
-            kid.update_features(features, real=True, indices=indices)
-        fixed.add("kid")
-    return fixed

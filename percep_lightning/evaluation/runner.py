@@ -378,7 +378,8 @@ def _target_cache(
     inception = passes.context.networks.get("inception") if passes.context is not None else None
     if cache_dir is None or not users or "target" not in plan.listed or inception is None:
         return None
-    from percep_lightning.evaluation.cache import folder_key, read_entry, use_entry
+    from percep_lightning.evaluation.cache import folder_key, read_entry
+    from percep_lightning.metrics.feeding import fix_real_side
     from percep_lightning.metrics.stats_io import weights_digest
 
     digest = weights_digest(plan.weights.get("inception"), inception)
@@ -387,7 +388,12 @@ def _target_cache(
     settings["target_cache"] = "reused" if entry is not None else "computed"
     if entry is None:
         return _CacheWriter(cache_dir, key)
-    fixed |= use_entry(entry, {name: passes.metrics[name] for name in users}, passes.world)
+    users_metrics = {name: passes.metrics[name] for name in users}
+    world = passes.world
+    fixed |= fix_real_side(
+        users_metrics, entry["mu"], entry["sigma"], entry["num_samples"], entry["features"],
+        rank=world.rank, world_size=world.size,
+    )  # fmt: skip
     return None
 
 

@@ -22,7 +22,16 @@ from percep_lightning.metrics.frechet import FrechetDistance
 from percep_lightning.metrics.inception_score import NUM_CLASSES, InceptionScore
 from percep_lightning.metrics.kernel import KernelDistance
 
-__all__ = ["Outputs", "extractor_groups", "feed", "forward", "join_gathers", "reads_logits", "synced_compute"]
+__all__ = [
+    "Outputs",
+    "extractor_groups",
+    "feed",
+    "fix_real_side",
+    "forward",
+    "join_gathers",
+    "reads_logits",
+    "synced_compute",
+]
 
 
 class Outputs(NamedTuple):
@@ -104,6 +113,34 @@ def join_gathers(metric: Metric, device: torch.device | str) -> None:
     elif isinstance(metric, FrechetDistance) and metric.infinity:
         features = torch.empty(0, metric.num_features, device=device)
         metric.update_features(features, real=False, indices=empty_indices)
+
+
+def fix_real_side(
+    metrics: Mapping[str, Metric],
+    mu: Tensor,
+    sigma: Tensor,
+    num_samples: int | None,
+    features: Tensor | None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> set[str]:
+    """Fix the real side of ``metrics["fid"]`` and ``metrics["kid"]`` from cached statistics; returns the names fixed.
+
+    FID takes ``mu`` and ``sigma``. KID takes the cached ``(N, D)`` features: each process adds every
+    ``world_size``-th row from its ``rank`` with its position, so the gather holds each row once, in order.
+    KID is left alone when there are no cached features.
+    """
+    fixed: set[str] = set()
+    fid, kid = metrics.get("fid"), metrics.get("kid")
+    if fid is not None:
+        fid.set_real_statistics(mu, sigma, num_samples)  # type: ignore[operator]
+        fixed.add("fid")
+    if kid is not None and features is not None:
+        rows = torch.arange(rank, features.shape[0], world_size)
+        kid.update_features(features[rows].to(kid.device), real=True, indices=rows.to(kid.device))  # type: ignore[operator]
+        fixed.add("kid")
+    return fixed
 
 
 def synced_compute(metric: Metric) -> Any:
