@@ -15,6 +15,7 @@ from torchmetrics import Metric
 
 from percep_lightning.backbones.inception import check_resize
 from percep_lightning.metrics._images import check_quantize
+from percep_lightning.metrics.feature_set import FeatureSetMetric
 from percep_lightning.metrics.feeding import (
     extractor_groups,
     feed,
@@ -23,7 +24,6 @@ from percep_lightning.metrics.feeding import (
     reads_logits,
 )
 from percep_lightning.metrics.frechet import FrechetDistance
-from percep_lightning.metrics.kernel import KernelDistance
 from percep_lightning.metrics.registry import (
     METRICS,
     SHARED_OPTIONS,
@@ -65,7 +65,7 @@ class MetricEntry:
         """``"features"``, ``"logits"``, ``"images"`` or ``"derived"``."""
         if self.spec is not None:
             return self.spec.feed
-        return "features" if isinstance(self.metric, (FrechetDistance, KernelDistance)) else "images"
+        return "features" if isinstance(self.metric, (FrechetDistance, FeatureSetMetric)) else "images"
 
     def min_images(self) -> int:
         """The fewest images an epoch must hold for it."""
@@ -77,6 +77,8 @@ class MetricEntry:
         """The logged values of its ``compute()`` result."""
         if isinstance(result, Mapping):
             return {f"{self.name}_{key}": value for key, value in result.items()}
+        if hasattr(result, "_fields") and len(self.logs) != len(result):  # a user's PRDC
+            return {f"{self.name}_{key}": value for key, value in zip(result._fields, result, strict=True)}
         result = result if isinstance(result, tuple) else (result,)
         logs = (
             self.logs
@@ -138,7 +140,7 @@ class MetricSet:
             logged = name if registry_name == value.lower() else registry_name
             if logged in self.entries:
                 continue
-            logs = tuple(log.replace(spec.name, logged, 1) for log in spec.logged)
+            logs = tuple(_renamed(log, spec.name, logged) for log in spec.logged)
             entry = MetricEntry(logged, spec.roles, logs, spec, resolve_options(spec, options.get(spec.name)))
             self.entries[logged] = entry
 
@@ -282,3 +284,11 @@ def _named(metrics: Sequence[str] | Mapping[str, str | Metric]) -> dict[str, str
     if not named:
         raise ValueError(f"Expected `metrics` to name at least one metric of {', '.join(METRICS)}.")
     return named
+
+
+def _renamed(log: str, registry_name: str, logged: str) -> str:
+    """A registry entry's logged name under the name the user gave it (``kid_std`` of ``{"kid_b": "kid"}`` is
+    ``kid_b_std``; ``precision`` of ``{"prdc_clip": "prdc"}`` is ``prdc_clip_precision``)."""
+    if log.startswith(registry_name):
+        return log.replace(registry_name, logged, 1)
+    return log if logged == registry_name else f"{logged}_{log}"

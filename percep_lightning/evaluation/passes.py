@@ -148,13 +148,21 @@ class Passes:
             if record is not None:
                 record(outputs.features, indices)
 
-    def compute(self, name: str) -> tuple[float, float | None]:
-        """A feature metric's ``(value, spread or None)``, synchronised (call it on every process)."""
-        metric = self.metrics[name]
-        result = synced_compute(metric)
+    def compute(self, name: str) -> dict[str, tuple[float, float | None]]:
+        """A feature metric's ``{logged name: (value, spread or None)}``, synchronised (call it on every process).
+
+        A value with a spread (KID, IS) is one entry under ``name``; a named tuple of values (PRDC) is one entry
+        per field, under the registry entry's logged names (``precision``, ...) or ``{name}_{field}``.
+        """
+        result = synced_compute(self.metrics[name])
+        if hasattr(result, "_fields"):
+            spec = self.plan.specs.get(name)
+            logs = spec.logged if spec is not None and len(spec.logged) == len(result) else None
+            keys = logs or tuple(f"{name}_{field}" for field in result._fields)
+            return {key: (float(value), None) for key, value in zip(keys, result, strict=True)}
         if isinstance(result, tuple):
-            return float(result[0]), float(result[1])
-        return float(result), None
+            return {name: (float(result[0]), float(result[1]))}
+        return {name: (float(result), None)}
 
     def fix_target_statistics(self, mu: Tensor, sigma: Tensor) -> set[str]:
         """Compare ``fid`` with TARGET statistics from a file (its image count unknown); returns the fixed names."""

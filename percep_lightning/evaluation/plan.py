@@ -21,8 +21,8 @@ from percep_lightning.evaluation.errors import EvaluationError
 from percep_lightning.evaluation.files import list_images
 from percep_lightning.evaluation.pairing import pair_files
 from percep_lightning.evaluation.table import resolve_metrics
+from percep_lightning.metrics.feature_set import FeatureSetMetric
 from percep_lightning.metrics.frechet import FrechetDistance
-from percep_lightning.metrics.kernel import KernelDistance
 from percep_lightning.metrics.paired import PerImageMean
 from percep_lightning.metrics.registry import METRICS, MetricSpec, resolve_options
 
@@ -131,7 +131,7 @@ def _metrics(
                         f"Metric {name!r}: registry metrics keep their names, got {value!r}."
                     )
                 names.append(value)
-            elif isinstance(value, (FrechetDistance, KernelDistance, PerImageMean)):
+            elif isinstance(value, (FrechetDistance, FeatureSetMetric, PerImageMean)):
                 user[str(name)] = value
             else:
                 raise EvaluationError(

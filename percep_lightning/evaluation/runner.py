@@ -312,9 +312,9 @@ def _run(
 
 
 def _results(plan: Plan, passes: Passes, values: dict[str, Tensor]) -> list[MetricResult]:
-    """A :class:`MetricResult` per metric, in the plan's order (derived ones from the others)."""
-    computed: dict[str, float] = {}
-    results: list[MetricResult] = []
+    """The :class:`MetricResult` of each metric (several for PRDC), in the plan's order (derived ones from the
+    others)."""
+    by_name: dict[str, list[MetricResult]] = {}
     n = len(plan.listed["preds"])
     for name in plan.names:
         spec = plan.specs.get(name)
@@ -327,22 +327,29 @@ def _results(plan: Plan, passes: Passes, values: dict[str, Tensor]) -> list[Metr
         if kind == "paired":
             v = values[name]
             std = v.std(correction=0).item() if v.numel() > 1 else 0.0
-            results.append(MetricResult(name, v.mean().item(), std, v.numel(), better, "pairs"))
+            by_name[name] = [MetricResult(name, v.mean().item(), std, v.numel(), better, "pairs")]
         elif kind == "features":
-            value, std = passes.compute(name)
             against = plan.against(name)
             n_against = len(plan.listed[against]) if against in plan.listed else None
-            spread = None if std is None else (spec.spread if spec is not None else "subsets")
-            results.append(MetricResult(name, value, std, n, better, spread, against, n_against))
-        else:
-            continue
-        computed[name] = results[-1].value
+            by_name[name] = [
+                MetricResult(
+                    logged,
+                    value,
+                    std,
+                    n,
+                    better,
+                    None if std is None else (spec.spread if spec is not None else "subsets"),
+                    against,
+                    n_against,
+                )
+                for logged, (value, std) in passes.compute(name).items()
+            ]
+    computed = {result.name: result.value for results in by_name.values() for result in results}
     for name in plan.names:
         spec = plan.specs.get(name)
         if spec is not None and spec.combine is not None:
-            results.append(MetricResult(name, spec.combine(computed), None, n, spec.higher_is_better))
-    order = {name: k for k, name in enumerate(plan.names)}
-    return sorted(results, key=lambda r: order[r.name])
+            by_name[name] = [MetricResult(name, spec.combine(computed), None, n, spec.higher_is_better)]
+    return [result for name in plan.names for result in by_name.get(name, [])]
 
 
 @dataclass

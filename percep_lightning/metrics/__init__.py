@@ -1,6 +1,6 @@
 """torchmetrics ``Metric``s: the Fréchet and kernel distances on any feature extractor (FID and KID on the
-FID Inception), Inception Score, ArtFID, CFSD, and the full-reference PSNR, SSIM, MS-SSIM, LPIPS and DISTS
-(state and multi-process sync, no Lightning code).
+FID Inception, FD-DINOv2), CMMD, precision/recall/density/coverage, Inception Score, ArtFID, CFSD, and the
+full-reference PSNR, SSIM, MS-SSIM, LPIPS and DISTS (state and multi-process sync, no Lightning code).
 
 Also here: the registry of named metrics shared by the callback and ``evaluate``
 (:mod:`percep_lightning.metrics.registry`), :class:`SharedInception` (one Inception forward feeding several
@@ -14,6 +14,7 @@ from typing import Any
 _EXPORTS = {
     "ArtFID": "artfid",
     "CFSD": "cfsd",
+    "CMMD": "cmmd",
     "DISTS": "dists",
     "FrechetInceptionDistance": "fid",
     "FrechetDistance": "frechet",
@@ -24,6 +25,7 @@ _EXPORTS = {
     "PSNR": "paired",
     "SSIM": "paired",
     "LPIPS": "paired_lpips",
+    "PRDC": "prdc",
     "SharedInception": "shared_inception",
     "load_stats": "stats_io",
     "save_stats": "stats_io",

@@ -1,7 +1,8 @@
 """One extractor forward feeding every metric that holds that extractor (the callback and ``evaluate`` alike).
 
 Distribution metrics (:class:`~percep_lightning.metrics.FrechetDistance`,
-:class:`~percep_lightning.metrics.KernelDistance`, their Inception forms) and the Inception Score each run
+:class:`~percep_lightning.metrics.KernelDistance`, :class:`~percep_lightning.metrics.CMMD`,
+:class:`~percep_lightning.metrics.PRDC`, the Inception forms) and the Inception Score each run
 their network when given images. When several hold the same network object, :func:`extractor_groups`
 finds them, :func:`forward` runs the network once (with the logits too when the Inception Score needs
 them) and :func:`feed` hands the outputs to each metric's public ``update_features`` / ``update_logits``.
@@ -18,9 +19,9 @@ from torchmetrics import Metric
 
 from percep_lightning.backbones.inception import FIDInceptionV3
 from percep_lightning.metrics._images import extract, inception_forward
+from percep_lightning.metrics.feature_set import FeatureSetMetric
 from percep_lightning.metrics.frechet import FrechetDistance
 from percep_lightning.metrics.inception_score import NUM_CLASSES, InceptionScore
-from percep_lightning.metrics.kernel import KernelDistance
 
 __all__ = [
     "Outputs",
@@ -56,7 +57,7 @@ def extractor_groups(metrics: Mapping[str, Metric]) -> list[tuple[Any, list[str]
     groups: dict[int, tuple[Any, list[str]]] = {}
     for name, metric in metrics.items():
         extractor = getattr(metric, "extractor", None)
-        if isinstance(metric, (FrechetDistance, KernelDistance, InceptionScore)) and extractor is not None:
+        if isinstance(metric, (FrechetDistance, FeatureSetMetric, InceptionScore)) and extractor is not None:
             groups.setdefault(id(extractor), (extractor, []))[1].append(name)
     return list(groups.values())
 
@@ -106,7 +107,7 @@ def join_gathers(metric: Metric, device: torch.device | str) -> None:
     empty_indices = torch.empty(0, dtype=torch.long, device=device)
     if isinstance(metric, InceptionScore):
         metric.update_logits(torch.empty(0, NUM_CLASSES, device=device), empty_indices)
-    elif isinstance(metric, KernelDistance):
+    elif isinstance(metric, FeatureSetMetric):
         for real in (False, True):
             features = torch.empty(0, metric.num_features, device=device)
             metric.update_features(features, real=real, indices=empty_indices)

@@ -65,7 +65,8 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
             updates for a value independent of the number of processes.
         infinity_num_points: the number of subset sizes of the fit (the reference uses 15), at least 2.
         infinity_min_samples: the smallest subset (the reference uses 5000), at least 2; :meth:`compute`
-            needs more generated images than this.
+            needs more generated images than this. ``None`` takes dgm-eval's rule,
+            ``min(5000, max(N // 10, 2))`` for ``N`` generated images.
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -114,14 +115,15 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
         reset_real_features: bool = True,
         infinity: bool = False,
         infinity_num_points: int = 15,
-        infinity_min_samples: int = 5000,
+        infinity_min_samples: int | None = 5000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_quantize(quantize)
         check_bool(infinity, "infinity")
         check_int(infinity_num_points, "infinity_num_points", minimum=2)
-        check_int(infinity_min_samples, "infinity_min_samples", minimum=2)
+        if infinity_min_samples is not None:
+            check_int(infinity_min_samples, "infinity_min_samples", minimum=2)
         check_bool(reset_real_features, "reset_real_features")
         extractor = as_extractor(extractor)
         self._hold("extractor", extractor)  # type: ignore[arg-type]
@@ -238,12 +240,12 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
         if self.infinity:
             with _quiet_rank_warning():
                 mu_real, sigma_real, _ = self._statistics("real")
+            fake = self._ordered_fake_features()
+            min_samples = self.infinity_min_samples
+            if min_samples is None:
+                min_samples = min(5000, max(fake.shape[0] // 10, 2))
             return fid_infinity_from_statistics(
-                mu_real,
-                sigma_real,
-                self._ordered_fake_features(),
-                num_points=self.infinity_num_points,
-                min_samples=self.infinity_min_samples,
+                mu_real, sigma_real, fake, num_points=self.infinity_num_points, min_samples=min_samples
             )
         with _quiet_rank_warning():
             mu_real, sigma_real, n_real = self._statistics("real")

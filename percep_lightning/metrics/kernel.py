@@ -3,29 +3,19 @@ feature extractor, as a torchmetrics ``Metric`` (torch-fidelity's conventions)."
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
-from percep_lightning.backbones.base import HoldsFrozen
-from percep_lightning.backbones.extractor import FeatureExtractor, as_extractor
-from percep_lightning.functional.inputs import Quantize, check_bool, check_int
+from percep_lightning.backbones.extractor import FeatureExtractor
+from percep_lightning.functional.inputs import Quantize, check_int
 from percep_lightning.functional.kid import kernel_inception_distance
-from percep_lightning.metrics._images import check_quantize, extract
-from percep_lightning.metrics.frechet import check_indices, concatenated
+from percep_lightning.metrics.feature_set import FeatureSetMetric
 
 __all__ = ["KernelDistance"]
 
 
-class _Features(NamedTuple):
-    """Precomputed features travelling through the wrapped ``update`` (see ``update_features``)."""
-
-    values: Tensor
-
-
-class KernelDistance(HoldsFrozen, Metric):
+class KernelDistance(FeatureSetMetric):
     r"""Kernel distance between the features of real and generated images, on any feature extractor.
 
     The unbiased squared MMD between ``(N, D)`` features under the polynomial kernel
@@ -79,14 +69,6 @@ class KernelDistance(HoldsFrozen, Metric):
     """
 
     higher_is_better = False
-    is_differentiable = False
-    full_state_update = False
-    _frozen_keep_float32 = True
-
-    real_features: list[Tensor]
-    fake_features: list[Tensor]
-    real_indices: list[Tensor]
-    fake_indices: list[Tensor]
 
     def __init__(
         self,
@@ -102,7 +84,7 @@ class KernelDistance(HoldsFrozen, Metric):
         reset_real_features: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(extractor, quantize=quantize, reset_real_features=reset_real_features, **kwargs)
         check_int(seed, "seed")
         for name, value in (("subsets", subsets), ("subset_size", subset_size), ("degree", degree)):
             check_int(value, name, minimum=1)
@@ -110,76 +92,12 @@ class KernelDistance(HoldsFrozen, Metric):
             raise TypeError(f"Expected `gamma` to be a float or None, but got {type(gamma).__name__}.")
         if isinstance(coef0, bool) or not isinstance(coef0, (int, float)):
             raise TypeError(f"Expected `coef0` to be a float, but got {type(coef0).__name__}.")
-        check_bool(reset_real_features, "reset_real_features")
-        check_quantize(quantize)
-        extractor = as_extractor(extractor)
-        self._hold("extractor", extractor)  # type: ignore[arg-type]
-        self.num_features = int(extractor.num_features)
         self.subsets = int(subsets)
         self.subset_size = int(subset_size)
         self.degree = int(degree)
         self.gamma = None if gamma is None else float(gamma)
         self.coef0 = float(coef0)
         self.seed = int(seed)
-        self.quantize = quantize
-        self.reset_real_features = reset_real_features
-        for side in ("real", "fake"):
-            self.add_state(f"{side}_features", [], dist_reduce_fx="cat")
-            self.add_state(f"{side}_indices", [], dist_reduce_fx="cat")
-
-    @property
-    def extractor(self) -> FeatureExtractor:
-        """The frozen feature extractor (shareable with other metrics on the same features)."""
-        return self._held("extractor")  # type: ignore[return-value]
-
-    def update(self, images: Tensor, real: bool, indices: Tensor | None = None) -> None:
-        """Add a batch of real or generated images.
-
-        Args:
-            images: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
-            real: ``True`` for reference images, ``False`` for generated ones.
-            indices: optional ``(N,)`` integer positions of the images in their dataset (see the class notes).
-
-        Raises:
-            TypeError: for a wrong dtype, a non-bool ``real`` or non-integer ``indices``.
-            ValueError: for a wrong shape or range, NaN/Inf, or badly shaped ``indices``.
-        """
-        check_bool(real, "real")
-        if isinstance(images, _Features):
-            features = images.values
-        else:
-            features = extract(self.extractor, images, "images", self.quantize)
-        self._add(features, real, indices)
-
-    def update_features(self, features: Tensor, real: bool, indices: Tensor | None = None) -> None:
-        """Add precomputed features (the extractor's forward already done, e.g. shared with FID and IS).
-
-        Args:
-            features: ``(N, D)`` features of :attr:`extractor`.
-            real: ``True`` for reference images, ``False`` for generated ones.
-            indices: optional ``(N,)`` integer dataset positions; give them for every batch of a side or
-                for none.
-
-        Raises:
-            TypeError, ValueError: for features that are not a finite ``(N, D)`` floating-point tensor,
-                a non-bool ``real`` or bad ``indices``.
-        """
-        self.update(_Features(features), real, indices)  # type: ignore[arg-type]
-
-    def _add(self, features: Tensor, real: bool, indices: Tensor | None) -> None:
-        if not isinstance(features, Tensor) or not features.is_floating_point():
-            raise TypeError("Expected `features` to be a floating-point tensor.")
-        if features.ndim != 2 or features.shape[1] != self.num_features:
-            raise ValueError(
-                f"Expected `features` to have shape (N, {self.num_features}), but got {tuple(features.shape)}."
-            )
-        if not bool(torch.isfinite(features).all()):
-            raise ValueError("Expected `features` to be finite, but they contain NaN or Inf values.")
-        side = "real" if real else "fake"
-        if indices is not None:
-            check_indices(indices, features.shape[0])
-            getattr(self, f"{side}_indices").append(indices.detach().to(self.device, torch.long))
-        getattr(self, f"{side}_features").append(features.detach().to(self.device, torch.float32))
 
     def compute(self) -> tuple[Tensor, Tensor]:
         """``(mean, std)`` of the KID over the subsets.
@@ -187,8 +105,8 @@ class KernelDistance(HoldsFrozen, Metric):
         Raises:
             ValueError: if a side has fewer than 2 images, or ``indices`` were given for only some images.
         """
-        real = self._ordered("real")
-        fake = self._ordered("fake")
+        real = self.ordered_features(real=True)
+        fake = self.ordered_features(real=False)
         return kernel_inception_distance(
             real,
             fake,
@@ -199,40 +117,3 @@ class KernelDistance(HoldsFrozen, Metric):
             coef0=self.coef0,
             seed=self.seed,
         )
-
-    def ordered_features(self, real: bool) -> Tensor:
-        """The features of one side, ``(N, D)`` float32, in dataset order when ``indices`` were given.
-
-        Call it inside ``sync_context()`` for the features of every process.
-
-        Args:
-            real: ``True`` for the reference images, ``False`` for the generated ones.
-
-        Raises:
-            ValueError: if ``indices`` were given for only some images of that side.
-        """
-        return self._ordered("real" if real else "fake")
-
-    def reset(self) -> None:
-        """Clear the features (keeping the real ones when ``reset_real_features=False``)."""
-        if self.reset_real_features:
-            super().reset()
-            return
-        kept = {name: getattr(self, name) for name in ("real_features", "real_indices")}
-        kept = {name: list(value) if isinstance(value, list) else value for name, value in kept.items()}
-        super().reset()
-        for name, value in kept.items():
-            setattr(self, name, value)
-
-    def _ordered(self, side: str) -> Tensor:
-        features = concatenated(getattr(self, f"{side}_features")).reshape(-1, self.num_features)
-        indices = concatenated(getattr(self, f"{side}_indices")).reshape(-1)
-        if indices.numel() == 0:
-            return features
-        if indices.numel() != features.shape[0]:
-            which = "real" if side == "real" else "generated"
-            raise ValueError(
-                f"Expected `indices` for every {which} image or for none, but got {indices.numel()} indices "
-                f"for {features.shape[0]} images."
-            )
-        return features[torch.argsort(indices.to(features.device), stable=True)]

@@ -55,9 +55,17 @@ ROLES: tuple[str, ...] = ("preds", "target", "content", "style")
 SHARED_OPTIONS: Mapping[str, Any] = {"resize": "tensorflow", "quantize": "round"}
 """Options of the shared FID Inception (its resize mode) and of every ``uint8`` extractor (``quantize``)."""
 STYLEID_SIZE = 512
-NETWORKS: tuple[str, ...] = ("inception", "art_inception", "alexnet", "vgg16", "vgg19", "squeezenet1_1")
+NETWORKS: tuple[str, ...] = (
+    "inception", "art_inception", "alexnet", "vgg16", "vgg19", "squeezenet1_1", "dinov2_vitl14", "clip_vit_l14_336",
+)  # fmt: skip
 """The networks whose weights the builders read from :attr:`BuildContext.weights` (the FID Inception, StyleID's
-art Inception, and the torchvision trunks of LPIPS and CFSD)."""
+art Inception, the torchvision trunks of LPIPS, DISTS and CFSD, DINOv2 ViT-L/14 and CLIP ViT-L/14 at 336 px)."""
+FEATURE_SPACES: Mapping[str, str] = {
+    "dinov2": "dinov2_vitl14",
+    "inception": "inception",
+    "clip": "clip_vit_l14_336",
+}
+"""The feature spaces a distribution metric's ``features`` option selects, and the network of each."""
 
 
 @dataclass
@@ -105,6 +113,22 @@ class BuildContext:
         return self.network(
             "inception", lambda: FIDInceptionV3(self.weights_of("inception"), resize=self.resize)
         )
+
+    def dinov2(self) -> Any:
+        """The shared DINOv2 ViT-L/14 (dgm-eval's preprocessing)."""
+        from percep_lightning.backbones.dinov2 import DINOv2
+
+        return self.network("dinov2_vitl14", lambda: DINOv2("vitl14", self.weights_of("dinov2_vitl14")))
+
+    def clip(self) -> Any:
+        """The shared CLIP ViT-L/14 image encoder at 336 px (CMMD's preprocessing)."""
+        from percep_lightning.backbones.clip import CLIPImageEncoder
+
+        return self.network("clip_vit_l14_336", lambda: CLIPImageEncoder(self.weights_of("clip_vit_l14_336")))
+
+    def features(self, space: str) -> Any:
+        """The shared network of a feature space of :data:`FEATURE_SPACES`."""
+        return {"dinov2": self.dinov2, "inception": self.inception, "clip": self.clip}[space]()
 
     def art_inception(self, size: int | None) -> Any:
         """The shared art Inception resizing the shorter side to ``size``."""
@@ -175,8 +199,10 @@ class MetricSpec:
 
     def weights_for(self, options: Mapping[str, Any]) -> tuple[str, ...]:
         """The networks whose weights it needs with ``options`` (LPIPS with ``net="vgg"`` needs vgg16)."""
-        net = options.get("net")
-        return (LPIPS_TRUNKS[net],) if net is not None else self.weights
+        net, space = options.get("net"), options.get("features")
+        if net is not None:
+            return (LPIPS_TRUNKS[net],)
+        return (FEATURE_SPACES[space],) if space is not None else self.weights
 
     @property
     def paired(self) -> bool:
@@ -264,6 +290,49 @@ def _is(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
     return InceptionScore(
         backbone=ctx.inception(), splits=options["splits"], quantize=ctx.quantize, sync_on_compute=False
     )
+
+
+def _fd_dinov2(infinity: bool) -> Builder:
+    def build(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
+        from percep_lightning.metrics.frechet import FrechetDistance
+
+        extra = {}
+        if infinity:
+            extra = {
+                "infinity_num_points": options["num_points"],
+                "infinity_min_samples": options["min_samples"],
+            }
+        return FrechetDistance(
+            ctx.dinov2(), quantize=ctx.quantize, infinity=infinity, sync_on_compute=False, **extra
+        )  # type: ignore[arg-type]
+
+    return build
+
+
+def _kd_dinov2(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
+    from percep_lightning.metrics.kernel import KernelDistance
+
+    return KernelDistance(
+        ctx.dinov2(),
+        subsets=options["subsets"],
+        subset_size=options["subset_size"],
+        quantize=ctx.quantize,  # type: ignore[arg-type]
+        sync_on_compute=False,
+    )
+
+
+def _cmmd(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
+    from percep_lightning.metrics.cmmd import CMMD
+
+    return CMMD(ctx.clip(), quantize=ctx.quantize, sync_on_compute=False)  # type: ignore[arg-type]
+
+
+def _prdc(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
+    from percep_lightning.metrics.prdc import PRDC
+
+    return PRDC(
+        ctx.features(options["features"]), k=options["k"], quantize=ctx.quantize, sync_on_compute=False
+    )  # type: ignore[arg-type]
 
 
 def _artfid(values: Mapping[str, float]) -> float:
@@ -354,6 +423,34 @@ _ROWS = (
         why_min="2 per side for the unbiased MMD", caches_real=True, spread="subsets",
     ),
     MetricSpec(
+        "fd_dinov2", "Frechet distance on DINOv2 ViT-L/14 features vs the target images (dgm-eval's FD)",
+        ("preds", "target"), False, _fd_dinov2(False), feed="features", weights=("dinov2_vitl14",),
+        min_images=_two, why_min="2 to estimate a covariance",
+    ),
+    MetricSpec(
+        "fd_dinov2_inf", "FD-DINOv2 extrapolated to infinitely many generated images (dgm-eval's FD-infinity)",
+        ("preds", "target"), False, _fd_dinov2(True), feed="features",
+        defaults={"num_points": 15, "min_samples": None}, weights=("dinov2_vitl14",),
+        min_images=lambda options: 3 if options["min_samples"] is None else options["min_samples"] + 1,
+        why_min="more generated images than `min_samples` (default min(5000, max(N // 10, 2)))",
+    ),
+    MetricSpec(
+        "kd_dinov2", "Kernel distance (KID's MMD) on DINOv2 ViT-L/14 features vs the target images",
+        ("preds", "target"), False, _kd_dinov2, feed="features", defaults={"subsets": 100, "subset_size": 1000},
+        logs=("kd_dinov2", "kd_dinov2_std"), weights=("dinov2_vitl14",), min_images=_two,
+        why_min="2 per side for the unbiased MMD", spread="subsets",
+    ),
+    MetricSpec(
+        "cmmd", "CMMD: MMD of CLIP ViT-L/14 (336 px) embeddings vs the target images (Jayasumana et al. 2024)",
+        ("preds", "target"), False, _cmmd, feed="features", weights=("clip_vit_l14_336",),
+    ),
+    MetricSpec(
+        "prdc", "precision, recall, density, coverage vs the target images (features: dinov2, inception, clip)",
+        ("preds", "target"), True, _prdc, feed="features", defaults={"k": 5, "features": "dinov2"},
+        logs=("precision", "recall", "density", "coverage"), weights=("dinov2_vitl14",),
+        min_images=lambda options: options["k"] + 1, why_min="more than `k` per side for the neighbour balls",
+    ),
+    MetricSpec(
         "is", "Inception Score (mean and std over `splits` splits)", ("preds",), True, _is, feed="logits",
         defaults={"splits": 10}, logs=("is", "is_std"), weights=("inception",),
         min_images=lambda options: max(2, options["splits"]), why_min="one per split, `splits`", spread="splits",
@@ -374,6 +471,7 @@ PRESETS: Mapping[str, tuple[str, ...]] = {
     "sr": ("psnr_y", "ssim_y", "lpips", "dists"),
     "gan": ("fid", "is", "kid"),
     "styleid": ("artfid", "fid_art", "lpips_content", "lpips_gray", "cfsd"),
+    "dgm": ("fd_dinov2", "prdc", "cmmd"),
 }
 """Named lists of metrics (``evaluate --preset``)."""
 
@@ -444,9 +542,16 @@ _INTEGER_OPTIONS = {
     "subset_size": 1,
     "chunk_size": 1,
     "resize": 1,
+    "k": 1,
+    "num_points": 2,
+    "min_samples": 2,
 }
-_CHOICES = {"channel": ("rgb", "y", "per_channel"), "net": ("alex", "vgg", "squeeze")}
-_MAY_BE_NONE = ("chunk_size", "resize")
+_CHOICES = {
+    "channel": ("rgb", "y", "per_channel"),
+    "net": ("alex", "vgg", "squeeze"),
+    "features": tuple(FEATURE_SPACES),
+}
+_MAY_BE_NONE = ("chunk_size", "resize", "min_samples")
 _MINIMUM_OF = {("fid_art", "resize"): 75}  # the art Inception's smallest input
 
 

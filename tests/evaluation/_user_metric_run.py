@@ -11,12 +11,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the 
 from _stub_extractor import StubExtractor  # noqa: E402
 
 from percep_lightning.evaluation import evaluate_report  # noqa: E402
-from percep_lightning.metrics import FrechetDistance, KernelDistance  # noqa: E402
+from percep_lightning.metrics import CMMD, PRDC, FrechetDistance, KernelDistance  # noqa: E402
 
 
 def main(pred: str, target: str, out: str) -> None:
     net = StubExtractor()
-    metrics = {"fd": FrechetDistance(net), "kd": KernelDistance(net, subsets=10, subset_size=20)}
+    metrics = {
+        "fd": FrechetDistance(net),
+        "kd": KernelDistance(net, subsets=10, subset_size=20),
+        "cmmd": CMMD(net),
+        "prdc": PRDC(net, k=3),
+    }
     report = evaluate_report(pred, target, metrics=metrics, batch_size=7, device="cpu", progress=False)
     if report.rank == 0:
         Path(out).write_text(

@@ -16,8 +16,8 @@ from _stub_extractor import StubExtractor
 from conftest import save_images
 
 from percep_lightning.evaluation import EvaluationError, evaluate
-from percep_lightning.functional import frechet_distance, kernel_inception_distance
-from percep_lightning.metrics import PSNR, FrechetDistance, KernelDistance, registry
+from percep_lightning.functional import cmmd, frechet_distance, kernel_inception_distance, prdc
+from percep_lightning.metrics import CMMD, PRDC, PSNR, FrechetDistance, KernelDistance, registry
 
 
 @pytest.fixture
@@ -48,11 +48,17 @@ def _expected(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return torch.from_numpy(x.mean(0)), torch.from_numpy(np.cov(x, rowvar=False))
 
     kd = kernel_inception_distance(real, fake, subsets=10, subset_size=20)
+    values = prdc(real_features=real, fake_features=fake, k=3)
     return {
         "fd": float(frechet_distance(*stats(real), *stats(fake))),
         "kd": float(kd[0]),
         "kd_std": float(kd[1]),
+        "cmmd": float(cmmd(real, fake)),
+        **{f"prdc_{name}": float(value) for name, value in zip(values._fields, values, strict=True)},
     }
+
+
+NAMES = ("fd", "kd", "kd_std", "cmmd", "prdc_precision", "prdc_recall", "prdc_density", "prdc_coverage")
 
 
 def test_user_extractor_metrics_equal_the_functional_maths(crops):
@@ -61,11 +67,13 @@ def test_user_extractor_metrics_equal_the_functional_maths(crops):
     metrics = {
         "fd": FrechetDistance(net),
         "kd": KernelDistance(net, subsets=10, subset_size=20),
+        "cmmd": CMMD(net),
+        "prdc": PRDC(net, k=3),
         "psnr": "psnr",
     }
     values = evaluate(pred_dir, target_dir, metrics=metrics, batch_size=7, progress=False)
     expected = _expected(pred, target)
-    for name in ("fd", "kd", "kd_std"):
+    for name in NAMES:
         assert values[name] == pytest.approx(expected[name], rel=1e-9), name
     assert "psnr" in values
 
@@ -86,7 +94,7 @@ def test_user_extractor_metrics_under_torchrun_equal_one_process(crops, tmp_path
     assert two["world_size"] == 2
     expected = _expected(pred, target)
     # The gathered float64 sums add the same terms in another order: equal to float64 round-off.
-    for name in ("fd", "kd", "kd_std"):
+    for name in NAMES:
         assert two["values"][name] == pytest.approx(expected[name], rel=1e-9), name
 
 

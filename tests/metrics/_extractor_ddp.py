@@ -9,7 +9,7 @@ import torch.distributed as dist
 def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: torch.Tensor, out: str) -> None:
     from _stub_extractor import StubExtractor
 
-    from percep_lightning.metrics import FrechetDistance, KernelDistance
+    from percep_lightning.metrics import CMMD, PRDC, FrechetDistance, KernelDistance
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
@@ -18,6 +18,8 @@ def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: tor
             "fd": FrechetDistance(net),
             "fd_inf": FrechetDistance(net, infinity=True, infinity_num_points=4, infinity_min_samples=30),
             "kd": KernelDistance(net, subsets=20, subset_size=20),
+            "cmmd": CMMD(net),
+            "prdc": PRDC(net, k=3),
         }
         # a strided share as DistributedSampler(shuffle=False) deals it, in uneven batches
         for side, images in (("real", real), ("fake", fake)):

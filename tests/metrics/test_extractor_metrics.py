@@ -10,7 +10,7 @@ from _stub_extractor import STUB_FEATURES, StubExtractor
 from torch import nn
 
 from percep_lightning.backbones import FeatureExtractor, ModuleExtractor, as_extractor
-from percep_lightning.functional import frechet_distance, kernel_inception_distance
+from percep_lightning.functional import cmmd, frechet_distance, kernel_inception_distance, prdc
 from percep_lightning.functional.fid import fid_infinity_from_statistics
 from percep_lightning.metrics import FrechetDistance, KernelDistance
 
@@ -107,6 +107,8 @@ def test_two_processes_equal_one(tmp_path, image_sets):
         "fd": frechet_distance(mu_r, sigma_r, *_statistics64(_features(fake))),
         "fd_inf": fid_infinity_from_statistics(mu_r, sigma_r, _features(fake), num_points=4, min_samples=30),
         "kd": kernel_inception_distance(_features(real), _features(fake), subsets=20, subset_size=20)[0],
+        "cmmd": cmmd(_features(real), _features(fake)),
+        "prdc": prdc(real_features=_features(real), fake_features=_features(fake), k=3),
     }
     mp.spawn(worker, args=(2, str(tmp_path / "store"), real, fake, str(tmp_path)), nprocs=2, join=True)
     # The gathered float64 sums add the same terms in another order; the FD-infinity fit amplifies that.
@@ -115,6 +117,9 @@ def test_two_processes_equal_one(tmp_path, image_sets):
         assert float(got["fd"]) == pytest.approx(float(expected["fd"]), rel=1e-9)
         assert float(got["fd_inf"]) == pytest.approx(float(expected["fd_inf"]), rel=1e-7)
         assert float(got["kd"][0]) == pytest.approx(float(expected["kd"]), rel=1e-9)
+        # every feature is gathered once, in dataset order: the whole-set computations are the same
+        assert float(got["cmmd"]) == pytest.approx(float(expected["cmmd"]), rel=1e-12)
+        assert [float(v) for v in got["prdc"]] == [float(v) for v in expected["prdc"]]
 
 
 class _Declared(nn.Module):
