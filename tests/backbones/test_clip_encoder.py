@@ -216,6 +216,10 @@ def test_full_size_configuration_without_building_it():
         1024, 24, 768, 336
     )  # fmt: skip
     assert config.hidden_act == "quick_gelu" and config.layer_norm_eps == 1e-5 and config.patch_size == 14
+    given = transformers.CLIPVisionConfig(**TINY, attn_implementation="eager")
+    built = clip_vision_config(given)  # a copy with the attention chosen here; the argument is untouched
+    assert built.hidden_size == 32 and built._attn_implementation == "sdpa"
+    assert given._attn_implementation == "eager"
     spec = WEIGHTS["clip_vit_l14_336"]
     assert spec.url.endswith("openai/clip-vit-large-patch14-336/resolve/main/pytorch_model.bin")
     assert spec.filename == "clip-vit-large-patch14-336.bin"
