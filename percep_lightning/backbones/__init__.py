@@ -7,6 +7,7 @@ functions, ...) are imported from their modules.
 
 from percep_lightning.backbones.art_inception import ArtInception
 from percep_lightning.backbones.base import preferred_memory_format
+from percep_lightning.backbones.clip import CLIPImageEncoder
 from percep_lightning.backbones.extractor import FeatureExtractor, ModuleExtractor, as_extractor
 from percep_lightning.backbones.inception import RESIZE_MODES, FIDInceptionV3, InceptionFeatures, ResizeMode
 from percep_lightning.backbones.l2pool_vgg import L2PoolVGG16
@@ -15,6 +16,7 @@ from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError,
 
 __all__ = [
     "ArtInception",
+    "CLIPImageEncoder",
     "FIDInceptionV3",
     "FeatureExtractor",
     "ModuleExtractor",

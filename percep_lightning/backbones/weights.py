@@ -8,7 +8,7 @@ Every loss and metric that runs a pretrained network takes the same argument:
   expected where, and the two ways out.
 * a path to a local file in exactly the format of the official download (a torchvision model
   ``state_dict`` such as ``vgg19-dcbb9e9d.pth``, or the pytorch-fid / torch-fidelity Inception file),
-  checked key by key and shape by shape.
+  checked key by key and shape by shape; a ``*.safetensors`` file is read with safetensors.
 * ``None``: random initialisation, with one warning that the numbers are not comparable to
   published ones.
 
@@ -44,7 +44,8 @@ class WeightsSpec:
 
     Attributes:
         name: the short name used by the CLI (``percep-lightning weights download NAME``).
-        filename: the file name of the official download; the cache keeps it unchanged.
+        filename: the file's name in the cache: the official download's own name, or a distinctive one
+            where that name is generic (``pytorch_model.bin``).
         url: where the official file is published.
         sha256_prefix: the leading hex digits of the file's SHA-256 (the suffix of ``filename``); empty
             when the publisher gives no digest, and then the download is not checked.
@@ -107,6 +108,13 @@ WEIGHTS: dict[str, WeightsSpec] = {
             "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth",
             "",
             "Inception v3 trained on art (Wright & Ommer 2022; ArtFID, as StyleID evaluates it)",
+        ),
+        WeightsSpec(
+            "clip_vit_l14_336",
+            "clip-vit-large-patch14-336.bin",
+            "https://huggingface.co/openai/clip-vit-large-patch14-336/resolve/main/pytorch_model.bin",
+            "",
+            "OpenAI CLIP ViT-L/14 at 336 px, transformers format, 1.7 GB (CMMD; the image tower is used)",
         ),
     )
 }
@@ -346,12 +354,21 @@ def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor
             f"Expected `weights` to be 'default', a path, a state dict or None, but got {type(weights).__name__}."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read(path)
     except Exception as err:  # noqa: BLE001 (re-raised with the path)
         raise RuntimeError(f"Could not read weights file {path} for {name}: {err}") from err
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise RuntimeError(f"Weights file {path} for {name} does not hold a state dict of tensors.")
     return dict(state), str(path)
+
+
+def _read(path: Path) -> object:
+    """The tensors of a weights file: ``torch.load`` (weights only), or safetensors for ``*.safetensors``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file  # installed with transformers, whose models use it
+
+        return load_file(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _reject_loss_weights(name: str, weights: object) -> None:
