@@ -109,7 +109,7 @@ def test_torch_resize_is_close_to_pil(tiny_file):
     images = torch.cat([_tensor(_photo("coffee")), _tensor(_photo("coffee")[:, ::-1].copy())])
     pil, fast = net_pil.extract_features(images), net_torch.extract_features(images)
     error = float((fast - pil).abs().max() / pil.abs().max())
-    assert 0 < error < 0.05  # a few 8-bit steps on a few pixels, not another feature space
+    assert 0 < error < 0.01  # a few 8-bit steps on a few pixels (about 4e-4 here), not another feature space
 
 
 def test_identity_names_the_arch_resize_and_weights(tiny_file, tmp_path):
