@@ -43,6 +43,7 @@ LOSSES = {
 BACKBONES = {
     "ArtInception": (lambda: ArtInception(weights=None, resize=75), torch.uint8),
     "FIDInceptionV3": (lambda: FIDInceptionV3(weights=None), torch.uint8),
+    "DINOv2": (lambda: backbones.DINOv2(backbones.DINOv2Arch(32, 2, 2), weights=None), torch.uint8),
     "L2PoolVGG16": (lambda: backbones.L2PoolVGG16(weights=None), None),
     "ModuleExtractor": (lambda: backbones.ModuleExtractor(StubExtractor()), None),
     "TorchvisionFeatures": (lambda: TorchvisionFeatures("vgg16", ["conv1_2", "relu2_2"], weights=None), None),

@@ -8,6 +8,7 @@ functions, ...) are imported from their modules.
 from percep_lightning.backbones.art_inception import ArtInception
 from percep_lightning.backbones.base import preferred_memory_format
 from percep_lightning.backbones.clip import CLIPImageEncoder
+from percep_lightning.backbones.dinov2 import DINOV2_ARCHS, DINOv2, DINOv2Arch
 from percep_lightning.backbones.extractor import FeatureExtractor, ModuleExtractor, as_extractor
 from percep_lightning.backbones.inception import RESIZE_MODES, FIDInceptionV3, InceptionFeatures, ResizeMode
 from percep_lightning.backbones.l2pool_vgg import L2PoolVGG16
@@ -17,6 +18,9 @@ from percep_lightning.backbones.weights import WEIGHTS, WeightsUnavailableError,
 __all__ = [
     "ArtInception",
     "CLIPImageEncoder",
+    "DINOV2_ARCHS",
+    "DINOv2",
+    "DINOv2Arch",
     "FIDInceptionV3",
     "FeatureExtractor",
     "ModuleExtractor",

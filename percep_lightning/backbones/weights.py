@@ -103,6 +103,34 @@ WEIGHTS: dict[str, WeightsSpec] = {
             "TensorFlow Inception 2015-12-05 ported to PyTorch (FID and Inception Score)",
         ),
         WeightsSpec(
+            "dinov2_vits14",
+            "dinov2_vits14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
+            "",
+            "DINOv2 ViT-S/14 backbone, LVD-142M",
+        ),
+        WeightsSpec(
+            "dinov2_vitb14",
+            "dinov2_vitb14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth",
+            "",
+            "DINOv2 ViT-B/14 backbone, LVD-142M",
+        ),
+        WeightsSpec(
+            "dinov2_vitl14",
+            "dinov2_vitl14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+            "",
+            "DINOv2 ViT-L/14 backbone, LVD-142M (FD-DINOv2, dgm-eval's default)",
+        ),
+        WeightsSpec(
+            "dinov2_vitg14",
+            "dinov2_vitg14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/dinov2_vitg14_pretrain.pth",
+            "",
+            "DINOv2 ViT-g/14 backbone, LVD-142M",
+        ),
+        WeightsSpec(
             "art_inception",
             "art_inception.pth",
             "https://huggingface.co/matthias-wright/art_inception/resolve/main/art_inception.pth",
@@ -310,12 +338,16 @@ def get_spec(name: str) -> WeightsSpec:
 _warned_random: set[str] = set()
 
 
-def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor] | None, str]:
+def resolve_state_dict(
+    name: str | None, weights: WeightsArg, *, label: str | None = None
+) -> tuple[dict[str, Tensor] | None, str]:
     """Turn a ``weights`` argument into a state dict for the official network ``name``.
 
     Args:
-        name: the key of :data:`WEIGHTS` describing the network's official file.
+        name: the key of :data:`WEIGHTS` describing the network's official file, or ``None`` for a network
+            that has none (a non-standard size of an official family): then ``"default"`` is an error.
         weights: ``"default"``, a path, a state dict, or ``None`` (see the module docstring).
+        label: how the messages and the random-weights warning name the network (default: ``name``).
 
     Returns:
         ``(state_dict, source)``: the loaded tensors on CPU (``None`` for random initialisation) and a
@@ -323,19 +355,21 @@ def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor
 
     Raises:
         ValueError: if ``weights`` is a number or a mapping whose values are not all tensors (a loss
-            weight given where the backbone's weights belong).
+            weight given where the backbone's weights belong), or ``"default"`` when ``name`` is ``None``.
         TypeError: if ``weights`` is of an unsupported type.
         FileNotFoundError: if a path is given and no file is there.
         RuntimeError: if the file cannot be read as a state dict.
         WeightsUnavailableError: if ``"default"`` is neither cached nor downloadable.
     """
-    get_spec(name)
-    _reject_loss_weights(name, weights)
+    if name is not None:
+        get_spec(name)
+    label = label or name or "network"
+    _reject_loss_weights(label, weights)
     if weights is None:
-        if name not in _warned_random:
-            _warned_random.add(name)
+        if label not in _warned_random:
+            _warned_random.add(label)
             warnings.warn(
-                f"{name} backbone built with random weights (weights=None): its losses and metric values are "
+                f"{label} backbone built with random weights (weights=None): its losses and metric values are "
                 "not comparable to published numbers.",
                 UserWarning,
                 stacklevel=3,
@@ -344,11 +378,16 @@ def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor
     if isinstance(weights, Mapping):
         return dict(weights), "the state dict passed as `weights`"
     if isinstance(weights, str) and weights == "default":
+        if name is None:
+            raise ValueError(
+                f"{label} has no official weights file, so `weights='default'` means nothing for it; pass the "
+                "path of a file in the official format, a state dict, or None for random weights."
+            )
         path = fetch(name)
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"Weights file for {name} not found: {path}")
+            raise FileNotFoundError(f"Weights file for {label} not found: {path}")
     else:
         raise TypeError(
             f"Expected `weights` to be 'default', a path, a state dict or None, but got {type(weights).__name__}."
@@ -356,9 +395,9 @@ def resolve_state_dict(name: str, weights: WeightsArg) -> tuple[dict[str, Tensor
     try:
         state = _read(path)
     except Exception as err:  # noqa: BLE001 (re-raised with the path)
-        raise RuntimeError(f"Could not read weights file {path} for {name}: {err}") from err
+        raise RuntimeError(f"Could not read weights file {path} for {label}: {err}") from err
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise RuntimeError(f"Weights file {path} for {name} does not hold a state dict of tensors.")
+        raise RuntimeError(f"Weights file {path} for {label} does not hold a state dict of tensors.")
     return dict(state), str(path)
 
 
@@ -399,20 +438,41 @@ def check_state_dict(reference: nn.Module, state: Mapping[str, Tensor], source: 
         RuntimeError: naming ``source`` and listing missing, unexpected and mis-shaped keys.
     """
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    check_state_shapes(expected, state, source, f"the official {name} format ({get_spec(name).filename})")
+
+
+def check_state_shapes(
+    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Tensor], source: str, format_name: str
+) -> None:
+    """Check that ``state`` has exactly the keys of ``expected``, each of the shape it gives (strict loading).
+
+    Args:
+        expected: ``{key: shape}`` of the format.
+        state: the tensors to check.
+        source: where they come from (a path, or a description), for the message.
+        format_name: what the format is, for the message (``"the official vgg19 format (vgg19-dcbb9e9d.pth)"``).
+
+    Raises:
+        RuntimeError: naming ``source`` and listing missing, unexpected and mis-shaped keys.
+
+    Example:
+        >>> import torch
+        >>> check_state_shapes({"w": (2,)}, {"w": torch.zeros(2)}, "memory", "a format")
+    """
     got = {k: tuple(v.shape) for k, v in state.items()}
     # BatchNorm's batch counter is absent from files converted from TensorFlow; PyTorch fills it in.
     missing = sorted(k for k in set(expected) - set(got) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(got) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    shapes = sorted(k for k in set(expected) & set(got) if tuple(expected[k]) != got[k])
     if not (missing or unexpected or shapes):
         return
-    lines = [f"Weights from {source} do not match the official {name} format ({get_spec(name).filename}):"]
+    lines = [f"Weights from {source} do not match {format_name}:"]
     if missing:
         lines.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
     if unexpected:
         lines.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
     for key in shapes[:5]:
-        lines.append(f"  shape of {key}: expected {expected[key]}, got {got[key]}")
+        lines.append(f"  shape of {key}: expected {tuple(expected[key])}, got {got[key]}")
     raise RuntimeError("\n".join(lines))
 
 
