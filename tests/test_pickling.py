@@ -40,10 +40,16 @@ LOSSES = {
     "VGGPerceptualLoss": lambda: losses.VGGPerceptualLoss(style_weight=1.0, weights=None),
 }
 
+_TINY_CLIP = {
+    "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 28,
+    "patch_size": 14, "projection_dim": 8,
+}  # fmt: skip
+
 BACKBONES = {
     "ArtInception": (lambda: ArtInception(weights=None, resize=75), torch.uint8),
     "FIDInceptionV3": (lambda: FIDInceptionV3(weights=None), torch.uint8),
     "DINOv2": (lambda: backbones.DINOv2(backbones.DINOv2Arch(32, 2, 2), weights=None), torch.uint8),
+    "CLIPImageEncoder": (lambda: backbones.CLIPImageEncoder(weights=None, config=_TINY_CLIP), torch.uint8),
     "L2PoolVGG16": (lambda: backbones.L2PoolVGG16(weights=None), None),
     "ModuleExtractor": (lambda: backbones.ModuleExtractor(StubExtractor()), None),
     "TorchvisionFeatures": (lambda: TorchvisionFeatures("vgg16", ["conv1_2", "relu2_2"], weights=None), None),

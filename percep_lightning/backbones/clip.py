@@ -178,8 +178,8 @@ class CLIPImageEncoder(FrozenBackbone):
         >>> import torch
         >>> tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         ...             image_size=28, patch_size=14, projection_dim=8)
-        >>> encoder = CLIPImageEncoder(weights=None, config=tiny)  # doctest: +SKIP
-        >>> encoder.extract_features(torch.zeros(2, 3, 40, 30, dtype=torch.uint8)).shape  # doctest: +SKIP
+        >>> encoder = CLIPImageEncoder(weights=None, config=tiny)
+        >>> encoder.extract_features(torch.zeros(2, 3, 40, 30, dtype=torch.uint8)).shape
         torch.Size([2, 8])
     """
 

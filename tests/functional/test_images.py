@@ -107,7 +107,7 @@ def test_backbones_export_only_what_users_call():
         "ArtInception", "FIDInceptionV3", "InceptionFeatures", "LAYER_NAMES", "RESIZE_MODES", "ResizeMode",
         "TorchvisionFeatures", "WEIGHTS", "WeightsUnavailableError", "fetch", "preferred_memory_format",
         "FeatureExtractor", "ModuleExtractor", "as_extractor", "L2PoolVGG16", "DINOv2", "DINOv2Arch",
-        "DINOV2_ARCHS",
+        "DINOV2_ARCHS", "CLIPImageEncoder",
     }  # fmt: skip
     for helper in ("HoldsFrozen", "FrozenBackbone", "layer_index", "resolve_state_dict", "frozen_device",
                    "resize_like_tensorflow1", "resize_like_clean_fid", "resize_shorter_side"):  # fmt: skip
