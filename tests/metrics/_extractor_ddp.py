@@ -28,6 +28,7 @@ def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: tor
                 for metric in metrics.values():
                     metric.update(images[chunk], real=side == "real", indices=chunk)
         values = {name: metric.compute() for name, metric in metrics.items()}
+        values["prdc"] = tuple(values["prdc"])  # a plain tuple: torch.load(weights_only=True) reads it
         torch.save(values, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
