@@ -294,7 +294,8 @@ def test_too_small_validation_set_for_kid(tmp_path):
             {"metrics": ("fid", "fvd")},
             ValueError,
             r"Expected metric names from psnr, ssim, ms_ssim, psnr_y, ssim_y, lpips, lpips_vgg, dists, lpips_content, "
-            r"lpips_gray, cfsd, fid, fid_style, fid_art, artfid, kid, is, but got \['fvd'\] \('fvd' unknown\)",
+            r"lpips_gray, cfsd, fid, fid_style, fid_art, artfid, kid, fd_dinov2, fd_dinov2_inf, kd_dinov2, cmmd, prdc, is, "
+            r"but got \['fvd'\] \('fvd' unknown\)",
         ),
         (
             {"metrics": ("kid",), "keys": {"target": None}},
@@ -328,6 +329,17 @@ def test_too_small_validation_set_for_kid(tmp_path):
             {"options": {"fid_art": {"resize": 64}}},
             ValueError,
             r"`options\['fid_art'\]\['resize'\]` to be >= 75",
+        ),
+        (
+            {"options": {"prdc": {"features": "resnet"}}},
+            ValueError,
+            r"`options\['prdc'\]\['features'\]` to be one of \('dinov2', 'inception', 'clip'\)",
+        ),
+        ({"options": {"prdc": {"k": 0}}}, ValueError, r"`options\['prdc'\]\['k'\]` to be >= 1"),
+        (
+            {"options": {"fd_dinov2_inf": {"min_samples": 1}}},
+            ValueError,
+            r"`options\['fd_dinov2_inf'\]\['min_samples'\]` to be >= 2",
         ),
     ],
 )
@@ -400,7 +412,7 @@ def test_bad_arguments_of_the_new_names(kwargs, error, match):
             {"weights": {"inceptionv3": None}},
             ValueError,
             r"keys of `weights` to be network names of \('inception', 'art_inception', 'alexnet', 'vgg16', "
-            r"'vgg19', 'squeezenet1_1'\), but got \['inceptionv3'\]",
+            r"'vgg19', 'squeezenet1_1', 'dinov2_vitl14', 'clip_vit_l14_336'\), but got \['inceptionv3'\]",
         ),
         (
             {"weights": {"vgg19": 1.5}},
