@@ -66,6 +66,30 @@ def _weights_pairs(values: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _option_pairs(values: list[str] | None) -> dict[str, dict[str, object]]:
+    """``{metric: {key: value}}`` from ``--option METRIC.KEY=VALUE`` entries (the registry checks the values).
+
+    Example:
+        >>> _option_pairs(["prdc.k=3", "prdc.features=clip", "fd_dinov2_inf.min_samples=none"])
+        {'prdc': {'k': 3, 'features': 'clip'}, 'fd_dinov2_inf': {'min_samples': None}}
+    """
+    out: dict[str, dict[str, object]] = {}
+    for item in values or ():
+        key, sep, text = item.partition("=")
+        metric, dot, option = key.partition(".")
+        if not (sep and dot and metric and option and text):
+            raise EvaluationError(
+                f"Expected --option entries as METRIC.KEY=VALUE (e.g. prdc.k=3), but got {item!r}."
+            )
+        value: object = text
+        if text.lower() in ("none", "null"):
+            value = None
+        elif text.lstrip("-").isdigit():
+            value = int(text)
+        out.setdefault(metric, {})[option] = value
+    return out
+
+
 def check_output_path(path: str | os.PathLike[str], flag: str) -> None:
     """Check, before any work, that a file can be written at ``path``: an existing, writable folder.
 
@@ -231,6 +255,13 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     )
     parser.add_argument("--weights", nargs="+", metavar="NAME=PATH", help=_WEIGHTS_HELP)
     parser.add_argument(
+        "--option",
+        nargs="+",
+        metavar="METRIC.KEY=VALUE",
+        help="a metric's option (e.g. prdc.k=3 prdc.features=clip fd_dinov2_inf.min_samples=none); "
+        "integers are read as such, none/null as None",
+    )
+    parser.add_argument(
         "--json", metavar="FILE", help="write values, counts, settings, weights hashes and versions"
     )
     parser.add_argument(
@@ -332,6 +363,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             cache=not args.no_cache,
             cache_dir=args.cache_dir,
             weights=weights,
+            options=_option_pairs(args.option),
             progress=not args.no_progress,
         )
     if report.rank != 0:

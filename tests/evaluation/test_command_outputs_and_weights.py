@@ -4,6 +4,7 @@ the table kept when a file cannot be written, files that follow the umask, the w
 from __future__ import annotations
 
 import os
+import re
 import stat
 import urllib.request
 
@@ -195,3 +196,54 @@ def test_num_workers_default_is_at_most_the_usable_cores(monkeypatch):
         assert build_parser().parse_args(argv).num_workers == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert command.default_num_workers() == 4
+
+
+def test_option_flag_sets_a_metrics_options(tmp_path, photos, capsys):
+    """``--option METRIC.KEY=VALUE`` reaches the registry as ``options={METRIC: {KEY: VALUE}}``."""
+    import json
+
+    from percep_lightning.evaluation import evaluate
+
+    images = photos(3, 32, dtype=torch.uint8)
+    save_images(tmp_path / "pred", images.flip(-1))
+    save_images(tmp_path / "gt", images)
+    out = tmp_path / "out.json"
+    status, _, _ = _evaluate(
+        capsys, tmp_path / "pred", tmp_path / "gt", "--metrics", "psnr", "--option", "psnr.crop_border=4",
+        "psnr.channel=y", "--json", out,
+    )  # fmt: skip
+    assert status == 0
+    expected = evaluate(
+        tmp_path / "pred", tmp_path / "gt", metrics="psnr", options={"psnr": {"crop_border": 4, "channel": "y"}},
+        progress=False, num_workers=0,
+    )  # fmt: skip
+    default = evaluate(tmp_path / "pred", tmp_path / "gt", metrics="psnr", progress=False, num_workers=0)
+    got = json.loads(out.read_text())
+    value = got["values"]["psnr"]
+    assert value == pytest.approx(expected["psnr"], rel=1e-12)
+    assert value != pytest.approx(default["psnr"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("metric", "entry", "message"),
+    [
+        (
+            "psnr",
+            "prdc.k",
+            r"Expected --option entries as METRIC.KEY=VALUE \(e.g. prdc.k=3\), but got 'prdc.k'",
+        ),
+        ("psnr", "k=3", r"Expected --option entries as METRIC.KEY=VALUE"),
+        ("psnr", "psnr.window=3", r"Metric 'psnr' takes no option window; its options: crop_border, channel"),
+        (
+            "prdc",
+            "prdc.features=resnet",
+            r"`options\['prdc'\]\['features'\]` to be one of \('dinov2', 'inception', 'clip'\)",
+        ),
+    ],
+)
+def test_bad_option_entries_exit_2(folders, capsys, no_network, metric, entry, message):
+    status, _, err = _evaluate(
+        capsys, folders / "pred", folders / "gt", "--metrics", metric, "--option", entry
+    )
+    assert status == 2
+    assert re.search(message, err), err
