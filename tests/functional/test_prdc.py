@@ -66,6 +66,55 @@ def test_ties_and_coincident_samples_on_a_lattice(k):
     assert _counts(prdc(real, fake, k=k), 60, 50, k) == _package_counts(real, fake, k)
 
 
+def test_near_ties_are_settled_in_float64():
+    """Lattice points moved by 1e-6: distances to a radius differ by far less than float32 tiles resolve."""
+    generator = torch.Generator().manual_seed(16)
+    real = torch.randint(0, 3, (60, 8), generator=generator).double()
+    fake = torch.randint(0, 3, (50, 8), generator=generator).double()
+    real += 1e-6 * torch.randn(real.shape, generator=generator, dtype=torch.float64)
+    fake += 1e-6 * torch.randn(fake.shape, generator=generator, dtype=torch.float64)
+    for k in (2, 5):
+        assert _counts(prdc(real, fake, k=k), 60, 50, k) == _package_counts(real, fake, k)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"_SAFETY": 1e5},  # every comparison and radius goes to the float64 recomputation
+        {"_SPARE": 0},  # no spare neighbours: every radius from a second pass over the row's tiles
+        {
+            "_SPARE": 0,
+            "_BLOCK": 8,
+            "_GATHER": 100,
+        },  # the same over several tiles, gathering a few pairs at once
+        {"_float32_matmul_is_ieee": lambda device: False},  # float64 tiles
+    ],
+)
+def test_every_path_gives_the_same_counts(monkeypatch, setting):
+    real = _features(45, 17, dim=5)
+    fake = _features(38, 18, shift=0.5, dim=5)
+    for name, value in setting.items():
+        monkeypatch.setattr(prdc_module, name, value)
+    for k in (1, 4):
+        assert _counts(prdc(real, fake, k=k), 45, 38, k) == _package_counts(real, fake, k)
+
+
+def test_coincident_samples_have_exact_zero_distance():
+    """A generator that repeats one real sample: its radii are 0 (balls with nothing inside), so recall is 0,
+    and each copy lies in the real sample's own ball, so precision is 1 (not subject to round-off)."""
+    real = _features(80, 19, dim=7) * 3.7 + 11.0
+    fake = real[3].expand(20, -1).clone()
+    out = prdc(real, fake, k=5)
+    assert float(out.precision) == 1.0
+    assert float(out.recall) == 0.0
+    # the real balls that contain real[3]: a direct float64 computation from differences
+    distances = (real[:, None] - real[None]).square().sum(-1)
+    radii = distances.fill_diagonal_(float("inf")).kthvalue(5, dim=1).values
+    containing = int(((real - real[3]).square().sum(-1) < radii).sum())
+    assert float(out.coverage) == containing / 80
+    assert float(out.density) == containing * 20 / (5 * 20)
+
+
 def test_float32_features_are_compared_in_float64():
     real = _features(50, 4).float()
     fake = _features(40, 5, shift=0.5).float()
