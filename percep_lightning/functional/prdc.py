@@ -121,9 +121,7 @@ def prdc(real_features: Tensor, fake_features: Tensor, *, k: int = 5) -> PRDC:
     fake = _Features.build(fake_features, fake_centred, dtype)
     del real_centred, fake_centred
 
-    real_radii = _ball_radii(_kth_neighbour(real, k))
-    fake_radii = _ball_radii(_kth_neighbour(fake, k))
-    inside, covered, recalled = _cross_counts(real, real_radii, fake, fake_radii)
+    inside, covered, recalled = _cross_counts(real, _Radii(real, k), fake, _Radii(fake, k))
     return PRDC(
         precision=(inside > 0).to(torch.float64).mean(),
         recall=recalled.to(torch.float64).mean(),
@@ -272,17 +270,72 @@ def _outward(threshold: Tensor, band: Tensor, dtype: torch.dtype) -> tuple[Tenso
 # --------------------------------------------------------------------------------- radii
 
 
-def _kth_neighbour(x: _Features, k: int) -> Tensor:
-    """Exact float64 squared distance of every sample of ``x`` to its ``k``-th nearest other sample.
+class _Radii:
+    """The squared ball radii of one feature set: each known within ``approx -/+ width`` from the tiles,
+    and computed exactly (float64, from differences) only for the samples a close comparison involves.
 
     The tiles on and above the diagonal give every sample's ``k + _SPARE`` nearest others by tile
-    distance. With ``E_i`` the error bound of row ``i``, every sample whose exact distance is at most the
-    exact ``k``-th lies within ``reach_i = tile k-th + 2 E_i``; where the kept neighbours extend beyond that
-    reach they hold all of those samples, elsewhere (rare: many near-equal distances) the row's tiles are
-    computed again to find them. The ``k``-th smallest of their exact distances is the exact ``k``-th.
+    distance. With ``E_i >= err_i + err_j`` for every ``j``, a tile entry ``t`` has its exact value in
+    ``[t - E_i, t + E_i]``, so the exact ``k``-th lies within ``E_i`` of the tile ``k``-th (``width``).
+    """
+
+    def __init__(self, x: _Features, k: int) -> None:
+        self.x, self.k = x, k
+        self.keep = min(k + _SPARE, x.size - 1)
+        nearest, self.index = _nearest_by_tiles(x, self.keep)
+        self.nearest = nearest.to(torch.float64)
+        self.width = x.err + x.err.max()
+        self.approx = self.nearest[:, k - 1]
+        self._exact = torch.full_like(self.approx, math.nan)
+
+    def exact(self, rows: Tensor) -> Tensor:
+        """The exact squared radii of ``rows``; ``-inf`` for radius 0 (``k + 1`` coincident samples), a
+        ball that contains nothing, as in the reference, which compares distances clipped at 0."""
+        todo = rows[self._exact[rows].isnan()].unique()
+        if todo.numel():
+            kth = self._kth(todo)
+            self._exact[todo] = torch.where(kth > 0, kth, -math.inf)
+        return self._exact[rows]
+
+    def _kth(self, rows: Tensor) -> Tensor:
+        """Exact k-th nearest distances of ``rows``: where the tile k-th is more than ``2 E_i`` from its
+        neighbours in rank, it is the exact k-th's sample; elsewhere every sample whose exact distance is
+        at most the exact k-th lies within ``reach = tile k-th + 2 E_i``, among the kept neighbours where
+        they extend beyond that reach, else (rare: many near-equal distances) in the row's tiles, computed
+        again."""
+        k, n, original = self.k, self.x.size, self.x.original
+        values, index, bound = self.nearest[rows], self.index[rows], 2 * self.width[rows]
+        kth = values[:, k - 1]
+        # a lower bound on the tile distances ranked after the k-th: the next kept one; none when every
+        # other sample is kept; unknown (the k-th itself: never clear) when the list ends at the k-th
+        if self.keep > k:
+            above = values[:, k]
+        else:
+            above = torch.full_like(kth, math.inf) if self.keep == n - 1 else kth
+        below = values[:, k - 2] if k > 1 else torch.full_like(kth, -math.inf)
+        clear = (above - kth > bound) & (kth - below > bound)
+        out = torch.empty_like(kth)
+        out[clear] = _exact(original, rows[clear], original, index[clear, k - 1])
+        reach = kth + bound
+        complete = (values[:, -1] > reach) | (self.keep == n - 1)
+        at, slots = ((values <= reach.unsqueeze(1)) & (complete & ~clear).unsqueeze(1)).nonzero(as_tuple=True)
+        pair_rows, pair_cols = rows[at], index[at, slots]
+        missing = ~complete
+        if bool(missing.any()):
+            more_rows, more_cols = _within_reach(self.x, rows[missing], reach[missing])
+            pair_rows, pair_cols = torch.cat([pair_rows, more_rows]), torch.cat([pair_cols, more_cols])
+        distances = _exact(original, pair_rows, original, pair_cols)
+        out[~clear] = _kth_smallest_per_row(pair_rows, distances, k, n)[rows[~clear]]
+        return out
+
+
+def _nearest_by_tiles(x: _Features, keep: int) -> tuple[Tensor, Tensor]:
+    """Every sample's ``keep`` smallest tile distances to other samples, ascending, and their indices.
+
+    Only the tiles on and above the diagonal are computed: tile ``(I, J)`` read by rows gives the
+    neighbours of block ``I`` among ``J``, read by columns those of ``J`` among ``I``.
     """
     n = x.size
-    keep = min(k + _SPARE, n - 1)
     nearest = torch.full((n, keep), math.inf, dtype=x.left.dtype, device=x.left.device)
     index = torch.zeros((n, keep), dtype=torch.int64, device=x.left.device)
 
@@ -298,30 +351,7 @@ def _kth_neighbour(x: _Features, k: int) -> Tensor:
         if rows != cols:
             values, columns = tile.topk(min(keep, tile.shape[0]), dim=0, largest=False)
             merge(cols, values.T, columns.T + rows.start)
-
-    # With E_i >= err_i + err_j for every j, a tile entry t has its exact value in [t - E_i, t + E_i].
-    bound = 2 * (x.err + x.err.max())  # the width 2 E_i of that interval
-    values = nearest.to(torch.float64)
-    kth = values[:, k - 1]
-    above = values[:, k] if keep > k else torch.full_like(kth, math.inf)
-    below = values[:, k - 2] if k > 1 else torch.full_like(kth, -math.inf)
-    # The k-th by tile distance is the exact k-th where it is more than 2 E_i from its neighbours in rank.
-    clear = (above - kth > bound) & (kth - below > bound)
-    radius = torch.empty(n, dtype=torch.float64, device=kth.device)
-    rows = clear.nonzero(as_tuple=True)[0]
-    radius[rows] = _exact(x.original, rows, x.original, index[rows, k - 1])
-    # Elsewhere, every sample whose exact distance is at most the exact k-th is within reach.
-    reach = kth + bound
-    complete = (values[:, -1] > reach) | (keep == n - 1)
-    rows, slots = ((values <= reach.unsqueeze(1)) & (complete & ~clear).unsqueeze(1)).nonzero(as_tuple=True)
-    cols = index[rows, slots]
-    missing = (~complete).nonzero(as_tuple=True)[0]
-    if missing.numel():
-        more_rows, more_cols = _within_reach(x, missing, reach[missing])
-        rows, cols = torch.cat([rows, more_rows]), torch.cat([cols, more_cols])
-    unclear = (~clear).nonzero(as_tuple=True)[0]
-    radius[unclear] = _kth_smallest_per_row(rows, _exact(x.original, rows, x.original, cols), k, n)[unclear]
-    return radius
+    return nearest, index
 
 
 def _within_reach(x: _Features, rows: Tensor, reach: Tensor) -> tuple[Tensor, Tensor]:
@@ -354,27 +384,22 @@ def _kth_smallest_per_row(rows: Tensor, values: Tensor, k: int, n: int) -> Tenso
     return out
 
 
-def _ball_radii(kth_squared: Tensor) -> Tensor:
-    """Squared radii for ``d^2 < radius`` tests; ``-inf`` for radius 0 (``k + 1`` coincident samples), a
-    ball that contains nothing, as in the reference, which compares distances clipped at 0."""
-    return torch.where(kth_squared > 0, kth_squared, -math.inf)
-
-
 # --------------------------------------------------------------------------------- real x fake
 
 
 def _cross_counts(
-    real: _Features, real_radii: Tensor, fake: _Features, fake_radii: Tensor
+    real: _Features, real_radii: _Radii, fake: _Features, fake_radii: _Radii
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per fake sample the number of real balls containing it; per real sample whether its ball contains a
     fake sample, and whether it lies in some fake ball.
 
-    A tile entry below a radius minus the error bound is inside, one at or above the radius plus the bound
-    outside; the pairs in between are decided on their exact distance.
+    A tile entry below a radius's lower bound minus the entry's error bound is inside, one at or above
+    the radius's upper bound plus the error bound outside; the pairs in between are decided on their exact
+    distance and the exact radius.
     """
     dtype, device = real.left.dtype, real.left.device
-    ball_low, ball_high = _outward(real_radii, real.err + fake.err.max(), dtype)  # per real row
-    fake_low, fake_high = _outward(fake_radii, fake.err + real.err.max(), dtype)  # per fake column
+    ball_low, ball_high = _outward(real_radii.approx, real_radii.width + real.err + fake.err.max(), dtype)
+    fake_low, fake_high = _outward(fake_radii.approx, fake_radii.width + fake.err + real.err.max(), dtype)
     inside = torch.zeros(fake.size, dtype=torch.int64, device=device)
     covered = torch.zeros(real.size, dtype=torch.bool, device=device)
     recalled = torch.zeros(real.size, dtype=torch.bool, device=device)
@@ -389,14 +414,19 @@ def _cross_counts(
         torch.lt(tile, ball_high[rows].unsqueeze(1), out=unsure).bitwise_xor_(surely)
         r, c = _pairs(unsure, rows.start, cols.start)
         if r.numel():
-            hit = _exact(real.original, r, fake.original, c) < real_radii[r]
+            hit = _exact(real.original, r, fake.original, c) < real_radii.exact(r)
             inside.index_add_(0, c[hit], torch.ones_like(c[hit]))
             covered[r[hit]] = True
 
-        torch.lt(tile, fake_low[cols].unsqueeze(0), out=surely)
-        recalled[rows] |= surely.any(dim=1)
-        torch.lt(tile, fake_high[cols].unsqueeze(0), out=unsure).bitwise_xor_(surely)
-        r, c = _pairs(unsure, rows.start, cols.start)
+        # recall: only the rows not already inside some fake ball (usually few after the first tiles)
+        open_rows = (~recalled[rows]).nonzero(as_tuple=True)[0]
+        if open_rows.numel() == 0:
+            continue
+        part = tile[open_rows] if open_rows.numel() < tile.shape[0] else tile
+        in_fake_ball = part < fake_low[cols].unsqueeze(0)
+        recalled[open_rows + rows.start] = in_fake_ball.any(dim=1)
+        r, c = _pairs((part < fake_high[cols].unsqueeze(0)).bitwise_xor_(in_fake_ball), 0, cols.start)
         if r.numel():
-            recalled[r[_exact(real.original, r, fake.original, c) < fake_radii[c]]] = True
+            r = open_rows[r] + rows.start
+            recalled[r[_exact(real.original, r, fake.original, c) < fake_radii.exact(c)]] = True
     return inside, covered, recalled

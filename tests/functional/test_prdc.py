@@ -66,13 +66,17 @@ def test_ties_and_coincident_samples_on_a_lattice(k):
     assert _counts(prdc(real, fake, k=k), 60, 50, k) == _package_counts(real, fake, k)
 
 
-def test_near_ties_are_settled_in_float64():
-    """Lattice points moved by 1e-6: distances to a radius differ by far less than float32 tiles resolve."""
+@pytest.mark.parametrize("spare", [8, 0])
+@pytest.mark.parametrize("shift", [1e-6, 1e-9])
+def test_near_ties_are_settled_in_float64(monkeypatch, shift, spare):
+    """Lattice points moved by ``shift``: distances, and their order, differ by far less than float32 tiles
+    resolve, so the radii and the comparisons rest on the float64 recomputation."""
+    monkeypatch.setattr(prdc_module, "_SPARE", spare)
     generator = torch.Generator().manual_seed(16)
     real = torch.randint(0, 3, (60, 8), generator=generator).double()
     fake = torch.randint(0, 3, (50, 8), generator=generator).double()
-    real += 1e-6 * torch.randn(real.shape, generator=generator, dtype=torch.float64)
-    fake += 1e-6 * torch.randn(fake.shape, generator=generator, dtype=torch.float64)
+    real += shift * torch.randn(real.shape, generator=generator, dtype=torch.float64)
+    fake += shift * torch.randn(fake.shape, generator=generator, dtype=torch.float64)
     for k in (2, 5):
         assert _counts(prdc(real, fake, k=k), 60, 50, k) == _package_counts(real, fake, k)
 
@@ -80,13 +84,10 @@ def test_near_ties_are_settled_in_float64():
 @pytest.mark.parametrize(
     "setting",
     [
-        {"_SAFETY": 1e5},  # every comparison and radius goes to the float64 recomputation
-        {"_SPARE": 0},  # no spare neighbours: every radius from a second pass over the row's tiles
-        {
-            "_SPARE": 0,
-            "_BLOCK": 8,
-            "_GATHER": 100,
-        },  # the same over several tiles, gathering a few pairs at once
+        # a wide error band: many comparisons, and the radii they need, settled on float64 distances
+        {"_SAFETY": 1e4, "_SPARE": 1},  # radii from the k-th's own pair, the kept neighbours, a second pass
+        {"_SAFETY": 1e5},  # every comparison and radius from float64 distances
+        {"_SAFETY": 1e4, "_SPARE": 0, "_BLOCK": 8, "_GATHER": 100},  # second passes over several tiles
         {"_float32_matmul_is_ieee": lambda device: False},  # float64 tiles
     ],
 )
@@ -95,8 +96,14 @@ def test_every_path_gives_the_same_counts(monkeypatch, setting):
     fake = _features(38, 18, shift=0.5, dim=5)
     for name, value in setting.items():
         monkeypatch.setattr(prdc_module, name, value)
+    recomputed = []
+    exact = prdc_module._exact
+    monkeypatch.setattr(
+        prdc_module, "_exact", lambda a, i, b, j: recomputed.append(len(i)) or exact(a, i, b, j)
+    )
     for k in (1, 4):
         assert _counts(prdc(real, fake, k=k), 45, 38, k) == _package_counts(real, fake, k)
+    assert sum(recomputed) > (0 if "_SAFETY" in setting else -1)
 
 
 def test_coincident_samples_have_exact_zero_distance():
