@@ -10,10 +10,10 @@ How it is computed, exactly and in bounded memory. No ``N x M`` matrix is held: 
 the tiles on and above the diagonal of its own distance matrix (a tile gives the nearest neighbours of its
 rows and, read by columns, of its columns). The tiles are float32 where float32 matrix products round as
 IEEE float32 (float64 otherwise), and every decision is nevertheless the one float64 distances give: a tile
-entry is within a proven bound of the exact distance (see :func:`_error_coefficient`), so a comparison
-with a radius is settled by the tile unless the two are closer than that bound; those few pairs, and the
-candidates for each ``k``-th nearest neighbour, are recomputed from the features in float64 as
-``sum((a - b)^2)``, which has no cancellation.
+entry is within a proven bound of the exact distance (see :func:`_error_coefficient`), so a radius is
+known within that bound from the tiles, and a comparison with a radius is settled by the tile unless the
+two are closer than twice the bound. Those few pairs, and the radii they involve, are recomputed from
+the features in float64 as ``sum((a - b)^2)``, which has no cancellation.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from percep_lightning.functional.inputs import check_int
 
 __all__ = ["PRDC", "prdc"]
 
-_BLOCK = 4096  # rows and columns of a distance tile: 64 MiB in float32
-_SPARE = 8  # nearest neighbours kept per sample beyond the k-th, so that the exact k-th is among them
+_BLOCK = 2048  # rows and columns of a distance tile: 16 MiB in float32
+_SPARE = 8  # nearest neighbours kept per sample beyond the k-th, so that the exact k-th is usually among them
 _GATHER = 2**22  # float64 elements gathered at once when distances are recomputed exactly (32 MiB)
 _SAFETY = 2.0  # margin on the proven rounding-error bound of a tile entry
 
@@ -109,18 +109,7 @@ def prdc(real_features: Tensor, fake_features: Tensor, *, k: int = 5) -> PRDC:
                 f"Expected `k` to be smaller than the number of {which} samples ({n}), but got {k}."
             )
 
-    device = real_features.device if real_features.device.type != "mps" else torch.device("cpu")
-    real_features, fake_features = real_features.to(device), fake_features.to(device)
-    # A common shift leaves distances unchanged and makes the squared norms, hence the error bound, smaller.
-    centre = real_features.mean(dim=0, dtype=torch.float64)
-    real_centred = real_features.to(torch.float64) - centre
-    fake_centred = fake_features.to(torch.float64) - centre
-    largest = max(float(torch.linalg.vector_norm(x, ord=math.inf)) for x in (real_centred, fake_centred))
-    dtype = _tile_dtype(device, real_features.shape[1], largest)
-    real = _Features.build(real_features, real_centred, dtype)
-    fake = _Features.build(fake_features, fake_centred, dtype)
-    del real_centred, fake_centred
-
+    real, fake = _prepare(real_features, fake_features)
     inside, covered, recalled = _cross_counts(real, _Radii(real, k), fake, _Radii(fake, k))
     return PRDC(
         precision=(inside > 0).to(torch.float64).mean(),
@@ -131,6 +120,21 @@ def prdc(real_features: Tensor, fake_features: Tensor, *, k: int = 5) -> PRDC:
 
 
 # --------------------------------------------------------------------------------- tiles and their error
+
+
+def _prepare(real_features: Tensor, fake_features: Tensor) -> tuple[_Features, _Features]:
+    """Both sets, centred on the real mean, in the tile dtype, with their error bounds."""
+    device = real_features.device if real_features.device.type != "mps" else torch.device("cpu")  # no float64
+    real_features, fake_features = real_features.to(device), fake_features.to(device)
+    # A common shift leaves distances unchanged and makes the squared norms, hence the error bound, smaller.
+    centre = real_features.mean(dim=0, dtype=torch.float64)
+    largest = 0.0  # the largest |feature - centre|, from each column's extremes
+    for x in (real_features, fake_features):
+        low, high = x.aminmax(dim=0)
+        largest = max(largest, float((low.to(torch.float64) - centre).abs().max()))
+        largest = max(largest, float((high.to(torch.float64) - centre).abs().max()))
+    dtype = _tile_dtype(device, real_features.shape[1], largest)
+    return _Features.build(real_features, centre, dtype), _Features.build(fake_features, centre, dtype)
 
 
 def _float32_matmul_is_ieee(device: torch.device) -> bool:
@@ -193,17 +197,22 @@ class _Features(NamedTuple):
     """``(n,)`` float64: a tile entry differs from the exact squared distance by at most ``err_i + err_j``."""
 
     @staticmethod
-    def build(original: Tensor, centred: Tensor, dtype: torch.dtype) -> _Features:
-        a = centred.to(dtype)
-        sq = centred.square().sum(dim=1)
-        ones = torch.ones_like(sq, dtype=dtype).unsqueeze(1)
-        # zero columns up to a multiple of 8 keep the products' kernels fast and add no rounding error
-        zeros = a.new_zeros(a.shape[0], -(a.shape[1] + 2) % 8)
-        left = torch.cat([a, sq.to(dtype).unsqueeze(1), ones, zeros], dim=1)
-        right = torch.cat([-2 * a, ones, sq.to(dtype).unsqueeze(1), zeros], dim=1)
+    def build(original: Tensor, centre: Tensor, dtype: torch.dtype) -> _Features:
+        n, dim = original.shape
+        width = dim + 2 + (-(dim + 2) % 8)  # zero columns up to a multiple of 8: faster products, exact
+        left = original.new_zeros((n, width), dtype=dtype)
+        right = original.new_zeros((n, width), dtype=dtype)
+        sq = original.new_empty(n, dtype=torch.float64)
+        for s in range(0, n, _BLOCK):  # float64 centring a block at a time: no (n, D) float64 copy
+            centred = original[s : s + _BLOCK].to(torch.float64) - centre
+            sq[s : s + _BLOCK] = centred.square().sum(dim=1)
+            left[s : s + _BLOCK, :dim] = centred
+            torch.mul(left[s : s + _BLOCK, :dim], -2, out=right[s : s + _BLOCK, :dim])
+        left[:, dim], left[:, dim + 1] = sq, 1
+        right[:, dim], right[:, dim + 1] = 1, sq
         # the absolute term covers products that underflow to subnormal numbers
-        tiny = _SAFETY * 4 * (a.shape[1] + 2) * torch.finfo(dtype).tiny
-        return _Features(original, left, right, _error_coefficient(a.shape[1], dtype) * sq + tiny)
+        tiny = _SAFETY * 4 * (dim + 2) * torch.finfo(dtype).tiny
+        return _Features(original, left, right, _error_coefficient(dim, dtype) * sq + tiny)
 
     @property
     def size(self) -> int:
