@@ -79,39 +79,54 @@ def cmmd(x: Tensor, y: Tensor, *, sigma: float = 10.0, scale: float = 1000.0) ->
         raise ValueError(f"Expected `scale` to be finite, but got {scale}.")
 
     device = x.device if x.device.type != "mps" else torch.device("cpu")
+    x, y = x.to(device), y.to(device)
     # ||a - b|| does not change under a common shift; centring makes |a|^2 + |b|^2 - 2ab cancel less.
-    centre = x.to(device).mean(dim=0, dtype=torch.float64)
+    centre = x.mean(dim=0, dtype=torch.float64)
+    x_rows, y_rows = _rows(x, centre), _rows(y, centre)
     gamma = 1.0 / (2.0 * sigma * sigma)
-    x_left, x_right = _operands(x.to(device, torch.float64) - centre, gamma)
-    y_left, y_right = _operands(y.to(device, torch.float64) - centre, gamma)
-    n, m = x.shape[0], y.shape[0]
-    within_x = _kernel_deviation_sum(x_left, x_right, symmetric=True) / (n * n)
-    within_y = _kernel_deviation_sum(y_left, y_right, symmetric=True) / (m * m)
-    cross = _kernel_deviation_sum(x_left, y_right, symmetric=False) / (n * m)
+    (n, dim), m = x.shape, y.shape[0]
+    within_x = _kernel_deviation_sum(x_rows, x_rows, dim, gamma, symmetric=True) / (n * n)
+    within_y = _kernel_deviation_sum(y_rows, y_rows, dim, gamma, symmetric=True) / (m * m)
+    cross = _kernel_deviation_sum(x_rows, y_rows, dim, gamma, symmetric=False) / (n * m)
     return scale * (within_x + within_y - 2.0 * cross)
 
 
-def _operands(a: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
-    """``[a, |a|^2, 1]`` and ``-gamma [-2a, 1, |a|^2]``: one product gives ``-gamma (|a|^2 + |b|^2 - 2ab)``,
-    the reference's squared distances times ``-gamma``, with zero columns up to a multiple of 8 (faster)."""
-    sq = a.square().sum(dim=1, keepdim=True)
-    ones, zeros = torch.ones_like(sq), a.new_zeros(a.shape[0], -(a.shape[1] + 2) % 8)
-    left = torch.cat([a, sq, ones, zeros], dim=1)
-    right = torch.cat([-2.0 * a, ones, sq, zeros], dim=1).mul_(-gamma)
-    return left, right
+def _rows(x: Tensor, centre: Tensor) -> Tensor:
+    """``[a, |a|^2, 1, 0...]`` in float64, ``a = x - centre``, with zero columns up to a multiple of 8 (faster
+    products), built a block at a time (no second float64 copy of ``x``)."""
+    n, dim = x.shape
+    rows = x.new_zeros((n, dim + 2 + (-(dim + 2) % 8)), dtype=torch.float64)
+    for s in range(0, n, _BLOCK):
+        block = x[s : s + _BLOCK].to(torch.float64) - centre
+        rows[s : s + _BLOCK, :dim] = block
+        rows[s : s + _BLOCK, dim] = block.square().sum(dim=1)
+    rows[:, dim + 1] = 1.0
+    return rows
 
 
-def _kernel_deviation_sum(left: Tensor, right: Tensor, *, symmetric: bool) -> Tensor:
-    """``sum_ij (k(a_i, b_j) - 1)`` in tiles; with ``symmetric`` (``a is b``) only tiles with ``J >= I``."""
-    n, m = left.shape[0], right.shape[0]
-    buffer = left.new_empty(min(_BLOCK, n) * min(_BLOCK, m))  # every tile is written into it
-    total = torch.zeros((), dtype=torch.float64, device=left.device)
-    for i in range(0, n, _BLOCK):
-        rows = slice(i, min(i + _BLOCK, n))
-        for j in range(i if symmetric else 0, m, _BLOCK):
-            cols = slice(j, min(j + _BLOCK, m))
+def _columns(rows: Tensor, dim: int, gamma: float) -> Tensor:
+    """``-gamma [-2a, 1, |a|^2, 0...]`` from rows ``[a, |a|^2, 1, 0...]``: the product of a row and a column
+    is ``-gamma (|a|^2 + |b|^2 - 2ab)``, the reference's squared distance times ``-gamma``."""
+    columns = torch.zeros_like(rows)
+    torch.mul(rows[:, :dim], 2.0 * gamma, out=columns[:, :dim])
+    columns[:, dim] = -gamma
+    torch.mul(rows[:, dim], -gamma, out=columns[:, dim + 1])
+    return columns
+
+
+def _kernel_deviation_sum(a: Tensor, b: Tensor, dim: int, gamma: float, *, symmetric: bool) -> Tensor:
+    """``sum_ij (k(a_i, b_j) - 1)`` in tiles, from the rows of :func:`_rows` (``dim`` features); with
+    ``symmetric`` (``a is b``) only the tiles on and above the diagonal, those off it counted twice."""
+    n, m = a.shape[0], b.shape[0]
+    buffer = a.new_empty(min(_BLOCK, n) * min(_BLOCK, m))  # every tile is written into it
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for j in range(0, m, _BLOCK):
+        cols = slice(j, min(j + _BLOCK, m))
+        columns = _columns(b[cols], dim, gamma)
+        for i in range(0, j + 1 if symmetric else n, _BLOCK):
+            rows = slice(i, min(i + _BLOCK, n))
             tile = buffer[: (rows.stop - i) * (cols.stop - j)].view(rows.stop - i, cols.stop - j)
-            part = torch.mm(left[rows], right[cols].T, out=tile).expm1_().sum()
+            part = torch.mm(a[rows], columns.T, out=tile).expm1_().sum()
             total += part if not symmetric or i == j else 2.0 * part
     return total
 

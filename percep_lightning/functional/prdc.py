@@ -142,7 +142,9 @@ def _float32_matmul_is_ieee(device: torch.device) -> bool:
     if device.type not in ("cpu", "cuda"):
         return False
     try:
-        backend = torch.backends.cuda.matmul if device.type == "cuda" else torch.backends.mkldnn.matmul
+        backend = getattr(
+            torch.backends.cuda if device.type == "cuda" else torch.backends.mkldnn, "matmul", None
+        )
         precision = getattr(backend, "fp32_precision", None)
         if precision is None:  # torch before the per-backend setting
             tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32

@@ -106,6 +106,22 @@ def test_every_path_gives_the_same_counts(monkeypatch, setting):
     assert sum(recomputed) > (0 if "_SAFETY" in setting else -1)
 
 
+def test_reduced_precision_matmul_gives_float64_tiles():
+    """Under bfloat16 float32 products (an opt-in torch setting) the float32 error bound fails: float64 tiles."""
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    if getattr(matmul, "fp32_precision", None) is None:
+        pytest.skip("this torch has no per-backend float32 precision setting")
+    assert prdc_module._float32_matmul_is_ieee(torch.device("cpu"))
+    before = matmul.fp32_precision
+    matmul.fp32_precision = "bf16"
+    try:
+        assert not prdc_module._float32_matmul_is_ieee(torch.device("cpu"))
+        real, fake = _features(40, 20), _features(30, 21, shift=0.5)
+        assert _counts(prdc(real, fake, k=3), 40, 30, 3) == _package_counts(real, fake, 3)
+    finally:
+        matmul.fp32_precision = before
+
+
 def test_coincident_samples_have_exact_zero_distance():
     """A generator that repeats one real sample: its radii are 0 (balls with nothing inside), so recall is 0,
     and each copy lies in the real sample's own ball, so precision is 1 (not subject to round-off)."""
