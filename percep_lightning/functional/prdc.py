@@ -192,9 +192,7 @@ class _Features(NamedTuple):
     """``(n, D)`` the features as given; exact distances are recomputed from them in float64."""
     left: Tensor
     """``(n, D + 2 + pad)`` ``[a, |a|^2, 1, 0...]``, ``a`` the features minus the common centre, in the tile
-    dtype."""
-    right: Tensor
-    """``(n, D + 2 + pad)`` ``[-2a, 1, |a|^2, 0...]``: ``left_i . right_j = |a_i - a_j|^2``."""
+    dtype; with :meth:`right`, ``left_i . right_j = |a_i - a_j|^2``."""
     err: Tensor
     """``(n,)`` float64: a tile entry differs from the exact squared distance by at most ``err_i + err_j``."""
 
@@ -203,18 +201,23 @@ class _Features(NamedTuple):
         n, dim = original.shape
         width = dim + 2 + (-(dim + 2) % 8)  # zero columns up to a multiple of 8: faster products, exact
         left = original.new_zeros((n, width), dtype=dtype)
-        right = original.new_zeros((n, width), dtype=dtype)
         sq = original.new_empty(n, dtype=torch.float64)
         for s in range(0, n, _BLOCK):  # float64 centring a block at a time: no (n, D) float64 copy
             centred = original[s : s + _BLOCK].to(torch.float64) - centre
             sq[s : s + _BLOCK] = centred.square().sum(dim=1)
             left[s : s + _BLOCK, :dim] = centred
-            torch.mul(left[s : s + _BLOCK, :dim], -2, out=right[s : s + _BLOCK, :dim])
         left[:, dim], left[:, dim + 1] = sq, 1
-        right[:, dim], right[:, dim + 1] = 1, sq
         # the absolute term covers products that underflow to subnormal numbers
         tiny = _SAFETY * 4 * (dim + 2) * torch.finfo(dtype).tiny
-        return _Features(original, left, right, _error_coefficient(dim, dtype) * sq + tiny)
+        return _Features(original, left, _error_coefficient(dim, dtype) * sq + tiny)
+
+    def right(self, cols: slice | Tensor) -> Tensor:
+        """``[-2a, 1, |a|^2, 0...]`` for the samples ``cols`` (exact: a sign and a power of 2)."""
+        left, dim = self.left[cols], self.original.shape[1]
+        right = torch.zeros_like(left)
+        torch.mul(left[:, :dim], -2, out=right[:, :dim])
+        right[:, dim], right[:, dim + 1] = 1, left[:, dim]
+        return right
 
     @property
     def size(self) -> int:
@@ -223,7 +226,7 @@ class _Features(NamedTuple):
 
 def _tile(a: _Features, rows: slice | Tensor, b: _Features, cols: slice | Tensor) -> Tensor:
     """Squared distances ``|a_i|^2 + |b_j|^2 - 2 a_i . b_j`` of one tile, in the tile dtype."""
-    return a.left[rows] @ b.right[cols].T
+    return a.left[rows] @ b.right(cols).T
 
 
 def _tiles(a: _Features, b: _Features, *, upper: bool = False) -> Iterator[tuple[slice, slice, Tensor]]:
@@ -233,12 +236,12 @@ def _tiles(a: _Features, b: _Features, *, upper: bool = False) -> Iterator[tuple
     the same buffer, so it is valid until the next one is made.
     """
     buffer = a.left.new_empty(min(_BLOCK, a.size) * min(_BLOCK, b.size))
-    for i in range(0, a.size, _BLOCK):
-        rows = slice(i, min(i + _BLOCK, a.size))
-        for j in range(i if upper else 0, b.size, _BLOCK):
-            cols = slice(j, min(j + _BLOCK, b.size))
-            out = _view(buffer, rows, cols)
-            yield rows, cols, torch.mm(a.left[rows], b.right[cols].T, out=out)
+    for j in range(0, b.size, _BLOCK):
+        cols = slice(j, min(j + _BLOCK, b.size))
+        right = b.right(cols).T
+        for i in range(0, j + 1 if upper else a.size, _BLOCK):
+            rows = slice(i, min(i + _BLOCK, a.size))
+            yield rows, cols, torch.mm(a.left[rows], right, out=_view(buffer, rows, cols))
 
 
 def _view(buffer: Tensor, rows: slice, cols: slice) -> Tensor:
