@@ -21,6 +21,10 @@ class Config:
             estimated from (``> fid_dim``: full-rank covariances, the usual case for a test set).
         kid_samples, kid_subsets, kid_subset_size: KID compute on ``kid_samples`` real and generated 2048-d
             features, with torch-fidelity's subsets.
+        prdc_samples, prdc_dim: PRDC (k = 5) on that many real and generated float32 features, against the
+            ``prdc`` package; prdc_large: the same, ours alone, at a size the package cannot hold in memory.
+        cmmd_samples, cmmd_dim: CMMD on that many L2-normalised embeddings per set, against the reference
+            formula on full float64 matrices; cmmd_large: ours alone, at a size those matrices do not fit.
         eval_pairs, eval_size, eval_batch, eval_workers: the folder pairs of the ``evaluate --preset lpips``
             row (PNG files), its batch size and DataLoader workers.
         gan_images, gan_size, gan_batch: the two folders of the ``evaluate --preset gan`` row (FID + IS +
@@ -49,6 +53,12 @@ class Config:
     kid_samples: int = 1000
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    prdc_samples: int = 10000
+    prdc_dim: int = 1024
+    prdc_large: int = 50000
+    cmmd_samples: int = 10000
+    cmmd_dim: int = 768
+    cmmd_large: int = 30000
     eval_pairs: int = 500
     eval_size: int = 256
     eval_batch: int = 16
@@ -73,7 +83,8 @@ FULL_CUDA = replace(
 )  # fmt: skip
 QUICK = Config(
     loss_batch=1, loss_size=48, msssim_size=176, cfsd_size=48, cfsd_big=64, fid_images=2, fid_size=32, fid_batch=2,
-    is_splits=2, fid_dim=64, fid_samples=128, kid_samples=32, kid_subsets=5, kid_subset_size=16, eval_pairs=2,
+    is_splits=2, fid_dim=64, fid_samples=128, kid_samples=32, kid_subsets=5, kid_subset_size=16, prdc_samples=64,
+    prdc_dim=16, prdc_large=80, cmmd_samples=48, cmmd_dim=16, cmmd_large=72, eval_pairs=2,
     eval_size=32, eval_batch=2, eval_workers=0, gan_images=4, gan_size=32, gan_batch=2, reps_gan=1, reps_light=1, reps_backbone=1, reps_heavy=1, reps_epoch=1, reps_fid=1,
     warmup_light=0, warmup_heavy=0,
 )  # fmt: skip

@@ -66,6 +66,78 @@ def test_ties_and_coincident_samples_on_a_lattice(k):
     assert _counts(prdc(real, fake, k=k), 60, 50, k) == _package_counts(real, fake, k)
 
 
+@pytest.mark.parametrize("spare", [8, 0])
+@pytest.mark.parametrize("shift", [1e-6, 1e-9])
+def test_near_ties_are_settled_in_float64(monkeypatch, shift, spare):
+    """Lattice points moved by ``shift``: distances, and their order, differ by far less than float32 tiles
+    resolve, so the radii and the comparisons rest on the float64 recomputation."""
+    monkeypatch.setattr(prdc_module, "_SPARE", spare)
+    generator = torch.Generator().manual_seed(16)
+    real = torch.randint(0, 3, (60, 8), generator=generator).double()
+    fake = torch.randint(0, 3, (50, 8), generator=generator).double()
+    real += shift * torch.randn(real.shape, generator=generator, dtype=torch.float64)
+    fake += shift * torch.randn(fake.shape, generator=generator, dtype=torch.float64)
+    for k in (2, 5):
+        assert _counts(prdc(real, fake, k=k), 60, 50, k) == _package_counts(real, fake, k)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        # a wide error band: many comparisons, and the radii they need, settled on float64 distances
+        {"_SAFETY": 1e4, "_SPARE": 1},  # radii from the k-th's own pair, the kept neighbours, a second pass
+        {"_SAFETY": 1e5},  # every comparison and radius from float64 distances
+        {"_SAFETY": 1e4, "_SPARE": 0, "_BLOCK": 8, "_GATHER": 100},  # second passes over several tiles
+        {"_float32_matmul_is_ieee": lambda device: False},  # float64 tiles
+    ],
+)
+def test_every_path_gives_the_same_counts(monkeypatch, setting):
+    real = _features(45, 17, dim=5)
+    fake = _features(38, 18, shift=0.5, dim=5)
+    for name, value in setting.items():
+        monkeypatch.setattr(prdc_module, name, value)
+    recomputed = []
+    exact = prdc_module._exact
+    monkeypatch.setattr(
+        prdc_module, "_exact", lambda a, i, b, j: recomputed.append(len(i)) or exact(a, i, b, j)
+    )
+    for k in (1, 4):
+        assert _counts(prdc(real, fake, k=k), 45, 38, k) == _package_counts(real, fake, k)
+    assert sum(recomputed) > (0 if "_SAFETY" in setting else -1)
+
+
+def test_reduced_precision_matmul_gives_float64_tiles():
+    """Under bfloat16 float32 products (an opt-in torch setting) the float32 error bound fails: float64 tiles."""
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    if getattr(matmul, "fp32_precision", None) is None:
+        pytest.skip("this torch has no per-backend float32 precision setting")
+    assert prdc_module._float32_matmul_is_ieee(torch.device("cpu"))
+    before = matmul.fp32_precision
+    matmul.fp32_precision = "bf16"
+    try:
+        assert not prdc_module._float32_matmul_is_ieee(torch.device("cpu"))
+        real, fake = _features(40, 20), _features(30, 21, shift=0.5)
+        assert _counts(prdc(real, fake, k=3), 40, 30, 3) == _package_counts(real, fake, 3)
+    finally:
+        matmul.fp32_precision = before
+
+
+def test_coincident_samples_have_exact_zero_distance():
+    """A generator that repeats one real sample: its radii are 0 (balls with nothing inside), so recall is 0,
+    and each copy lies in the real sample's own ball, so precision is 1 (not subject to round-off)."""
+    real = _features(80, 19, dim=7) * 3.7 + 11.0
+    fake = real[3].expand(20, -1).clone()
+    out = prdc(real, fake, k=5)
+    assert float(out.precision) == 1.0
+    assert float(out.recall) == 0.0
+    # the real balls that contain real[3]: a direct float64 computation from differences
+    distances = (real[:, None] - real[None]).square().sum(-1)
+    radii = distances.fill_diagonal_(float("inf")).kthvalue(5, dim=1).values
+    containing = int(((real - real[3]).square().sum(-1) < radii).sum())
+    assert float(out.coverage) == containing / 80
+    assert float(out.density) == containing * 20 / (5 * 20)
+
+
 def test_float32_features_are_compared_in_float64():
     real = _features(50, 4).float()
     fake = _features(40, 5, shift=0.5).float()
