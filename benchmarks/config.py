@@ -25,6 +25,8 @@ class Config:
             ``prdc`` package; prdc_large: the same, ours alone, at a size the package cannot hold in memory.
         cmmd_samples, cmmd_dim: CMMD on that many L2-normalised embeddings per set, against the reference
             formula on full float64 matrices; cmmd_large: ours alone, at a size those matrices do not fit.
+        dinov2_arch, dinov2_batch: the DINOv2 size (a name of ``DINOV2_ARCHS``; any other name: a tiny
+            2-block ViT for the quick run) and the batch of 224x224 images of the feature-extraction row.
         eval_pairs, eval_size, eval_batch, eval_workers: the folder pairs of the ``evaluate --preset lpips``
             row (PNG files), its batch size and DataLoader workers.
         gan_images, gan_size, gan_batch: the two folders of the ``evaluate --preset gan`` row (FID + IS +
@@ -59,6 +61,8 @@ class Config:
     cmmd_samples: int = 10000
     cmmd_dim: int = 768
     cmmd_large: int = 30000
+    dinov2_arch: str = "vitl14"
+    dinov2_batch: int = 8
     eval_pairs: int = 500
     eval_size: int = 256
     eval_batch: int = 16
@@ -84,7 +88,8 @@ FULL_CUDA = replace(
 QUICK = Config(
     loss_batch=1, loss_size=48, msssim_size=176, cfsd_size=48, cfsd_big=64, fid_images=2, fid_size=32, fid_batch=2,
     is_splits=2, fid_dim=64, fid_samples=128, kid_samples=32, kid_subsets=5, kid_subset_size=16, prdc_samples=64,
-    prdc_dim=16, prdc_large=80, cmmd_samples=48, cmmd_dim=16, cmmd_large=72, eval_pairs=2,
+    prdc_dim=16, prdc_large=80, cmmd_samples=48, cmmd_dim=16, cmmd_large=72, dinov2_arch="tiny",
+    dinov2_batch=2, eval_pairs=2,
     eval_size=32, eval_batch=2, eval_workers=0, gan_images=4, gan_size=32, gan_batch=2, reps_gan=1, reps_light=1, reps_backbone=1, reps_heavy=1, reps_epoch=1, reps_fid=1,
     warmup_light=0, warmup_heavy=0,
 )  # fmt: skip

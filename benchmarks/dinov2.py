@@ -47,7 +47,9 @@ def build_dinov2(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]
         ours = DINOv2(arch, weights=_official_state(arch)).to(env.device)
         bare = ours.vit  # the very transformer ours holds: the peer is its forward alone
         generator = torch.Generator().manual_seed(1)
-        images = torch.randint(0, 256, (cfg.dinov2_batch, 3, SIDE, SIDE), generator=generator, dtype=torch.uint8)
+        images = torch.randint(
+            0, 256, (cfg.dinov2_batch, 3, SIDE, SIDE), generator=generator, dtype=torch.uint8
+        )
         images = images.to(env.device)
         normalised = ours.preprocess(images)
         last: dict[str, Tensor] = {}
@@ -61,8 +63,12 @@ def build_dinov2(cfg: Config, assets: Assets) -> Callable[[Env], list[Contender]
                 last["bare"] = bare(normalised)
 
         return [
-            Contender("percep_lightning DINOv2.extract_features", OURS, ours_step, lambda: [last["ours"].float()]),
-            Contender(f"bare timm ViT forward ({arch.label})", PEER, bare_step, lambda: [last["bare"].float()]),
+            Contender(
+                "percep_lightning DINOv2.extract_features", OURS, ours_step, lambda: [last["ours"].float()]
+            ),
+            Contender(
+                f"bare timm ViT forward ({arch.label})", PEER, bare_step, lambda: [last["bare"].float()]
+            ),
         ]
 
     return build

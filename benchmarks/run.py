@@ -31,6 +31,7 @@ import torch
 from benchmarks.assets import Assets
 from benchmarks.callback_metrics import callback_benches
 from benchmarks.config import FULL_CPU, FULL_CUDA, QUICK, Config
+from benchmarks.dinov2 import dinov2_benches
 from benchmarks.distribution import distribution_benches
 from benchmarks.evaluation import evaluation_benches
 from benchmarks.harness import VARIANTS, Bench, Env, Row, run_bench
@@ -41,7 +42,7 @@ from benchmarks.report import render, write_block
 README = Path(__file__).resolve().parent / "README.md"
 PACKAGES = (
     "percep-lightning", "pytorch-msssim", "piq", "kornia", "torchmetrics", "lpips", "torch-fidelity", "dists-pytorch",
-    "prdc",
+    "prdc", "timm",
 )  # fmt: skip
 
 
@@ -50,6 +51,7 @@ def all_benches(cfg: Config, assets: Assets) -> list[Bench]:
         *loss_benches(cfg, assets),
         *metric_benches(cfg, assets),
         *distribution_benches(cfg),
+        *dinov2_benches(cfg, assets),
         *callback_benches(cfg, assets),
         *evaluation_benches(cfg, assets),
     ]

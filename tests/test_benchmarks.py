@@ -20,6 +20,7 @@ def _expected_rows() -> list[str]:
     try:
         from benchmarks.callback_metrics import callback_benches
         from benchmarks.config import QUICK
+        from benchmarks.dinov2 import dinov2_benches
         from benchmarks.distribution import distribution_benches
         from benchmarks.losses import loss_benches
         from benchmarks.metrics import metric_benches
@@ -29,6 +30,7 @@ def _expected_rows() -> list[str]:
         *loss_benches(QUICK, None),  # type: ignore[arg-type]
         *metric_benches(QUICK, None),  # type: ignore[arg-type]
         *distribution_benches(QUICK),
+        *dinov2_benches(QUICK, None),  # type: ignore[arg-type]
         *callback_benches(QUICK, None),  # type: ignore[arg-type]
     ]
     return [phase.name for b in benches for phase in b.phases or ()] + [
@@ -55,14 +57,14 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
         assert f"**{row}**" in text, f"row {row!r} missing from the table"
     for target in ("SSIM <=", "MS-SSIM <=", "VGG perceptual <=", "LPIPS alex <=", "FID + IS epoch 1 <=",
                    "FID + IS epoch 2 <=", "FID compute", "FID + IS + KID epoch 1 <=", "FID + IS + KID epoch 2 <=",
-                   "Streaming LPIPS in the callback <=", "DISTS <=", "PRDC <="):  # fmt: skip
+                   "Streaming LPIPS in the callback <=", "DISTS <=", "PRDC <=", "DINOv2 <="):  # fmt: skip
         assert f"| {target}" in text, f"target {target!r} missing"
     table = text[text.index("All rows:") :]
     assert "ERROR" not in table, table
     assert "MISMATCH" not in table, table
     for name in ("percep_lightning", "pytorch-msssim", "piq", "kornia", "torchmetrics", "lpips 0.1.4",
                  "torch-fidelity", "floor: VGG19", "StyleID", "DISTS_pytorch", "floor: VGG16", "compute_prdc",
-                 "reference formula, full float64"):  # fmt: skip
+                 "reference formula, full float64", "bare timm ViT"):  # fmt: skip
         assert name in table, f"contender {name!r} missing"
 
 
