@@ -117,9 +117,10 @@ class ImageMetricsCallback(Callback):
             ``uint8``: ``"round"`` as when saving a PNG, or ``"truncate"``, torchmetrics' ``normalize=True``).
         weights: the pretrained weights: one value for every network (``"default"``: the official files,
             ``None``: random, for smoke tests), or a mapping by network name (``"inception"``,
-            ``"art_inception"``, ``"alexnet"``, ``"vgg16"``, ``"vgg19"``, ``"squeezenet1_1"``) to a value, a
-            file path, or an already built network to share (e.g. an
-            :class:`~percep_lightning.backbones.FIDInceptionV3`); missing names are ``"default"``.
+            ``"art_inception"``, ``"alexnet"``, ``"vgg16"``, ``"vgg19"``, ``"squeezenet1_1"``,
+            ``"dinov2_vitl14"``, ``"clip_vit_l14_336"``) to a value, a file path, or an already built network
+            to share (e.g. an :class:`~percep_lightning.backbones.FIDInceptionV3`, or a
+            :class:`~percep_lightning.backbones.DINOv2` of another size); missing names are ``"default"``.
         every_n_epochs: compute on every n-th validation epoch only (``(epoch + 1) % n == 0``);
             ``trainer.validate`` and ``trainer.test`` always compute.
         max_samples: at most this many images per epoch (the first ones of the dataset, the same on any number

@@ -1,8 +1,10 @@
-"""The real statistics of a TARGET folder, cached between evaluations in the callback's store format.
+"""The real statistics of a TARGET folder, cached between evaluations in the callback's store format, one
+entry per feature network (the FID Inception, DINOv2, CLIP, ...).
 
 An entry is named by :func:`~percep_lightning.metrics.stats_io.stats_key` of what the statistics depend
-on: the Inception weights (their SHA-256, :func:`~percep_lightning.metrics.stats_io.weights_digest`), the
-resize mode, and the folder's content (every file's relative name and the SHA-256 of its bytes, so a
+on: the network's weights (for the FID Inception the SHA-256 of its file,
+:func:`~percep_lightning.metrics.stats_io.weights_digest`, and its resize mode; for another network its
+``identity``: name, preprocessing and weights digest), and the folder's content (every file's relative name and the SHA-256 of its bytes, so a
 changed, added or removed file makes another key). The file is the one
 :func:`~percep_lightning.metrics.stats_io.write_cached_stats` writes for the validation callback, with the
 pool3 features added (KID needs them, not only ``mu`` and ``sigma``). A second evaluation of the same

@@ -9,7 +9,7 @@ paired metric's per-pair values come from its public ``per_image``, a distributi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,15 +114,14 @@ class Passes:
                 out[name][1].extend(values.to(torch.float64).tolist())
         return out
 
-    def features(self, fixed: set[str], recorder: Recorder | None = None) -> None:
+    def features(self, fixed: set[str], recorders: Mapping[int, Recorder] | None = None) -> None:
         """One pass of each feature network over each folder its metrics read, feeding them all.
 
         Args:
             fixed: metrics whose real side is already fixed (TARGET statistics or the cache).
-            recorder: sees the FID Inception features of TARGET, for the cache.
+            recorders: by ``id`` of a network, what sees its features of TARGET (for the cache).
         """
         feature_metrics = {n: m for n, m in self.metrics.items() if self.plan.kind(n) == "features"}
-        inception = self.context.networks.get("inception") if self.context is not None else None
         for extractor, names in extractor_groups(feature_metrics):
             by_role: dict[str, list[str]] = {"preds": list(names)}
             for name in names:
@@ -130,7 +129,7 @@ class Passes:
                 if against is not None and name not in fixed:
                     by_role.setdefault(against, []).append(name)
             for role, users in by_role.items():
-                record = recorder if (extractor is inception and role == "target") else None
+                record = (recorders or {}).get(id(extractor)) if role == "target" else None
                 self.folder_pass(extractor, role, [self.metrics[n] for n in users], record)
 
     def folder_pass(self, extractor: Any, role: str, users: list[Metric], record: Recorder | None) -> None:

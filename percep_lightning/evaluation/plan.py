@@ -135,8 +135,8 @@ def _metrics(
                 user[str(name)] = value
             else:
                 raise EvaluationError(
-                    f"Metric {name!r}: expected a registry name, a FrechetDistance / KernelDistance (compared with "
-                    f"TARGET) or a per-image metric, but got {type(value).__name__}."
+                    f"Metric {name!r}: expected a registry name, a FrechetDistance / KernelDistance / CMMD / PRDC "
+                    f"(compared with TARGET) or a per-image metric, but got {type(value).__name__}."
                 )
     else:
         names = metrics  # type: ignore[assignment]

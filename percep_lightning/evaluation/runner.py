@@ -117,10 +117,12 @@ def evaluate(
         style: the style folder (StyleID's FID).
         metrics: metric names (see :data:`~percep_lightning.evaluation.METRICS`; ``percep-lightning evaluate
             --list-metrics``), a list or a comma-separated string; or a mapping from a name to a registry name
-            (the same) or to your own metric: a :class:`~percep_lightning.metrics.FrechetDistance` /
-            :class:`~percep_lightning.metrics.KernelDistance` on any feature extractor (compared with
-            ``target``) or a per-image metric (:class:`~percep_lightning.metrics.PSNR`, ...).
-        preset: ``"lpips"``, ``"sr"``, ``"gan"`` or ``"styleid"`` (see
+            (the same) or to your own metric: a :class:`~percep_lightning.metrics.FrechetDistance`,
+            :class:`~percep_lightning.metrics.KernelDistance`, :class:`~percep_lightning.metrics.CMMD` or
+            :class:`~percep_lightning.metrics.PRDC` on any feature extractor (compared with ``target``; a
+            PRDC named ``m`` reports ``m_precision``, ``m_recall``, ...) or a per-image metric
+            (:class:`~percep_lightning.metrics.PSNR`, ...).
+        preset: ``"lpips"``, ``"sr"``, ``"gan"``, ``"styleid"`` or ``"dgm"`` (see
             :data:`~percep_lightning.evaluation.PRESETS`).
         options: the keyword options of :func:`evaluate_report` (``pair_by``, ``recursive``,
             ``batch_size``, ``num_workers``, ``device``, ``resize``, ``crop_border``, ``is_splits``,
@@ -297,9 +299,9 @@ def _run(
     feature_names = [n for n in plan.names if plan.kind(n) == "features"]
     if feature_names:
         fixed = passes.fix_target_statistics(*plan.target_stats) if plan.target_stats is not None else set()
-        writer = _target_cache(plan, passes, cache_dir, settings, fixed)
-        passes.features(fixed, writer.recorder if writer is not None else None)
-        if writer is not None:
+        writers = _target_cache(plan, passes, cache_dir, settings, fixed)
+        passes.features(fixed, {network: writer.recorder for network, writer in writers.items()})
+        for writer in writers.values():
             writer.save(passes.world)
     values = {name: gathered_values(passes.world, per_pair[name]) for name in per_pair}
     results = _results(plan, passes, values)
@@ -354,7 +356,7 @@ def _results(plan: Plan, passes: Passes, values: dict[str, Tensor]) -> list[Metr
 
 @dataclass
 class _CacheWriter:
-    """Records the FID Inception features of TARGET during its pass and writes the entry after it."""
+    """Records one network's features of TARGET during its pass and writes the entry after it."""
 
     directory: Path
     key: str
@@ -379,29 +381,54 @@ class _CacheWriter:
 
 def _target_cache(
     plan: Plan, passes: Passes, cache_dir: Path | None, settings: dict[str, Any], fixed: set[str]
-) -> _CacheWriter | None:
-    """Fix FID's and KID's TARGET side from the cache when it holds this folder; else record it for the cache."""
-    users = [name for name in ("fid", "kid") if name in plan.specs and name not in fixed]
-    inception = passes.context.networks.get("inception") if passes.context is not None else None
-    if cache_dir is None or not users or "target" not in plan.listed or inception is None:
-        return None
-    from percep_lightning.evaluation.cache import folder_key, read_entry
+) -> dict[int, _CacheWriter]:
+    """Fix the TARGET side of the registry's cacheable metrics (FID, KID, FD-DINOv2, CMMD, PRDC, ...) from the
+    cache, one entry per network, when it holds this folder; else record that network's pass for the cache.
+
+    Returns the writers of the entries to record, by ``id`` of their network.
+    """
+    if cache_dir is None or "target" not in plan.listed or passes.context is None:
+        return {}
+    users: dict[int, list[str]] = {}
+    for name, spec in plan.specs.items():
+        metric = passes.metrics.get(name)
+        if spec.caches_real and spec.against == "target" and name not in fixed and metric is not None:
+            users.setdefault(id(metric.extractor), []).append(name)  # type: ignore[union-attr]
+    from percep_lightning.evaluation.cache import read_entry
     from percep_lightning.metrics.feeding import fix_real_side
+
+    writers: dict[int, _CacheWriter] = {}
+    reused: list[bool] = []
+    for network_id, names in users.items():
+        key = _folder_cache_key(plan, passes, passes.metrics[names[0]].extractor)  # type: ignore[union-attr]
+        entry = read_entry(cache_dir, key, passes.world)
+        reused.append(entry is not None)
+        if entry is None:
+            writers[network_id] = _CacheWriter(cache_dir, key)
+            continue
+        world = passes.world
+        fixed |= fix_real_side(
+            {name: passes.metrics[name] for name in names}, entry["mu"], entry["sigma"], entry["num_samples"],
+            entry["features"], rank=world.rank, world_size=world.size,
+        )  # fmt: skip
+    if reused:
+        settings["target_cache"] = (
+            "reused" if all(reused) else ("computed" if not any(reused) else "partly reused")
+        )
+    return writers
+
+
+def _folder_cache_key(plan: Plan, passes: Passes, extractor: Any) -> str:
+    """The cache key of TARGET's features on ``extractor``: the FID Inception's by its weights file and resize
+    mode (the key earlier versions wrote), any other network by its identity (weights digest and preprocessing)."""
+    from percep_lightning.evaluation.cache import folder_key
     from percep_lightning.metrics.stats_io import weights_digest
 
-    digest = weights_digest(plan.weights.get("inception"), inception)
-    key = folder_key(plan.folders["target"], plan.listed["target"], weights=digest, resize=passes.resize)
-    entry = read_entry(cache_dir, key, passes.world)
-    settings["target_cache"] = "reused" if entry is not None else "computed"
-    if entry is None:
-        return _CacheWriter(cache_dir, key)
-    users_metrics = {name: passes.metrics[name] for name in users}
-    world = passes.world
-    fixed |= fix_real_side(
-        users_metrics, entry["mu"], entry["sigma"], entry["num_samples"], entry["features"],
-        rank=world.rank, world_size=world.size,
-    )  # fmt: skip
-    return None
+    folder, names = plan.folders["target"], plan.listed["target"]
+    if extractor is passes.context.networks.get("inception"):  # type: ignore[union-attr]
+        digest = weights_digest(plan.weights.get("inception"), extractor)
+        return folder_key(folder, names, weights=digest, resize=passes.resize)
+    return folder_key(folder, names, weights=extractor.identity, resize="its own")
 
 
 def _check_options(

@@ -126,21 +126,25 @@ def fix_real_side(
     rank: int = 0,
     world_size: int = 1,
 ) -> set[str]:
-    """Fix the real side of ``metrics["fid"]`` and ``metrics["kid"]`` from cached statistics; returns the names fixed.
+    """Fix the real side of metrics on one extractor from its cached statistics; returns the names fixed.
 
-    FID takes ``mu`` and ``sigma``. KID takes the cached ``(N, D)`` features: each process adds every
-    ``world_size``-th row from its ``rank`` with its position, so the gather holds each row once, in order.
-    KID is left alone when there are no cached features.
+    A Fréchet distance (FID, FD-DINOv2, ...) takes ``mu`` and ``sigma``. A metric on the whole feature sets
+    (KID, CMMD, PRDC) takes the cached ``(N, D)`` features: each process adds every ``world_size``-th row from
+    its ``rank`` with its position, so the gather holds each row once, in order; it is left alone when there
+    are no cached features.
     """
     fixed: set[str] = set()
-    fid, kid = metrics.get("fid"), metrics.get("kid")
-    if fid is not None:
-        fid.set_real_statistics(mu, sigma, num_samples)  # type: ignore[operator]
-        fixed.add("fid")
-    if kid is not None and features is not None:
-        rows = torch.arange(rank, features.shape[0], world_size)
-        kid.update_features(features[rows].to(kid.device), real=True, indices=rows.to(kid.device))  # type: ignore[operator]
-        fixed.add("kid")
+    rows = None if features is None else torch.arange(rank, features.shape[0], world_size)
+    for name, metric in metrics.items():
+        if isinstance(metric, FrechetDistance):
+            metric.set_real_statistics(mu, sigma, num_samples)
+        elif isinstance(metric, FeatureSetMetric) and features is not None and rows is not None:
+            metric.update_features(
+                features[rows].to(metric.device), real=True, indices=rows.to(metric.device)
+            )
+        else:
+            continue
+        fixed.add(name)
     return fixed
 
 

@@ -161,7 +161,8 @@ class MetricSpec:
         why_min: why (for the error messages).
         min_side: ``min_side(options)``, the smallest image side it accepts.
         why_side: why.
-        caches_real: whether its real side can come from cached statistics (FID and KID on the target).
+        caches_real: whether its real side can come from cached statistics (``evaluate``'s TARGET cache, one
+            entry per network; the callback's store holds the FID Inception's, for ``fid`` and ``kid``).
         spread: what its second logged value is a spread over (``"splits"``, ``"subsets"``), if any.
         requires: the entries a ``"derived"`` metric combines.
         combine: ``combine(values by name) -> value`` of a ``"derived"`` metric.
@@ -425,30 +426,30 @@ _ROWS = (
     MetricSpec(
         "fd_dinov2", "Frechet distance on DINOv2 ViT-L/14 features vs the target images (dgm-eval's FD)",
         ("preds", "target"), False, _fd_dinov2(False), feed="features", weights=("dinov2_vitl14",),
-        min_images=_two, why_min="2 to estimate a covariance",
+        min_images=_two, why_min="2 to estimate a covariance", caches_real=True,
     ),
     MetricSpec(
         "fd_dinov2_inf", "FD-DINOv2 extrapolated to infinitely many generated images (dgm-eval's FD-infinity)",
         ("preds", "target"), False, _fd_dinov2(True), feed="features",
         defaults={"num_points": 15, "min_samples": None}, weights=("dinov2_vitl14",),
         min_images=lambda options: 3 if options["min_samples"] is None else options["min_samples"] + 1,
-        why_min="more generated images than `min_samples` (default min(5000, max(N // 10, 2)))",
+        why_min="more generated images than `min_samples` (default min(5000, max(N // 10, 2)))", caches_real=True,
     ),
     MetricSpec(
         "kd_dinov2", "Kernel distance (KID's MMD) on DINOv2 ViT-L/14 features vs the target images",
         ("preds", "target"), False, _kd_dinov2, feed="features", defaults={"subsets": 100, "subset_size": 1000},
         logs=("kd_dinov2", "kd_dinov2_std"), weights=("dinov2_vitl14",), min_images=_two,
-        why_min="2 per side for the unbiased MMD", spread="subsets",
+        why_min="2 per side for the unbiased MMD", spread="subsets", caches_real=True,
     ),
     MetricSpec(
         "cmmd", "CMMD: MMD of CLIP ViT-L/14 (336 px) embeddings vs the target images (Jayasumana et al. 2024)",
-        ("preds", "target"), False, _cmmd, feed="features", weights=("clip_vit_l14_336",),
+        ("preds", "target"), False, _cmmd, feed="features", weights=("clip_vit_l14_336",), caches_real=True,
     ),
     MetricSpec(
         "prdc", "precision, recall, density, coverage vs the target images (features: dinov2, inception, clip)",
         ("preds", "target"), True, _prdc, feed="features", defaults={"k": 5, "features": "dinov2"},
         logs=("precision", "recall", "density", "coverage"), weights=("dinov2_vitl14",),
-        min_images=lambda options: options["k"] + 1, why_min="more than `k` per side for the neighbour balls",
+        min_images=lambda options: options["k"] + 1, why_min="more than `k` per side for the neighbour balls", caches_real=True,
     ),
     MetricSpec(
         "is", "Inception Score (mean and std over `splits` splits)", ("preds",), True, _is, feed="logits",

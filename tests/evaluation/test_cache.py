@@ -63,3 +63,47 @@ def test_second_evaluation_reuses_the_target_pass(tmp_path, photos, inception_we
     assert (images, note) == (8, "computed")
     assert changed["fid"] != pytest.approx(first["fid"], rel=1e-6)
     assert len(list(cache.glob(f"{CACHE_FILE_PREFIX}*.npz"))) == 2
+
+
+@pytest.mark.slow
+def test_every_network_of_the_target_side_is_cached(
+    tmp_path, photos, inception_weights, counted_forwards, monkeypatch
+):
+    """FID on the Inception, FD-DINOv2 and PRDC on a (small, random) DINOv2: one cache entry per network, and
+    the second evaluation runs only the generated images through either network, with the same values."""
+    from percep_lightning.backbones import DINOv2, DINOv2Arch
+    from percep_lightning.metrics.registry import BuildContext
+
+    small = DINOv2(DINOv2Arch(32, 2, 2), weights=None)
+    dino_images: list[int] = []
+    original = DINOv2.extract_features
+
+    def counting(self, images):
+        dino_images.append(int(images.shape[0]))
+        return original(self, images)
+
+    monkeypatch.setattr(DINOv2, "extract_features", counting)
+    monkeypatch.setattr(BuildContext, "dinov2", lambda self: self.network("dinov2_vitl14", lambda: small))
+    save_images(tmp_path / "pred", photos(8, 32, dtype=torch.uint8)[4:])
+    save_images(tmp_path / "target", photos(4, 32, dtype=torch.uint8))
+    cache = tmp_path / "cache"
+
+    def run():
+        counted_forwards.clear()
+        dino_images.clear()
+        report = evaluate_report(
+            tmp_path / "pred", tmp_path / "target", metrics="fid,fd_dinov2,prdc", options={"prdc": {"k": 2}},
+            weights={"inception": inception_weights, "dinov2_vitl14": "random"}, progress=False, device="cpu",
+            batch_size=4, cache_dir=cache,
+        )  # fmt: skip
+        return report.values(), sum(counted_forwards), sum(dino_images), report.settings.get("target_cache")
+
+    first = run()
+    assert first[1:] == (8, 8, "computed")
+    assert len(list(cache.glob(f"{CACHE_FILE_PREFIX}*.npz"))) == 2
+    second = run()
+    assert second[1:] == (4, 4, "reused")
+    for name in ("fid", "fd_dinov2"):
+        assert second[0][name] == pytest.approx(first[0][name], rel=1e-9)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert second[0][name] == first[0][name]
