@@ -119,8 +119,8 @@ class ArtInception(FoldedBatchNorms, FrozenBackbone):
     Example:
         >>> import torch
         >>> from percep_lightning.backbones import ArtInception
-        >>> net = ArtInception(weights=None, resize=96)  # doctest: +SKIP
-        >>> net(torch.zeros(1, 3, 96, 128, dtype=torch.uint8)).shape  # doctest: +SKIP
+        >>> net = ArtInception(weights=None, resize=96)
+        >>> net(torch.zeros(1, 3, 96, 128, dtype=torch.uint8)).shape
         torch.Size([1, 2048])
     """
 

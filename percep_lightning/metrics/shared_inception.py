@@ -42,12 +42,14 @@ class SharedInception:
     Example:
         >>> import torch
         >>> from percep_lightning.metrics import FrechetInceptionDistance, InceptionScore, SharedInception
-        >>> fid = FrechetInceptionDistance(weights=None)  # doctest: +SKIP
-        >>> inception_score = InceptionScore(backbone=fid.backbone, splits=2)  # doctest: +SKIP
-        >>> shared = SharedInception(fid.backbone)  # doctest: +SKIP
-        >>> fake = torch.rand(4, 3, 64, 64)  # doctest: +SKIP
-        >>> shared.update(fake, real=False, metrics=[fid, inception_score])  # doctest: +SKIP
-        >>> shared.update(torch.rand(4, 3, 64, 64), real=True, metrics=[fid])  # doctest: +SKIP
+        >>> fid = FrechetInceptionDistance(weights=None)
+        >>> inception_score = InceptionScore(backbone=fid.backbone, splits=2)
+        >>> shared = SharedInception(fid.backbone)
+        >>> fake = torch.rand(4, 3, 64, 64)
+        >>> outputs = shared.update(fake, real=False, metrics=[fid, inception_score])  # also returns the features
+        >>> _ = shared.update(torch.rand(4, 3, 64, 64), real=True, metrics=[fid])
+        >>> int(fid.real_num_samples), int(fid.fake_num_samples)
+        (4, 4)
     """
 
     def __init__(self, backbone: FIDInceptionV3, *, quantize: Quantize = "round") -> None:
