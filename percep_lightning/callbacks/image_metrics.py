@@ -35,7 +35,7 @@ from percep_lightning.callbacks.arguments import (
 )
 from percep_lightning.callbacks.metric_set import DEFAULT_METRICS, MetricSet
 from percep_lightning.callbacks.sample_plan import SamplePlan, plan_samples
-from percep_lightning.callbacks.stats_cache import CachedEpoch, RealStatsCache
+from percep_lightning.callbacks.stats_cache import CachedEpoch, RealStatsCaches, cached_groups
 from percep_lightning.callbacks.step_outputs import Extractor, extract_images
 from percep_lightning.functional.inputs import check_int
 from percep_lightning.metrics._images import to_uint8
@@ -49,7 +49,7 @@ class _Epoch:
 
     stage: str
     plan: SamplePlan
-    cache: CachedEpoch = field(default_factory=CachedEpoch)
+    cache: dict[str, CachedEpoch] = field(default_factory=dict)
     seen: int = 0
 
 
@@ -190,7 +190,7 @@ class ImageMetricsCallback(Callback):
             check_int(max_samples, "max_samples", minimum=max(self._set.min_images()[0], 1))
 
         self._metrics: dict[str, Metric] = {}  # built in `setup` (after DDP processes are spawned)
-        self._stats_cache = RealStatsCache(real_stats, self._warn_once)
+        self._stats_cache = RealStatsCaches(real_stats, self._warn_once)
         self._epoch: _Epoch | None = None
         self._check_only = False
         self._real_forwarded = 0
@@ -215,7 +215,7 @@ class ImageMetricsCallback(Callback):
     @property
     def real_stats_cached(self) -> bool:
         """Whether real-image statistics are held for reuse."""
-        return self._stats_cache.store.entry is not None
+        return self._stats_cache.cached
 
     @property
     def real_images_forwarded(self) -> int:
@@ -224,15 +224,15 @@ class ImageMetricsCallback(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The key and file of the cached real statistics (not the statistics themselves)."""
-        return self._stats_cache.store.state_dict()
+        return self._stats_cache.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._stats_cache.store.load_state_dict(state_dict)
+        self._stats_cache.load_state_dict(state_dict)
 
     # ------------------------------------------------------------------ hooks
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._stats_cache.store.set_run_directory(
+        self._stats_cache.set_run_directory(
             os.path.join(trainer.log_dir or trainer.default_root_dir, "real_stats")
         )
         self._warned.clear()
@@ -241,10 +241,8 @@ class ImageMetricsCallback(Callback):
         with self._warnings_once():
             context = self._set.build(weights_by_network(self.weights))
         self._metrics = self._set.metrics()
-        registry = {name: self._metrics[name] for name in self._set.registry_names(("fid", "kid"))}
-        self._stats_cache.setup(
-            registry, context.networks.get("inception"), self._inception_weights(), trainer
-        )
+        weights = weights_by_network(self.weights)
+        self._stats_cache.setup(cached_groups(self._set, context.networks), weights, trainer)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module, "val")
@@ -273,7 +271,7 @@ class ImageMetricsCallback(Callback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        self._stats_cache.store.persist(trainer.is_global_zero)
+        self._stats_cache.persist(trainer.is_global_zero)
 
     # ------------------------------------------------------------------ epoch steps
 
@@ -330,11 +328,11 @@ class ImageMetricsCallback(Callback):
         if keep == 0:
             return
         images = {role: x[:keep] for role, x in images.items()}
-        if epoch.cache.fingerprint is not None:
+        if any(cached.fingerprint is not None for cached in epoch.cache.values()):
             self._stats_cache.see_targets(
                 epoch.cache, to_uint8(images["target"], self._key_of("target"), self._set.quantize)
             )
-        fixed = list(self._stats_cache.metrics) if epoch.cache.reused else []
+        fixed = self._stats_cache.fixed(epoch.cache)
         self._real_forwarded += self._set.update(images, positions.to(pl_module.device), fixed_real=fixed)
 
     def _end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -442,10 +440,6 @@ class ImageMetricsCallback(Callback):
                 )
             return loaders[self.dataloader_idx]
         return loaders
-
-    def _inception_weights(self) -> Any:
-        weights = self.weights
-        return weights.get("inception", "default") if isinstance(weights, Mapping) else weights
 
     def _compute(self, trainer: Trainer, epoch: _Epoch) -> dict[str, Tensor]:
         """Every metric's logged values, each from one synchronisation; fresh real statistics go to the store."""

@@ -51,12 +51,15 @@ def _expected(n_val: int) -> dict[str, float]:
     }
 
 
-def test_the_new_names_log_their_values(tmp_path):
-    recorder = fit(_kwargs(), str(tmp_path), n_val=N_VAL, max_epochs=1)
+def test_the_new_names_log_their_values_and_reuse_the_real_side(tmp_path):
+    recorder = fit(_kwargs(), str(tmp_path), n_val=N_VAL, max_epochs=2)
     expected = _expected(N_VAL)
-    assert set(recorder.values[0]) == {f"val/{name}" for name in NAMES}
-    for name in NAMES:  # the callback logs float32 values
-        assert recorder.values[0][f"val/{name}"] == pytest.approx(expected[name], rel=1e-6, abs=1e-7)
+    for epoch in (0, 1):
+        assert set(recorder.values[epoch]) == {f"val/{name}" for name in NAMES}
+        for name in NAMES:  # the callback logs float32 values
+            assert recorder.values[epoch][f"val/{name}"] == pytest.approx(expected[name], rel=1e-6, abs=1e-7)
+    # epoch 0 runs the real images through both networks; epoch 1 takes them from each network's store
+    assert recorder.real_forwarded == {0: 2 * N_VAL, 1: 2 * N_VAL}
 
 
 @pytest.mark.slow
@@ -67,3 +70,39 @@ def test_two_processes_log_what_one_does(tmp_path):
     expected = _expected(N_VAL)
     for name in NAMES:  # the padding repeat is dropped: the same values as one process
         assert ranks[0]["values"]["0"][f"val/{name}"] == pytest.approx(expected[name], rel=1e-6, abs=1e-7)
+
+
+def test_a_resumed_run_reads_each_networks_statistics(tmp_path):
+    """Stopped after epoch 0 and resumed: the DINOv2 and CLIP stores come back from the checkpoint's files, no real
+    image runs through either network, and epoch 1 logs what an uninterrupted run logs."""
+    from _ddp_module import Recorder, TinyModule, loaders
+    from lightning.pytorch import Trainer
+
+    from percep_lightning.callbacks import ImageMetricsCallback
+
+    def trainer(root, callbacks, epochs):
+        return Trainer(
+            accelerator="cpu", devices=1, max_epochs=epochs, limit_train_batches=1, num_sanity_val_steps=0,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=root, callbacks=callbacks,
+        )  # fmt: skip
+
+    train, val = loaders(N_VAL)
+    uninterrupted = Recorder()
+    trainer(tmp_path / "a", [ImageMetricsCallback(**_kwargs()), uninterrupted], 2).fit(
+        TinyModule(), train, val
+    )
+
+    first_callback = ImageMetricsCallback(**_kwargs())
+    first = trainer(tmp_path / "b", [first_callback], 1)
+    first.fit(TinyModule(), train, val)
+    state = first_callback.state_dict()
+    assert set(state["networks"]) == {"dinov2_vitl14", "clip_vit_l14_336"}
+    ckpt = tmp_path / "epoch0.ckpt"
+    first.save_checkpoint(ckpt)
+    assert len(list((tmp_path / "b" / "real_stats").glob("*.npz"))) == 2  # one file per network
+
+    resumed_callback, resumed = ImageMetricsCallback(**_kwargs()), Recorder()
+    trainer(tmp_path / "c", [resumed_callback, resumed], 2).fit(TinyModule(), train, val, ckpt_path=ckpt)
+    assert resumed_callback.real_images_forwarded == 0
+    assert resumed.values[1] == uninterrupted.values[1]

@@ -216,7 +216,7 @@ def test_changed_targets_switch_caching_off(tmp_path):
     callback = _callback(metrics=("fid",))
     trainer = _trainer(tmp_path, [callback], max_epochs=3)
     train, val = loaders(4)
-    with pytest.warns(UserWarning, match="differ from those the cached real FID statistics"):
+    with pytest.warns(UserWarning, match="differ from those the cached real statistics"):
         trainer.fit(ShiftingModule(), train, val)
     assert callback.real_images_forwarded == 8  # epoch 0, then (after the warning at epoch 1) epoch 2
     assert not callback.real_stats_cached
