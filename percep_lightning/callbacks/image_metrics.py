@@ -75,8 +75,8 @@ class ImageMetricsCallback(Callback):
         net = MyEncoder()  # any nn.Module mapping (N, 3, H, W) images in [0, 1] to (N, D) features
         ImageMetricsCallback(metrics={"fid": "fid", "fd_mine": FrechetDistance(net)})
 
-    A :class:`~percep_lightning.metrics.FrechetDistance` or :class:`~percep_lightning.metrics.KernelDistance`
-    is fed the ``preds`` images as generated and the ``target`` images as real ones, other ``Metric`` objects
+    A :class:`~percep_lightning.metrics.FrechetDistance`, :class:`~percep_lightning.metrics.KernelDistance`,
+    :class:`~percep_lightning.metrics.CMMD` or :class:`~percep_lightning.metrics.PRDC` is fed the ``preds`` images as generated and the ``target`` images as real ones, other ``Metric`` objects
     ``update(preds, target)``. One forward of each feature network per image feeds every metric holding it
     (FID, IS and KID share the FID Inception).
 
@@ -86,9 +86,9 @@ class ImageMetricsCallback(Callback):
     rounding tolerance, large enough for every metric) without computing metrics.
 
     Real statistics (FID's mean and covariance; with KID also the per-image pool3 features of the real
-    images) are computed in the first epoch and reused while the evaluation set is unchanged
-    (``real_stats``); the key is a hash of everything they depend on (Inception weights, resize,
-    quantisation, dataset type, length and a digest of a few samples, ``max_samples``, the batch limit and
+    images; likewise per network for the DINOv2 and CLIP metrics, one file each) are computed in the first
+    epoch and reused while the evaluation set is unchanged (``real_stats``); the key is a hash of everything
+    they depend on (the network's weights and preprocessing, quantisation, dataset type, length and a digest of a few samples, ``max_samples``, the batch limit and
     the target key). At the end of an epoch that reused them, a checksum of the target images seen is
     compared with the cached one; if they differ (e.g. random augmentation) a warning is given and caching
     is switched off for the run. Checkpoints hold only the key and a file name: the statistics are written
