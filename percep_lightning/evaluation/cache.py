@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import torch
 from torch import Tensor
 
 from percep_lightning.evaluation.distributed import World, all_gather_objects
+from percep_lightning.evaluation.passes import Passes
+from percep_lightning.evaluation.plan import Plan
 from percep_lightning.functional.fid import feature_statistics, feature_sums
 from percep_lightning.metrics.stats_io import (
     cached_stats_path,
@@ -31,7 +34,16 @@ from percep_lightning.metrics.stats_io import (
     write_cached_stats,
 )
 
-__all__ = ["FeatureRecorder", "default_cache_dir", "folder_key", "read_entry", "write_entry"]
+__all__ = [
+    "CacheWriter",
+    "FeatureRecorder",
+    "default_cache_dir",
+    "folder_cache_key",
+    "folder_key",
+    "read_entry",
+    "target_cache",
+    "write_entry",
+]
 
 CACHE_FORMAT = 1
 
@@ -125,3 +137,74 @@ class FeatureRecorder:
         features = torch.cat([p[0] for p in parts])
         indices = torch.cat([p[1] for p in parts])
         return features[torch.argsort(indices, stable=True)]
+
+
+@dataclass
+class CacheWriter:
+    """Records one network's features of TARGET during its pass and writes the entry after it."""
+
+    directory: Path
+    key: str
+
+    def __post_init__(self) -> None:
+        self.recorder = FeatureRecorder()
+
+    def save(self, world: World) -> None:
+        features = self.recorder.gathered(world)
+        if world.is_main:
+            try:
+                write_entry(self.directory, self.key, features)
+            except OSError as err:
+                warnings.warn(
+                    f"Could not cache the TARGET statistics in {str(self.directory)!r}: {err}", stacklevel=2
+                )
+
+
+def target_cache(
+    plan: Plan, passes: Passes, cache_dir: Path | None, settings: dict[str, Any], fixed: set[str]
+) -> dict[int, CacheWriter]:
+    """Fix the TARGET side of the registry's cacheable metrics (FID, KID, FD-DINOv2, CMMD, PRDC, ...) from the
+    cache, one entry per network, when it holds this folder; else record that network's pass for the cache.
+
+    Returns the writers of the entries to record, by ``id`` of their network.
+    """
+    if cache_dir is None or "target" not in plan.listed or passes.context is None:
+        return {}
+    users: dict[int, list[str]] = {}
+    for name, spec in plan.specs.items():
+        metric = passes.metrics.get(name)
+        if spec.caches_real and spec.against == "target" and name not in fixed and metric is not None:
+            users.setdefault(id(metric.extractor), []).append(name)  # type: ignore[union-attr]
+    from percep_lightning.metrics.feeding import fix_real_side
+
+    writers: dict[int, CacheWriter] = {}
+    reused: list[bool] = []
+    for network_id, names in users.items():
+        key = folder_cache_key(plan, passes, passes.metrics[names[0]].extractor)  # type: ignore[union-attr]
+        entry = read_entry(cache_dir, key, passes.world)
+        reused.append(entry is not None)
+        if entry is None:
+            writers[network_id] = CacheWriter(cache_dir, key)
+            continue
+        world = passes.world
+        fixed |= fix_real_side(
+            {name: passes.metrics[name] for name in names}, entry["mu"], entry["sigma"], entry["num_samples"],
+            entry["features"], rank=world.rank, world_size=world.size,
+        )  # fmt: skip
+    if reused:
+        settings["target_cache"] = (
+            "reused" if all(reused) else ("computed" if not any(reused) else "partly reused")
+        )
+    return writers
+
+
+def folder_cache_key(plan: Plan, passes: Passes, extractor: Any) -> str:
+    """The cache key of TARGET's features on ``extractor``: the FID Inception's by its weights file and resize
+    mode (the key earlier versions wrote), any other network by its identity (weights digest and preprocessing)."""
+    from percep_lightning.metrics.stats_io import weights_digest
+
+    folder, names = plan.folders["target"], plan.listed["target"]
+    if extractor is passes.context.networks.get("inception"):  # type: ignore[union-attr]
+        digest = weights_digest(plan.weights.get("inception"), extractor)
+        return folder_key(folder, names, weights=digest, resize=passes.resize)
+    return folder_key(folder, names, weights=extractor.identity, resize="its own")

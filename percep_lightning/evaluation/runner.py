@@ -13,7 +13,6 @@ import os
 import platform
 import sys
 import typing
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from percep_lightning.backbones.inception import ResizeMode
+from percep_lightning.evaluation.cache import target_cache
 from percep_lightning.evaluation.distributed import World, distributed_world
 from percep_lightning.evaluation.errors import EvaluationError
 from percep_lightning.evaluation.files import list_images
@@ -299,7 +299,7 @@ def _run(
     feature_names = [n for n in plan.names if plan.kind(n) == "features"]
     if feature_names:
         fixed = passes.fix_target_statistics(*plan.target_stats) if plan.target_stats is not None else set()
-        writers = _target_cache(plan, passes, cache_dir, settings, fixed)
+        writers = target_cache(plan, passes, cache_dir, settings, fixed)
         passes.features(fixed, {network: writer.recorder for network, writer in writers.items()})
         for writer in writers.values():
             writer.save(passes.world)
@@ -352,83 +352,6 @@ def _results(plan: Plan, passes: Passes, values: dict[str, Tensor]) -> list[Metr
         if spec is not None and spec.combine is not None:
             by_name[name] = [MetricResult(name, spec.combine(computed), None, n, spec.higher_is_better)]
     return [result for name in plan.names for result in by_name.get(name, [])]
-
-
-@dataclass
-class _CacheWriter:
-    """Records one network's features of TARGET during its pass and writes the entry after it."""
-
-    directory: Path
-    key: str
-
-    def __post_init__(self) -> None:
-        from percep_lightning.evaluation.cache import FeatureRecorder
-
-        self.recorder = FeatureRecorder()
-
-    def save(self, world: World) -> None:
-        from percep_lightning.evaluation.cache import write_entry
-
-        features = self.recorder.gathered(world)
-        if world.is_main:
-            try:
-                write_entry(self.directory, self.key, features)
-            except OSError as err:
-                warnings.warn(
-                    f"Could not cache the TARGET statistics in {str(self.directory)!r}: {err}", stacklevel=2
-                )
-
-
-def _target_cache(
-    plan: Plan, passes: Passes, cache_dir: Path | None, settings: dict[str, Any], fixed: set[str]
-) -> dict[int, _CacheWriter]:
-    """Fix the TARGET side of the registry's cacheable metrics (FID, KID, FD-DINOv2, CMMD, PRDC, ...) from the
-    cache, one entry per network, when it holds this folder; else record that network's pass for the cache.
-
-    Returns the writers of the entries to record, by ``id`` of their network.
-    """
-    if cache_dir is None or "target" not in plan.listed or passes.context is None:
-        return {}
-    users: dict[int, list[str]] = {}
-    for name, spec in plan.specs.items():
-        metric = passes.metrics.get(name)
-        if spec.caches_real and spec.against == "target" and name not in fixed and metric is not None:
-            users.setdefault(id(metric.extractor), []).append(name)  # type: ignore[union-attr]
-    from percep_lightning.evaluation.cache import read_entry
-    from percep_lightning.metrics.feeding import fix_real_side
-
-    writers: dict[int, _CacheWriter] = {}
-    reused: list[bool] = []
-    for network_id, names in users.items():
-        key = _folder_cache_key(plan, passes, passes.metrics[names[0]].extractor)  # type: ignore[union-attr]
-        entry = read_entry(cache_dir, key, passes.world)
-        reused.append(entry is not None)
-        if entry is None:
-            writers[network_id] = _CacheWriter(cache_dir, key)
-            continue
-        world = passes.world
-        fixed |= fix_real_side(
-            {name: passes.metrics[name] for name in names}, entry["mu"], entry["sigma"], entry["num_samples"],
-            entry["features"], rank=world.rank, world_size=world.size,
-        )  # fmt: skip
-    if reused:
-        settings["target_cache"] = (
-            "reused" if all(reused) else ("computed" if not any(reused) else "partly reused")
-        )
-    return writers
-
-
-def _folder_cache_key(plan: Plan, passes: Passes, extractor: Any) -> str:
-    """The cache key of TARGET's features on ``extractor``: the FID Inception's by its weights file and resize
-    mode (the key earlier versions wrote), any other network by its identity (weights digest and preprocessing)."""
-    from percep_lightning.evaluation.cache import folder_key
-    from percep_lightning.metrics.stats_io import weights_digest
-
-    folder, names = plan.folders["target"], plan.listed["target"]
-    if extractor is passes.context.networks.get("inception"):  # type: ignore[union-attr]
-        digest = weights_digest(plan.weights.get("inception"), extractor)
-        return folder_key(folder, names, weights=digest, resize=passes.resize)
-    return folder_key(folder, names, weights=extractor.identity, resize="its own")
 
 
 def _check_options(
