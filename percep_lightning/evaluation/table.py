@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from percep_lightning.evaluation.errors import EvaluationError
-from percep_lightning.metrics.registry import METRICS, PRESETS, MetricSpec, resolve_names
+from percep_lightning.metrics.registry import ALIASES, METRICS, PRESETS, MetricSpec, resolve_names
 
 __all__ = ["METRICS", "PRESETS", "MetricSpec", "resolve_metrics"]
 
@@ -37,7 +37,7 @@ def resolve_metrics(metrics: Sequence[str] | str | None, preset: str | None) -> 
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metrics or ():
-        if name not in METRICS:
+        if name not in METRICS and name not in ALIASES:
             raise EvaluationError(f"Unknown metric {name!r}; expected some of {', '.join(METRICS)}.")
         names.append(name)
     if not names:

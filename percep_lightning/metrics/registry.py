@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the table itself imports no torch: the command line lists i
     from percep_lightning.backbones.weights import WeightsArg
 
 __all__ = [
+    "ALIASES",
     "METRICS",
     "LPIPS_TRUNKS",
     "NETWORKS",
@@ -467,6 +468,10 @@ def _registered(name: str) -> MetricSpec:
     return METRICS[name]
 
 
+ALIASES: Mapping[str, str] = dict.fromkeys(("precision", "recall", "density", "coverage"), "prdc")
+"""Names that ask for the entry computing them: ``precision`` (or ``recall``, ...) is ``prdc``, which logs all
+four from one set of neighbour balls."""
+
 PRESETS: Mapping[str, tuple[str, ...]] = {
     "lpips": ("lpips",),
     "sr": ("psnr_y", "ssim_y", "lpips", "dists"),
@@ -490,6 +495,8 @@ def describe() -> list[str]:
 def resolve_names(names: object) -> list[str]:
     """The requested names, each known, with the entries a derived metric requires added after them.
 
+    An alias of :data:`ALIASES` stands for its entry (``precision`` is ``prdc``).
+
     Args:
         names: a name, or a sequence of names.
 
@@ -499,10 +506,12 @@ def resolve_names(names: object) -> list[str]:
     Example:
         >>> resolve_names(["artfid", "cfsd"])
         ['artfid', 'cfsd', 'lpips_content', 'fid_art']
+        >>> resolve_names(["precision", "recall"])
+        ['prdc']
     """
     if isinstance(names, str):
         names = [names]
-    listed = [str(name).lower() for name in names]  # type: ignore[union-attr]
+    listed = [ALIASES.get(str(name).lower(), str(name).lower()) for name in names]  # type: ignore[union-attr]
     unknown = [name for name in listed if name not in METRICS]
     if unknown or not listed:
         raise ValueError(

@@ -525,3 +525,12 @@ def test_grey_pairs_reach_the_paired_metrics(tmp_path):
     expected = psnr(images["preds"].double(), images["target"].double(), data_range=1.0, reduction="none")
     assert recorder.values[0]["val/psnr"] == pytest.approx(float(expected.mean()), rel=1e-6)
     assert F.mse_loss(images["preds"], images["target"]) > 0
+
+
+def test_precision_recall_density_coverage_are_names_of_prdc():
+    from percep_lightning.callbacks.metric_set import MetricSet
+
+    metric_set = MetricSet(["precision", "coverage"], {"prdc": {"k": 3}})
+    assert metric_set.names == ("prdc",)
+    assert metric_set.entries["prdc"].logs == ("precision", "recall", "density", "coverage")
+    assert metric_set.entries["prdc"].options == {"k": 3, "features": "dinov2"}

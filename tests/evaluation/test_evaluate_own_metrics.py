@@ -179,3 +179,28 @@ def test_random_backbones_do_not_depend_on_the_other_metrics(photo_folders):
     torch.manual_seed(123)  # the caller's generator state plays no part either
     together = evaluate(pred_dir, target_dir, metrics="lpips_vgg,lpips", weights=random, progress=False)
     assert together["lpips"] == alone["lpips"]
+
+
+def test_precision_and_recall_by_name_equal_the_prdc_package(crops, inception_weights):
+    """``precision`` (an alias of ``prdc``) on the FID Inception's features: the four values of one neighbour-ball
+    computation, equal to ``prdc.compute_prdc`` on the same network's features of the two folders."""
+    import prdc as prdc_package
+
+    from percep_lightning.backbones import FIDInceptionV3
+
+    pred_dir, target_dir, pred, target = crops
+    values = evaluate(
+        pred_dir, target_dir, metrics="precision,recall", options={"prdc": {"features": "inception", "k": 3}},
+        weights={"inception": inception_weights}, batch_size=17, progress=False,
+    )  # fmt: skip
+    assert set(values) == {"precision", "recall", "density", "coverage"}
+    net = FIDInceptionV3(inception_weights)
+    with torch.no_grad():
+        real, fake = (net(x).pool3.double().numpy() for x in (target, pred))
+    expected = prdc_package.compute_prdc(real, fake, nearest_k=3)
+    for name in ("precision", "density"):
+        assert round(values[name] * 85 * (3 if name == "density" else 1)) == round(
+            expected[name] * 85 * (3 if name == "density" else 1)
+        )
+    for name in ("recall", "coverage"):
+        assert round(values[name] * 85) == round(expected[name] * 85)
