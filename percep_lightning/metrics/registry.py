@@ -16,23 +16,31 @@ A ``"derived"`` entry combines the values of the entries it ``requires`` (ArtFID
 
 Per-metric options are one mapping per name (``{"is": {"splits": 10}, "psnr": {"crop_border": 4}}``);
 :func:`resolve_options` checks them against the entry's ``defaults``. Networks shared by several metrics
-(the FID Inception, StyleID's art Inception) are built once per :class:`BuildContext`.
+(the FID Inception, StyleID's art Inception, DINOv2, CLIP) are built once per :class:`BuildContext`
+(:mod:`percep_lightning.metrics.networks`); each entry's builder is in :mod:`percep_lightning.metrics.builders`.
 
-A new metric is one entry here, and both the callback and ``evaluate`` have it.
+A new metric is one builder and one entry here, and both the callback and ``evaluate`` have it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from percep_lightning.metrics import builders
+from percep_lightning.metrics.builders import Builder
+from percep_lightning.metrics.networks import (
+    FEATURE_SPACES,
+    LPIPS_TRUNKS,
+    NETWORKS,
+    STYLEID_SIZE,
+    BuildContext,
+    seeded,
+)
+
 if TYPE_CHECKING:  # the table itself imports no torch: the command line lists it without loading it
     from torchmetrics import Metric
-
-    from percep_lightning.backbones.weights import WeightsArg
 
 __all__ = [
     "ALIASES",
@@ -55,92 +63,6 @@ ROLES: tuple[str, ...] = ("preds", "target", "content", "style")
 """The images a metric can read: the generated ``preds``, and the ``target``, ``content`` or ``style`` images."""
 SHARED_OPTIONS: Mapping[str, Any] = {"resize": "tensorflow", "quantize": "round"}
 """Options of the shared FID Inception (its resize mode) and of every ``uint8`` extractor (``quantize``)."""
-STYLEID_SIZE = 512
-NETWORKS: tuple[str, ...] = (
-    "inception", "art_inception", "alexnet", "vgg16", "vgg19", "squeezenet1_1", "dinov2_vitl14", "clip_vit_l14_336",
-)  # fmt: skip
-"""The networks whose weights the builders read from :attr:`BuildContext.weights` (the FID Inception, StyleID's
-art Inception, the torchvision trunks of LPIPS, DISTS and CFSD, DINOv2 ViT-L/14 and CLIP ViT-L/14 at 336 px)."""
-FEATURE_SPACES: Mapping[str, str] = {
-    "dinov2": "dinov2_vitl14",
-    "inception": "inception",
-    "clip": "clip_vit_l14_336",
-}
-"""The feature spaces a distribution metric's ``features`` option selects, and the network of each."""
-
-
-@dataclass
-class BuildContext:
-    """What builders share: weights by network name, the shared options, and the networks built so far.
-
-    Attributes:
-        weights: network name -> weights (``"default"``, a path, a state dict, ``None``), or an already built
-            extractor module for that network (e.g. a shared ``FIDInceptionV3``); missing names are
-            ``"default"``.
-        resize: the FID Inception's resize mode.
-        quantize: how float images become ``uint8`` for ``uint8`` extractors.
-    """
-
-    weights: Mapping[str, Any] = field(default_factory=dict)
-    resize: str = "tensorflow"
-    quantize: str = "round"
-    networks: dict[str, Any] = field(default_factory=dict)
-
-    def weights_of(self, name: str) -> WeightsArg:
-        """The weights given for network ``name`` (``"default"`` when none were)."""
-        return self.weights.get(name, "default")
-
-    def network(self, key: str, build: Callable[[], Any]) -> Any:
-        """The network stored under ``key``, built once with ``build()`` (or given in :attr:`weights`).
-
-        Random weights come from a seed of the key's own, so they do not depend on which metrics are built
-        or in which order, and every process holds the same network.
-        """
-        from percep_lightning.backbones.extractor import FeatureExtractor
-
-        if key not in self.networks:
-            given = self.weights.get(key.split(":")[0])
-            if isinstance(given, FeatureExtractor):
-                self.networks[key] = given
-            else:
-                with seeded(key):
-                    self.networks[key] = build()
-        return self.networks[key]
-
-    def inception(self) -> Any:
-        """The shared FID Inception."""
-        from percep_lightning.backbones.inception import FIDInceptionV3
-
-        return self.network(
-            "inception", lambda: FIDInceptionV3(self.weights_of("inception"), resize=self.resize)
-        )
-
-    def dinov2(self) -> Any:
-        """The shared DINOv2 ViT-L/14 (dgm-eval's preprocessing)."""
-        from percep_lightning.backbones.dinov2 import DINOv2
-
-        return self.network("dinov2_vitl14", lambda: DINOv2("vitl14", self.weights_of("dinov2_vitl14")))
-
-    def clip(self) -> Any:
-        """The shared CLIP ViT-L/14 image encoder at 336 px (CMMD's preprocessing)."""
-        from percep_lightning.backbones.clip import CLIPImageEncoder
-
-        return self.network("clip_vit_l14_336", lambda: CLIPImageEncoder(self.weights_of("clip_vit_l14_336")))
-
-    def features(self, space: str) -> Any:
-        """The shared network of a feature space of :data:`FEATURE_SPACES`."""
-        return {"dinov2": self.dinov2, "inception": self.inception, "clip": self.clip}[space]()
-
-    def art_inception(self, size: int | None) -> Any:
-        """The shared art Inception resizing the shorter side to ``size``."""
-        from percep_lightning.backbones.art_inception import ArtInception
-
-        return self.network(
-            f"art_inception:{size}", lambda: ArtInception(self.weights_of("art_inception"), resize=size)
-        )
-
-
-Builder = Callable[[BuildContext, Mapping[str, Any]], "Metric"]
 OptionsFn = Callable[[Mapping[str, Any]], int]
 
 
@@ -217,131 +139,6 @@ class MetricSpec:
         return self.roles[1] if len(self.roles) > 1 else None
 
 
-# ---------------------------------------------------------------------------------------------- builders
-
-
-def _pixel(kind: str, channel: str) -> Builder:
-    def build(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-        from percep_lightning.metrics.paired import MSSSIM, PSNR, SSIM
-
-        cls = {"psnr": PSNR, "ssim": SSIM, "ms_ssim": MSSSIM}[kind]
-        return cls(
-            channel=options.get("channel", channel), crop_border=options["crop_border"], sync_on_compute=False
-        )
-
-    return build
-
-
-def _lpips(net: str, *, grey: bool = False) -> Builder:
-    def build(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-        from percep_lightning.metrics.paired_lpips import LPIPS
-
-        net_name = options.get("net", net)
-        weights = ctx.weights_of(LPIPS_TRUNKS[net_name])
-        return LPIPS(
-            net_name, weights=weights, resize=options.get("resize"), grey=grey, sync_on_compute=False
-        )  # type: ignore[arg-type]
-
-    return build
-
-
-LPIPS_TRUNKS: Mapping[str, str] = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
-"""The torchvision trunk (a network of :data:`NETWORKS`) of each LPIPS ``net``."""
-
-
-def _dists(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.dists import DISTS
-
-    return DISTS(weights=ctx.weights_of("vgg16"), sync_on_compute=False)
-
-
-def _cfsd(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.cfsd import CFSD
-
-    kwargs = {} if options["chunk_size"] is None else {"chunk_size": options["chunk_size"]}
-    return CFSD(ctx.weights_of("vgg19"), sync_on_compute=False, **kwargs)
-
-
-def _fid(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.fid import FrechetInceptionDistance
-
-    return FrechetInceptionDistance(backbone=ctx.inception(), quantize=ctx.quantize, sync_on_compute=False)  # type: ignore[arg-type]
-
-
-def _fid_art(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.frechet import FrechetDistance
-
-    return FrechetDistance(ctx.art_inception(options["resize"]), quantize=ctx.quantize, sync_on_compute=False)
-
-
-def _kid(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.kid import KernelInceptionDistance
-
-    return KernelInceptionDistance(
-        backbone=ctx.inception(),
-        subsets=options["subsets"],
-        subset_size=options["subset_size"],
-        quantize=ctx.quantize,  # type: ignore[arg-type]
-        sync_on_compute=False,
-    )
-
-
-def _is(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.inception_score import InceptionScore
-
-    return InceptionScore(
-        backbone=ctx.inception(), splits=options["splits"], quantize=ctx.quantize, sync_on_compute=False
-    )
-
-
-def _fd_dinov2(infinity: bool) -> Builder:
-    def build(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-        from percep_lightning.metrics.frechet import FrechetDistance
-
-        extra = {}
-        if infinity:
-            extra = {
-                "infinity_num_points": options["num_points"],
-                "infinity_min_samples": options["min_samples"],
-            }
-        return FrechetDistance(
-            ctx.dinov2(), quantize=ctx.quantize, infinity=infinity, sync_on_compute=False, **extra
-        )  # type: ignore[arg-type]
-
-    return build
-
-
-def _kd_dinov2(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.kernel import KernelDistance
-
-    return KernelDistance(
-        ctx.dinov2(),
-        subsets=options["subsets"],
-        subset_size=options["subset_size"],
-        quantize=ctx.quantize,  # type: ignore[arg-type]
-        sync_on_compute=False,
-    )
-
-
-def _cmmd(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.cmmd import CMMD
-
-    return CMMD(ctx.clip(), quantize=ctx.quantize, sync_on_compute=False)  # type: ignore[arg-type]
-
-
-def _prdc(ctx: BuildContext, options: Mapping[str, Any]) -> Metric:
-    from percep_lightning.metrics.prdc import PRDC
-
-    return PRDC(
-        ctx.features(options["features"]), k=options["k"], quantize=ctx.quantize, sync_on_compute=False
-    )  # type: ignore[arg-type]
-
-
-def _artfid(values: Mapping[str, float]) -> float:
-    """ArtFID = (1 + LPIPS(stylized, content)) x (1 + FID(stylized, style)), Wright & Ommer 2022."""
-    return (1 + values["lpips_content"]) * (1 + values["fid_art"])
-
-
 def _crop(extra: int, why: str) -> tuple[OptionsFn, str]:
     return (lambda options: 2 * options["crop_border"] + extra), why
 
@@ -359,7 +156,7 @@ def _pixel_spec(name: str, kind: str, channel: str, description: str) -> MetricS
     side, why = _PIXEL_SIDES[kind]
     defaults = {"crop_border": 0} if channel == "y" else {"crop_border": 0, "channel": "rgb"}
     return MetricSpec(
-        name, description, ("preds", "target"), True, _pixel(kind, channel), defaults=defaults,
+        name, description, ("preds", "target"), True, builders.pixel(kind, channel), defaults=defaults,
         min_side=side, why_side=why,
     )  # fmt: skip
 
@@ -376,84 +173,84 @@ _ROWS = (
     _pixel_spec("ssim_y", "ssim", "y", "SSIM of the MATLAB luma (BasicSR test_y_channel)"),
     MetricSpec(
         "lpips", "LPIPS v0.1 (net: alex, vgg, squeeze; default alex)", ("preds", "target"), False,
-        _lpips("alex"), defaults={"net": "alex"}, weights=("alexnet",),
+        builders.lpips("alex"), defaults={"net": "alex"}, weights=("alexnet",),
     ),
     MetricSpec(
-        "lpips_vgg", "LPIPS v0.1, VGG16", ("preds", "target"), False, _lpips("vgg"), weights=("vgg16",),
+        "lpips_vgg", "LPIPS v0.1, VGG16", ("preds", "target"), False, builders.lpips("vgg"), weights=("vgg16",),
     ),
     MetricSpec(
         "dists", "DISTS (Ding et al. 2020): VGG16 with L2 pooling, the official alpha/beta", ("preds", "target"),
-        False, _dists, weights=("vgg16",), min_side=lambda options: 17,
+        False, builders.dists, weights=("vgg16",), min_side=lambda options: 17,
         why_side="relu5_3 of VGG16 at least 2x2",
     ),
     MetricSpec(
         "lpips_content", "LPIPS v0.1 AlexNet vs the content images, shorter sides resized to 512 (StyleID)",
-        ("preds", "content"), False, _lpips("alex"), defaults=_STYLEID, weights=("alexnet",),
+        ("preds", "content"), False, builders.lpips("alex"), defaults=_STYLEID, weights=("alexnet",),
     ),
     MetricSpec(
         "lpips_gray", "lpips_content on grey images (StyleID's LPIPS_gray)", ("preds", "content"), False,
-        _lpips("alex", grey=True), defaults=_STYLEID, weights=("alexnet",),
+        builders.lpips("alex", grey=True), defaults=_STYLEID, weights=("alexnet",),
     ),
     MetricSpec(
-        "cfsd", "CFSD vs the content images (StyleID)", ("preds", "content"), False, _cfsd,
+        "cfsd", "CFSD vs the content images (StyleID)", ("preds", "content"), False, builders.cfsd,
         defaults={"chunk_size": None}, weights=("vgg19",),
     ),
     MetricSpec(
         "fid", "FID vs the target images (FID Inception, torch-fidelity's conventions)", ("preds", "target"),
-        False, _fid, feed="features", weights=("inception",), min_images=_two,
+        False, builders.fid, feed="features", weights=("inception",), min_images=_two,
         why_min="2 to estimate a covariance", caches_real=True,
     ),
     MetricSpec(
-        "fid_style", "FID vs the style images", ("preds", "style"), False, _fid, feed="features",
+        "fid_style", "FID vs the style images", ("preds", "style"), False, builders.fid, feed="features",
         weights=("inception",), min_images=_two, why_min="2 to estimate a covariance",
     ),
     MetricSpec(
         "fid_art", "FID vs the style images on the art Inception, shorter sides resized to 512 (StyleID's FID)",
-        ("preds", "style"), False, _fid_art, feed="features", defaults=_STYLEID, weights=("art_inception",),
+        ("preds", "style"), False, builders.fid_art, feed="features", defaults=_STYLEID, weights=("art_inception",),
         min_images=_two, why_min="2 to estimate a covariance",
         min_side=lambda options: 75 if options["resize"] is None else 1,
         why_side="the art Inception's smallest input with `resize`=None",
     ),
     MetricSpec(
         "artfid", "ArtFID = (1 + lpips_content) x (1 + fid_art) (StyleID)", ("preds", "content", "style"), False,
-        None, feed="derived", requires=("lpips_content", "fid_art"), combine=_artfid,
+        None, feed="derived", requires=("lpips_content", "fid_art"), combine=builders.artfid,
     ),
     MetricSpec(
         "kid", "KID vs the target images (mean and std over `subsets` subsets of `subset_size`)",
-        ("preds", "target"), False, _kid, feed="features", defaults={"subsets": 100, "subset_size": 1000},
+        ("preds", "target"), False, builders.kid, feed="features", defaults={"subsets": 100, "subset_size": 1000},
         logs=("kid", "kid_std"), weights=("inception",), min_images=_two,
         why_min="2 per side for the unbiased MMD", caches_real=True, spread="subsets",
     ),
     MetricSpec(
         "fd_dinov2", "Frechet distance on DINOv2 ViT-L/14 features vs the target images (dgm-eval's FD)",
-        ("preds", "target"), False, _fd_dinov2(False), feed="features", weights=("dinov2_vitl14",),
+        ("preds", "target"), False, builders.fd_dinov2(False), feed="features", weights=("dinov2_vitl14",),
         min_images=_two, why_min="2 to estimate a covariance", caches_real=True,
     ),
     MetricSpec(
         "fd_dinov2_inf", "FD-DINOv2 extrapolated to infinitely many generated images (dgm-eval's FD-infinity)",
-        ("preds", "target"), False, _fd_dinov2(True), feed="features",
+        ("preds", "target"), False, builders.fd_dinov2(True), feed="features",
         defaults={"num_points": 15, "min_samples": None}, weights=("dinov2_vitl14",),
         min_images=lambda options: 3 if options["min_samples"] is None else options["min_samples"] + 1,
         why_min="more generated images than `min_samples` (default min(5000, max(N // 10, 2)))", caches_real=True,
     ),
     MetricSpec(
         "kd_dinov2", "Kernel distance (KID's MMD) on DINOv2 ViT-L/14 features vs the target images",
-        ("preds", "target"), False, _kd_dinov2, feed="features", defaults={"subsets": 100, "subset_size": 1000},
+        ("preds", "target"), False, builders.kd_dinov2, feed="features", defaults={"subsets": 100, "subset_size": 1000},
         logs=("kd_dinov2", "kd_dinov2_std"), weights=("dinov2_vitl14",), min_images=_two,
         why_min="2 per side for the unbiased MMD", spread="subsets", caches_real=True,
     ),
     MetricSpec(
         "cmmd", "CMMD: MMD of CLIP ViT-L/14 (336 px) embeddings vs the target images (Jayasumana et al. 2024)",
-        ("preds", "target"), False, _cmmd, feed="features", weights=("clip_vit_l14_336",), caches_real=True,
+        ("preds", "target"), False, builders.cmmd, feed="features", weights=("clip_vit_l14_336",), caches_real=True,
     ),
     MetricSpec(
         "prdc", "precision, recall, density, coverage vs the target images (features: dinov2, inception, clip)",
-        ("preds", "target"), True, _prdc, feed="features", defaults={"k": 5, "features": "dinov2"},
+        ("preds", "target"), True, builders.prdc, feed="features", defaults={"k": 5, "features": "dinov2"},
         logs=("precision", "recall", "density", "coverage"), weights=("dinov2_vitl14",),
         min_images=lambda options: options["k"] + 1, why_min="more than `k` per side for the neighbour balls", caches_real=True,
     ),
     MetricSpec(
-        "is", "Inception Score (mean and std over `splits` splits)", ("preds",), True, _is, feed="logits",
+        "is", "Inception Score (mean and std over `splits` splits)", ("preds",), True, builders.inception_score, feed="logits",
         defaults={"splits": 10}, logs=("is", "is_std"), weights=("inception",),
         min_images=lambda options: max(2, options["splits"]), why_min="one per split, `splits`", spread="splits",
     ),
@@ -592,13 +389,3 @@ def build_metric(spec: MetricSpec, context: BuildContext, options: Mapping[str, 
         raise ValueError(f"Metric {spec.name!r} is derived from {spec.requires}; build those instead.")
     with seeded(spec.name):
         return spec.build(context, options)
-
-
-@contextlib.contextmanager
-def seeded(name: str) -> Iterator[None]:
-    """Seed torch's CPU generator from ``name`` inside the block, restoring its state afterwards."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(zlib.crc32(name.encode()))
-        yield
