@@ -5,7 +5,8 @@ Public API:
 * :mod:`percep_lightning.functional`: pure functions on tensors (``ssim``, ``ms_ssim``, ``psnr``,
   ``frechet_distance``, ``inception_score``, ...).
 * :mod:`percep_lightning.losses`: ``nn.Module`` losses and ``CompositeLoss``.
-* :mod:`percep_lightning.metrics`: torchmetrics ``Metric``s (FID, Inception Score, CFSD).
+* :mod:`percep_lightning.metrics`: torchmetrics ``Metric``s (FID, KID, IS, Fréchet and kernel distances on any
+  extractor, CMMD, PRDC, CFSD, PSNR/SSIM/LPIPS/DISTS) and the registry of named metrics.
 * :mod:`percep_lightning.callbacks`: ``ImageMetricsCallback`` for the Lightning ``Trainer``.
 * :mod:`percep_lightning.backbones`: the frozen pretrained networks and their weights.
 * :mod:`percep_lightning.evaluation`: metrics over folders of saved images (``percep-lightning evaluate``).
