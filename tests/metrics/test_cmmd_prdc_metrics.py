@@ -87,7 +87,9 @@ def test_real_and_generated_roles_follow_the_real_flag(image_sets):
     high precision, low recall and coverage."""
     real, _ = image_sets
     generator = torch.Generator().manual_seed(1)
-    collapsed = (real[:2].repeat(15, 1, 1, 1) + 0.002 * torch.randn(30, 3, 24, 24, generator=generator)).clamp(0, 1)
+    collapsed = (
+        real[:2].repeat(15, 1, 1, 1) + 0.002 * torch.randn(30, 3, 24, 24, generator=generator)
+    ).clamp(0, 1)
     metric = PRDC(StubExtractor(), k=3)
     metric.update(real, real=True)
     metric.update(collapsed, real=False)
