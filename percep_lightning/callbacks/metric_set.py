@@ -21,6 +21,7 @@ from percep_lightning.metrics.feeding import (
     feed,
     forward,
     join_gathers,
+    named_results,
     reads_logits,
 )
 from percep_lightning.metrics.frechet import FrechetDistance
@@ -77,8 +78,8 @@ class MetricEntry:
         """The logged values of its ``compute()`` result."""
         if isinstance(result, Mapping):
             return {f"{self.name}_{key}": value for key, value in result.items()}
-        if hasattr(result, "_fields") and len(self.logs) != len(result):  # a user's PRDC
-            return {f"{self.name}_{key}": value for key, value in zip(result._fields, result, strict=True)}
+        if hasattr(result, "_fields"):
+            return named_results(result, self.name, self.logs)
         result = result if isinstance(result, tuple) else (result,)
         logs = (
             self.logs

@@ -27,6 +27,7 @@ from percep_lightning.metrics.feeding import (
     feed,
     forward,
     join_gathers,
+    named_results,
     reads_logits,
     synced_compute,
 )
@@ -156,9 +157,8 @@ class Passes:
         result = synced_compute(self.metrics[name])
         if hasattr(result, "_fields"):
             spec = self.plan.specs.get(name)
-            logs = spec.logged if spec is not None and len(spec.logged) == len(result) else None
-            keys = logs or tuple(f"{name}_{field}" for field in result._fields)
-            return {key: (float(value), None) for key, value in zip(keys, result, strict=True)}
+            named = named_results(result, name, spec.logged if spec is not None else ())
+            return {key: (float(value), None) for key, value in named.items()}
         if isinstance(result, tuple):
             return {name: (float(result[0]), float(result[1]))}
         return {name: (float(result), None)}

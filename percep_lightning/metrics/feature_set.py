@@ -155,15 +155,6 @@ class FeatureSetMetric(HoldsFrozen, Metric):
             )
         return features[torch.argsort(indices.to(features.device), stable=True)]
 
-    def join_gathers(self) -> None:
-        """Add an empty batch to both sides, so that a process without images still takes part in the gather
-        of the feature lists (a process holding none would skip it and leave the others waiting)."""
-        empty = torch.empty(0, self.num_features, device=self.device)
-        for real in (False, True):
-            self.update_features(
-                empty, real=real, indices=torch.empty(0, dtype=torch.long, device=self.device)
-            )
-
     def reset(self) -> None:
         """Clear the features (keeping the real ones when ``reset_real_features=False``)."""
         if self.reset_real_features:

@@ -10,7 +10,7 @@ them) and :func:`feed` hands the outputs to each metric's public ``update_featur
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -30,6 +30,7 @@ __all__ = [
     "fix_real_side",
     "forward",
     "join_gathers",
+    "named_results",
     "reads_logits",
     "synced_compute",
 ]
@@ -146,6 +147,13 @@ def fix_real_side(
             continue
         fixed.add(name)
     return fixed
+
+
+def named_results(result: tuple, name: str, logs: Sequence[str]) -> dict[str, Any]:
+    """The values of a named-tuple result (PRDC's four) by logged name: ``logs`` when they name one value each
+    (a registry entry's ``precision``, ...), else ``{name}_{field}`` (a user's metric object ``name``)."""
+    keys = logs if len(logs) == len(result) else tuple(f"{name}_{field}" for field in result._fields)  # type: ignore[attr-defined]
+    return dict(zip(keys, result, strict=True))
 
 
 def synced_compute(metric: Metric) -> Any:
