@@ -27,10 +27,12 @@ from percep_lightning.evaluation.distributed import World, all_gather_objects
 from percep_lightning.evaluation.passes import Passes
 from percep_lightning.evaluation.plan import Plan
 from percep_lightning.functional.fid import feature_statistics, feature_sums
+from percep_lightning.metrics.feeding import fix_real_side
 from percep_lightning.metrics.stats_io import (
     cached_stats_path,
     read_cached_stats,
     stats_key,
+    weights_digest,
     write_cached_stats,
 )
 
@@ -38,6 +40,7 @@ __all__ = [
     "CacheWriter",
     "FeatureRecorder",
     "default_cache_dir",
+    "file_digests",
     "folder_cache_key",
     "folder_key",
     "read_entry",
@@ -53,24 +56,8 @@ def default_cache_dir() -> Path:
     return Path(torch.hub.get_dir()).parent / "percep_lightning" / "real_stats"
 
 
-def folder_key(folder: str | os.PathLike[str], names: list[str], *, weights: str, resize: str) -> str:
-    """The cache key of a folder's Inception statistics.
-
-    Args:
-        folder: the folder.
-        names: its image files (relative names, as listed).
-        weights: the digest of the Inception weights.
-        resize: the Inception resize mode.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp())
-        >>> _ = (d / "a.png").write_bytes(b"1")
-        >>> k1 = folder_key(d, ["a.png"], weights="w", resize="tensorflow")
-        >>> _ = (d / "a.png").write_bytes(b"2")
-        >>> k1 == folder_key(d, ["a.png"], weights="w", resize="tensorflow")
-        False
-    """
+def file_digests(folder: str | os.PathLike[str], names: list[str]) -> list[list[str]]:
+    """``[[relative name, SHA-256 of its bytes], ...]`` of a folder's image files, what a cache key names of them."""
     files = []
     for name in names:
         digest = hashlib.sha256()
@@ -78,6 +65,26 @@ def folder_key(folder: str | os.PathLike[str], names: list[str], *, weights: str
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         files.append([name, digest.hexdigest()])
+    return files
+
+
+def folder_key(files: list[list[str]], *, weights: str, resize: str) -> str:
+    """The cache key of a folder's statistics on one network.
+
+    Args:
+        files: the folder's :func:`file_digests`.
+        weights: the digest of the network's weights (for a network other than the FID Inception, its identity).
+        resize: the FID Inception's resize mode.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.png").write_bytes(b"1")
+        >>> k1 = folder_key(file_digests(d, ["a.png"]), weights="w", resize="tensorflow")
+        >>> _ = (d / "a.png").write_bytes(b"2")
+        >>> k1 == folder_key(file_digests(d, ["a.png"]), weights="w", resize="tensorflow")
+        False
+    """
     fields = {
         "format": CACHE_FORMAT,
         "source": "image folder",
@@ -175,12 +182,11 @@ def target_cache(
         metric = passes.metrics.get(name)
         if spec.caches_real and spec.against == "target" and name not in fixed and metric is not None:
             users.setdefault(id(metric.extractor), []).append(name)  # type: ignore[union-attr]
-    from percep_lightning.metrics.feeding import fix_real_side
-
     writers: dict[int, CacheWriter] = {}
     reused: list[bool] = []
+    files = file_digests(plan.folders["target"], plan.listed["target"]) if users else []
     for network_id, names in users.items():
-        key = folder_cache_key(plan, passes, passes.metrics[names[0]].extractor)  # type: ignore[union-attr]
+        key = folder_cache_key(plan, passes, passes.metrics[names[0]].extractor, files)  # type: ignore[union-attr]
         entry = read_entry(cache_dir, key, passes.world)
         reused.append(entry is not None)
         if entry is None:
@@ -198,13 +204,11 @@ def target_cache(
     return writers
 
 
-def folder_cache_key(plan: Plan, passes: Passes, extractor: Any) -> str:
-    """The cache key of TARGET's features on ``extractor``: the FID Inception's by its weights file and resize
-    mode (the key earlier versions wrote), any other network by its identity (weights digest and preprocessing)."""
-    from percep_lightning.metrics.stats_io import weights_digest
-
-    folder, names = plan.folders["target"], plan.listed["target"]
+def folder_cache_key(plan: Plan, passes: Passes, extractor: Any, files: list[list[str]]) -> str:
+    """The cache key of TARGET's features on ``extractor`` (``files``: TARGET's :func:`file_digests`): the FID
+    Inception's by its weights file and resize mode (the key earlier versions wrote), any other network by its
+    identity (weights digest and preprocessing)."""
     if extractor is passes.context.networks.get("inception"):  # type: ignore[union-attr]
         digest = weights_digest(plan.weights.get("inception"), extractor)
-        return folder_key(folder, names, weights=digest, resize=passes.resize)
-    return folder_key(folder, names, weights=extractor.identity, resize="its own")
+        return folder_key(files, weights=digest, resize=passes.resize)
+    return folder_key(files, weights=extractor.identity, resize="its own")
