@@ -115,13 +115,6 @@ class RealStatsCache:
             epoch.reused = True
         return epoch
 
-    def see_targets(self, epoch: CachedEpoch, targets: Tensor) -> None:
-        """Add ``uint8`` target images to the epoch's checksum."""
-        if epoch.fingerprint is not None:
-            x = targets.to(torch.long)
-            count = torch.tensor(x.shape[0], device=x.device)
-            epoch.fingerprint += torch.stack([count, x.sum(), (x * x).sum()]).to(epoch.fingerprint.device)
-
     def compute(self, name: str, metric: Metric, epoch: CachedEpoch, fresh: dict[str, Any]) -> Any:
         """A metric's synchronised result; one computed fresh leaves its real side in ``fresh`` (a Fréchet distance
         its mean and covariance, a feature-set metric its features)."""
@@ -261,8 +254,14 @@ class RealStatsCaches:
         return {network: cache.begin(*args) for network, cache in self.caches.items()}
 
     def see_targets(self, epochs: Mapping[str, CachedEpoch], targets: Tensor) -> None:
-        for network, cache in self.caches.items():
-            cache.see_targets(epochs[network], targets)
+        """Add ``uint8`` target images to the checksum of every network's epoch that keeps one (computed once)."""
+        keeping = [epoch for epoch in epochs.values() if epoch.fingerprint is not None]
+        if not keeping:
+            return
+        x = targets.to(torch.long)
+        checksum = torch.stack([torch.tensor(x.shape[0], device=x.device), x.sum(), (x * x).sum()])
+        for epoch in keeping:
+            epoch.fingerprint += checksum.to(epoch.fingerprint.device)  # type: ignore[operator]
 
     def fixed(self, epochs: Mapping[str, CachedEpoch]) -> list[str]:
         """The metrics whose real side came from the store this epoch."""
