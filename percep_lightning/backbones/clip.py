@@ -39,6 +39,7 @@ from percep_lightning.backbones.pil_resize import (
     PilResizeMode,
     centre_crop_square,
     check_pil_resize,
+    check_uint8_images,
     resize_uint8,
 )
 from percep_lightning.backbones.weights import WeightsArg, check_state_dict, resolve_state_dict
@@ -222,14 +223,7 @@ class CLIPImageEncoder(FrozenBackbone):
             TypeError: if ``images`` is not a ``uint8`` tensor.
             ValueError: if ``images`` is not ``(N, 3 or 1, H, W)`` with ``H, W >= 1``.
         """
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-            raise TypeError(
-                f"Expected `images` to be a uint8 tensor, but got {getattr(images, 'dtype', type(images).__name__)}."
-            )
-        if images.ndim != 4 or images.shape[1] not in (1, 3) or 0 in images.shape[-2:]:
-            raise ValueError(
-                f"Expected `images` of shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(images.shape)}."
-            )
+        check_uint8_images(images, channels=(3, 1))
         square = centre_crop_square(images.expand(-1, 3, -1, -1))
         pixels = resize_uint8(square, (self.image_size, self.image_size), self.resize)
         pixels = pixels.to(self.mean.device, torch.float32) / 255

@@ -31,7 +31,12 @@ from torch import Tensor, nn
 
 from percep_lightning.backbones.base import FrozenBackbone
 from percep_lightning.backbones.extractor import module_digest
-from percep_lightning.backbones.pil_resize import PilResizeMode, check_pil_resize, resize_uint8
+from percep_lightning.backbones.pil_resize import (
+    PilResizeMode,
+    check_pil_resize,
+    check_uint8_images,
+    resize_uint8,
+)
 from percep_lightning.backbones.weights import WeightsArg, check_state_shapes, resolve_state_dict
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 
@@ -311,7 +316,7 @@ class DINOv2(FrozenBackbone):
             TypeError: for a non-``uint8`` input.
             ValueError: for a shape other than ``(N, 3, H, W)``.
         """
-        _check_uint8_rgb(images)
+        check_uint8_images(images)
         pixels = resize_uint8(images, (DINOV2_SIZE, DINOV2_SIZE), self.resize)
         return imagenet_normalize(pixels, (0.0, 255.0), self.mean, self.std, self.vit.cls_token.dtype)
 
@@ -322,7 +327,7 @@ class DINOv2(FrozenBackbone):
             TypeError: for a non-``uint8`` input.
             ValueError: for a shape other than ``(N, 3, H, W)``.
         """
-        _check_uint8_rgb(images)
+        check_uint8_images(images)
         if images.shape[0] == 0:
             return torch.zeros(0, self.num_features, device=images.device)
         return self.vit(self.preprocess(images)).float()
@@ -330,14 +335,6 @@ class DINOv2(FrozenBackbone):
     def forward(self, images: Tensor) -> Tensor:
         """The same as :meth:`extract_features`."""
         return self.extract_features(images)
-
-
-def _check_uint8_rgb(images: object) -> None:
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-        got = images.dtype if isinstance(images, Tensor) else type(images).__name__
-        raise TypeError(f"Expected `images` to be a uint8 tensor, but got {got}.")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"Expected `images` of shape (N, 3, H, W), but got {tuple(images.shape)}.")
 
 
 def _check_arch(arch: object) -> DINOv2Arch:
