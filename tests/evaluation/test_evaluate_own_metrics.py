@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 from _stub_extractor import StubExtractor
+from _user_metric_run import user_metrics
 from conftest import save_images
 
 from percep_lightning.evaluation import EvaluationError, evaluate
 from percep_lightning.functional import cmmd, frechet_distance, kernel_inception_distance, prdc
-from percep_lightning.metrics import CMMD, PRDC, PSNR, FrechetDistance, KernelDistance, registry
+from percep_lightning.metrics import PSNR, FrechetDistance, registry
 
 
 @pytest.fixture
@@ -63,14 +64,7 @@ NAMES = ("fd", "kd", "kd_std", "cmmd", "prdc_precision", "prdc_recall", "prdc_de
 
 def test_user_extractor_metrics_equal_the_functional_maths(crops):
     pred_dir, target_dir, pred, target = crops
-    net = StubExtractor()
-    metrics = {
-        "fd": FrechetDistance(net),
-        "kd": KernelDistance(net, subsets=10, subset_size=20),
-        "cmmd": CMMD(net),
-        "prdc": PRDC(net, k=3),
-        "psnr": "psnr",
-    }
+    metrics = {**user_metrics(), "psnr": "psnr"}
     values = evaluate(pred_dir, target_dir, metrics=metrics, batch_size=7, progress=False)
     expected = _expected(pred, target)
     for name in NAMES:
