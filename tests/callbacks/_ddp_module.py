@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _distributed import leave_group_at_exit
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
@@ -87,6 +88,10 @@ class Recorder(Callback):
         self.real_forwarded: dict[
             int, int
         ] = {}  # real images run through a feature network so far, per epoch
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            leave_group_at_exit()  # Lightning never destroys the group it makes (see tests/_distributed.py)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:

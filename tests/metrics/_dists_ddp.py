@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+from _distributed import gloo_group
 
 
 def worker(rank: int, world: int, init_file: str, out_dir: str, images: str, weights: str) -> None:
@@ -14,8 +14,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, images: str, wei
     from percep_lightning.metrics import DISTS
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         preds, target = torch.load(images, weights_only=True)
         mine = torch.arange(rank, preds.shape[0], world)
         metric = DISTS(weights=weights)
@@ -23,5 +22,3 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, images: str, wei
             index = mine[start : start + 2]
             metric.update(preds[index], target[index])
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(float(metric.compute())))
-    finally:
-        dist.destroy_process_group()

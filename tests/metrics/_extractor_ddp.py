@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+from _distributed import gloo_group
 
 
 def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: torch.Tensor, out: str) -> None:
@@ -11,8 +11,7 @@ def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: tor
 
     from percep_lightning.metrics import CMMD, PRDC, FrechetDistance, KernelDistance
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
-    try:
+    with gloo_group(rank, world_size, store):
         net = StubExtractor()
         metrics = {
             "fd": FrechetDistance(net),
@@ -30,5 +29,3 @@ def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: tor
         values = {name: metric.compute() for name, metric in metrics.items()}
         values["prdc"] = tuple(values["prdc"])  # a plain tuple: torch.load(weights_only=True) reads it
         torch.save(values, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()

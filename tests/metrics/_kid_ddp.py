@@ -5,14 +5,13 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.distributed as dist
+from _distributed import gloo_group
 
 
 def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: torch.Tensor, out: str) -> None:
     from percep_lightning.metrics import KernelInceptionDistance
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
-    try:
+    with gloo_group(rank, world_size, store):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             metric = KernelInceptionDistance(weights=None, subsets=30, subset_size=5)
@@ -23,5 +22,3 @@ def worker(rank: int, world_size: int, store: str, real: torch.Tensor, fake: tor
                 metric.update_features(features[chunk], real=side == "real", indices=chunk)
         mean, std = metric.compute()
         torch.save({"mean": mean, "std": std}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+from _distributed import gloo_group
 
 
 def pairs(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,8 +35,7 @@ def worker(
 ) -> None:
     """Rank ``r`` adds the pairs ``r, r + world, ...`` (DistributedSampler's split) in batches of 2."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         preds, target = pairs(n, size)
         mine = torch.arange(rank, n, world)
         metrics = build_metrics(lpips_weights)
@@ -47,5 +46,3 @@ def worker(
                 metric.update(*(x.float() if name == "lpips" else x for x in images))
         values = {name: float(metric.compute()) for name, metric in metrics.items()}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(values))
-    finally:
-        dist.destroy_process_group()
