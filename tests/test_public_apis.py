@@ -82,11 +82,6 @@ def test_package_uses_no_private_torchmetrics_or_lightning_api():
 APPLY_OVERRIDES = {"percep_lightning/backbones/base.py"}
 """The modules allowed to override ``nn.Module._apply``."""
 
-PENDING_REWORK = {"percep_lightning/metrics/_images.py"}
-"""The module that still overrides ``_apply`` with ``exclude_state`` (the float64 sums of FID, ArtFID and CFSD stay
-float64 under ``.to(dtype)`` and on the CPU under MPS); it goes when a public way to exempt states is found."""
-
-
 def _torch_internals(source: str, name: str, may_override_apply: bool = False) -> list[str]:
     tree = ast.parse(source, filename=name)
     found = []
@@ -131,15 +126,8 @@ def _scan_for_torch_internals(module: str) -> list[str]:
 
 
 def test_package_uses_no_torch_internals_and_one_apply_override():
-    modules = [m for m in _package_modules() if m not in PENDING_REWORK]
-    violations = [v for module in modules for v in _scan_for_torch_internals(module)]
+    violations = [v for module in _package_modules() for v in _scan_for_torch_internals(module)]
     assert not violations, "torch internals or an `_apply` override used:\n" + "\n".join(violations)
-
-
-@pytest.mark.xfail(strict=True, reason="KeepFloat64States still overrides _apply with exclude_state")
-@pytest.mark.parametrize("module", sorted(PENDING_REWORK))
-def test_metrics_under_rework_use_no_torch_internals(module):
-    assert not _scan_for_torch_internals(module)
 
 
 def test_the_allowed_apply_override_is_the_frozen_backbone_holder():

@@ -38,9 +38,15 @@ class HoldsFrozen:
 
     Use :meth:`_hold` in ``__init__`` and :meth:`_held` to get the backbone back. Subclasses that need
     the backbone to stay in float32 whatever dtype the parent is cast to set ``_frozen_keep_float32``.
+
+    The holder's ``_apply`` (what ``.to()``, ``.cuda()``, ``.half()`` and torchmetrics' ``set_dtype`` call)
+    is also the one place where tensors named in ``_float64_attributes`` are moved: they change device
+    only, never dtype, and on a device without float64 (MPS) they stay where they are. Metrics keep their
+    float64 running sums there (:class:`~percep_lightning.metrics._images.Float64Sums`).
     """
 
     _frozen_keep_float32: bool = False
+    _float64_attributes: tuple[str, ...] = ()
 
     def _hold(self, name: str, backbone: nn.Module) -> None:
         held = self.__dict__.setdefault("_frozen_modules", {})
@@ -50,7 +56,15 @@ class HoldsFrozen:
         return self.__dict__["_frozen_modules"][name]
 
     def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> Any:
+        aside = {name: getattr(self, name) for name in self._float64_attributes}
+        for name, value in aside.items():
+            # a float32 stand-in takes whatever `fn` does (a float64 tensor cannot even go to MPS)
+            setattr(self, name, torch.zeros(0, device=value.device))
         result = super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
+        if aside:
+            device = fn(torch.zeros(0, device=next(iter(aside.values())).device)).device
+            for name, value in aside.items():
+                setattr(self, name, value if device.type == "mps" else value.to(device))
         for backbone in self.__dict__.get("_frozen_modules", {}).values():
             backbone._apply(fn)
             if self._frozen_keep_float32:

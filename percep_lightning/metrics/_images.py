@@ -1,5 +1,5 @@
 """Shared pieces of the metrics: image validation and uint8 quantisation, the exact-float32 backbone forward,
-and float64 states that stay float64 (and off MPS).
+and float64 sums that stay float64 (and off MPS).
 
 Every metric accepts the same images: ``uint8`` in [0, 255] or floating point in [0, 1], shape
 ``(N, 3, H, W)`` or ``(N, 1, H, W)`` (grey images are repeated to three channels).
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.extractor import FeatureExtractor
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
 from percep_lightning.functional._images import check_images
@@ -131,31 +132,26 @@ def _no_tf32() -> Iterator[None]:
         backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved_legacy
 
 
-class KeepFloat64States:
-    """Mixin for a ``Metric`` whose float64 states must stay float64 and off devices without float64.
+class Float64Sums(HoldsFrozen):
+    """Mixin for a ``Metric`` that keeps running sums in float64 whatever the metric's dtype.
 
-    ``.to(dtype)`` / ``set_dtype`` leave the float64 sums in float64 (they move device only), and on MPS,
-    which has no float64, they stay on the CPU while the backbone and the other states move; updates move
-    their contributions to the sums' device.
+    ``.to(dtype)`` and ``set_dtype`` leave the sums float64 (they move device only); on MPS, which has no
+    float64, they stay on the CPU while the backbone and the other states move, and updates bring their
+    contributions to the sums' device. The registered default is float32 zeros (exact, and castable to any
+    device), and :meth:`reset` makes the fresh sums float64 again.
     """
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        probe = fn(torch.zeros((), device=self.device))  # type: ignore[attr-defined]
-        keep = [
-            name
-            for name, value in self.metric_state.items()  # type: ignore[attr-defined]
-            if isinstance(value, Tensor) and value.dtype == torch.float64
-        ]
-        to_mps = probe.device.type == "mps"
-        if not keep or not (to_mps or probe.dtype != torch.float32):
-            return super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
-        kwargs["exclude_state"] = tuple(keep)
-        result = super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
-        if not to_mps:
-            # `reset()` puts the defaults back on the device of the current value, so moving it is enough.
-            for name in keep:
-                setattr(self, name, getattr(self, name).to(probe.device))
-        return result
+    def add_float64_sum(self, name: str, shape: tuple[int, ...]) -> None:
+        """Register a float64 state ``name`` of ``shape``, reduced across processes with ``sum``."""
+        self.add_state(name, torch.zeros(shape), dist_reduce_fx="sum")  # type: ignore[attr-defined]
+        setattr(self, name, torch.zeros(shape, dtype=torch.float64))
+        self._float64_attributes = (*self._float64_attributes, name)  # type: ignore[has-type]
+
+    def reset(self) -> None:
+        """Reset the states; the sums are float64 zeros again, on the sums' device."""
+        super().reset()  # type: ignore[misc]
+        for name in self._float64_attributes:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(self, name).to(torch.float64))
 
 
 def inception_forward(

@@ -9,12 +9,11 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from percep_lightning.backbones.art_inception import ART_INCEPTION_SIZE, ArtInception, resize_shorter_side
-from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.fid import feature_statistics, feature_sums, frechet_distance
 from percep_lightning.losses.lpips import LPIPSLoss
 from percep_lightning.metrics._images import (
-    KeepFloat64States,
+    Float64Sums,
     Quantize,
     check_quantize,
     exact_float32,
@@ -24,7 +23,7 @@ from percep_lightning.metrics._images import (
 FEATURE_DIM = 2048
 
 
-class ArtFID(KeepFloat64States, HoldsFrozen, Metric):
+class ArtFID(Float64Sums, Metric):
     r"""ArtFID of stylized images: content preservation and style match in one number (Wright & Ommer 2022).
 
     .. math::
@@ -100,12 +99,10 @@ class ArtFID(KeepFloat64States, HoldsFrozen, Metric):
         self._hold("lpips", LPIPSLoss("alex", weights=lpips_weights, reduction="none"))
         self.quantize = quantize
         for side in ("stylized", "style"):
-            self.add_state(f"{side}_features_sum", torch.zeros(FEATURE_DIM, dtype=torch.float64), "sum")
-            self.add_state(
-                f"{side}_outer_sum", torch.zeros(FEATURE_DIM, FEATURE_DIM, dtype=torch.float64), "sum"
-            )
+            self.add_float64_sum(f"{side}_features_sum", (FEATURE_DIM,))
+            self.add_float64_sum(f"{side}_outer_sum", (FEATURE_DIM, FEATURE_DIM))
             self.add_state(f"{side}_num_samples", torch.zeros((), dtype=torch.long), "sum")
-        self.add_state("lpips_sum", torch.zeros((), dtype=torch.float64), "sum")
+        self.add_float64_sum("lpips_sum", ())
         self.add_state("lpips_count", torch.zeros((), dtype=torch.long), "sum")
 
     @property

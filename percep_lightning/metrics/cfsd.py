@@ -7,18 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.torchvision_trunks import TorchvisionFeatures
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
-from percep_lightning.metrics._images import KeepFloat64States, exact_float32, to_float
+from percep_lightning.metrics._images import exact_float32, to_float
 from percep_lightning.metrics.paired import PerImageMean
 
 LAYER = "relu3_1"
 
 
-class CFSD(KeepFloat64States, HoldsFrozen, PerImageMean):
+class CFSD(PerImageMean):
     r"""Content Feature Structural Distance between stylized images and their content images (StyleID).
 
     .. math::

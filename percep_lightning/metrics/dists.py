@@ -6,7 +6,6 @@ from typing import Any
 
 from torch import Tensor
 
-from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.losses.dists import DISTSLoss
 from percep_lightning.metrics._images import exact_float32, unit_float_pair
@@ -15,7 +14,7 @@ from percep_lightning.metrics.paired import PerImageMean
 __all__ = ["DISTS"]
 
 
-class DISTS(HoldsFrozen, PerImageMean):
+class DISTS(PerImageMean):
     """Deep Image Structure and Texture Similarity between image pairs, averaged per image over the dataset.
 
     Each pair's distance is :class:`~percep_lightning.losses.DISTSLoss`'s (the official

@@ -14,7 +14,6 @@ from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 
-from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.extractor import FeatureExtractor, as_extractor
 from percep_lightning.functional.fid import (
     feature_statistics,
@@ -23,12 +22,12 @@ from percep_lightning.functional.fid import (
     frechet_distance,
 )
 from percep_lightning.functional.inputs import check_bool, check_int
-from percep_lightning.metrics._images import KeepFloat64States, Quantize, check_quantize, extract
+from percep_lightning.metrics._images import Float64Sums, Quantize, check_quantize, extract
 
 __all__ = ["FrechetDistance", "concatenated", "check_indices"]
 
 
-class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
+class FrechetDistance(Float64Sums, Metric):
     r"""Fréchet distance between the features of real and generated images, on any feature extractor.
 
     .. math::
@@ -137,8 +136,8 @@ class FrechetDistance(KeepFloat64States, HoldsFrozen, Metric):
 
         dim = self.num_features
         for side in ("real", "fake"):
-            self.add_state(f"{side}_features_sum", torch.zeros(dim, dtype=torch.float64), "sum")
-            self.add_state(f"{side}_outer_sum", torch.zeros(dim, dim, dtype=torch.float64), "sum")
+            self.add_float64_sum(f"{side}_features_sum", (dim,))
+            self.add_float64_sum(f"{side}_outer_sum", (dim, dim))
             self.add_state(f"{side}_num_samples", torch.zeros((), dtype=torch.long), "sum")
         if infinity:
             self.add_state("fake_features", [], dist_reduce_fx="cat")

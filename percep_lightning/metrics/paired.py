@@ -26,11 +26,12 @@ from percep_lightning.functional.ssim import (
     ms_ssim,
     ssim,
 )
+from percep_lightning.metrics._images import Float64Sums
 
 __all__ = ["MSSSIM", "PSNR", "SSIM"]
 
 
-class PerImageMean(Metric):
+class PerImageMean(Float64Sums, Metric):
     """Base class: the mean of a per-image value over every image added with ``update(preds, target)``.
 
     Subclasses implement :meth:`per_image`, which returns one value per image pair.
@@ -45,7 +46,7 @@ class PerImageMean(Metric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.add_state("value_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_float64_sum("value_sum", ())
         self.add_state("num_images", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def per_image(self, preds: Tensor, target: Tensor) -> Tensor:

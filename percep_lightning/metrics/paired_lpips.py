@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from percep_lightning.backbones.art_inception import resize_shorter_side
-from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.color import grey_like_pil
 from percep_lightning.losses.lpips import LPIPSLoss
@@ -18,7 +17,7 @@ from percep_lightning.metrics.paired import PerImageMean
 __all__ = ["LPIPS"]
 
 
-class LPIPS(HoldsFrozen, PerImageMean):
+class LPIPS(PerImageMean):
     """Learned Perceptual Image Patch Similarity between image pairs, averaged per image over the dataset.
 
     Each pair's distance is :class:`~percep_lightning.losses.LPIPSLoss`'s (the ``lpips`` package's v0.1
