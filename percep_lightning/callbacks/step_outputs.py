@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["RANGE_TOLERANCE", "Extractor", "extract_images"]
+from percep_lightning.functional._images import check_unit_range
+from percep_lightning.functional.inputs import value_bounds
+
+__all__ = ["Extractor", "extract_images"]
 
 Extractor = Callable[[Any, Any], Mapping[str, Tensor]]
-
-RANGE_TOLERANCE = 1e-3
-"""Float images may leave [0, 1] by this much (rounding in the model); they are clamped back."""
 
 
 def extract_images(
@@ -40,7 +39,9 @@ def extract_images(
     Raises:
         TypeError: for a non-dict output, a non-tensor value or a dtype other than uint8 / float.
         ValueError: for a missing key, a shape other than ``(N, 1 or 3, H, W)``, different image counts,
-            NaN/Inf, or float values outside ``[0, 1]`` by more than :data:`RANGE_TOLERANCE`.
+            NaN/Inf, or float values far outside ``[0, 1]`` by the package's one range rule
+            (:data:`~percep_lightning.functional.inputs.RANGE_TOLERANCE`). Float values within it are
+            clamped to [0, 1], as saving the images would.
     """
     source = extractor(outputs, batch) if extractor is not None else outputs
     where = "the `extractor` result" if extractor is not None else f"the `{step}` output"
@@ -84,16 +85,6 @@ def _checked(value: object, what: str, where: str) -> Tensor:
     value = value.detach()
     if not value.is_floating_point() or value.numel() == 0:
         return value
-    # one pass and one device sync: NaN propagates to both bounds, Inf shows in one
-    low, high = torch.stack(torch.aminmax(value)).tolist()
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(
-            f"Expected the images under {what} in {where} to be finite, but they hold NaN or Inf."
-        )
-    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
-        hint = " (uint8-range values stored as float: divide by 255)" if high > 2 else ""
-        raise ValueError(
-            f"Expected float images under {what} in {where} to be in [0, 1], but got values in "
-            f"[{low:.4g}, {high:.4g}]{hint}; clamp network outputs with `.clamp(0, 1)`, or return uint8 images."
-        )
+    ((low, high),) = value_bounds({f"the image batch under {what} in {where}": value}).values()
+    check_unit_range((low, high), f"float images under {what} in {where}")
     return value.clamp(0, 1) if low < 0 or high > 1 else value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import types
 import warnings
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 
 from percep_lightning.functional.inputs import Reduction as Reduction  # re-exported for the losses
+from percep_lightning.functional.inputs import far_outside, value_bounds
 
 _REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
@@ -177,21 +177,19 @@ def check_loss_inputs(
     input_range: tuple[float, float],
     *,
     owner: object | None,
-    tolerance: float = 0.1,
 ) -> None:
     """Validate a loss's pair of image batches; warn, once per loss and line, if far outside ``input_range``.
 
     Shapes, dtypes and channels (1 or 3) are checked as :func:`check_pair` does; finiteness and the range
-    share one ``aminmax`` pass per tensor and one device sync. "Far outside" means beyond either end by
-    more than ``tolerance`` times the range's width (an un-clamped network output overshooting a little
-    is normal and stays silent). The warning points at the user's line (see :func:`warn_range_once`).
+    share one ``aminmax`` pass per tensor and one device sync. "Far outside" is the package's one range
+    rule (:data:`~percep_lightning.functional.inputs.RANGE_TOLERANCE`: an un-clamped network output
+    overshooting a little stays silent). The warning points at the user's line (see :func:`warn_range_once`).
 
     Args:
         preds: the predicted images, ``(N, C, H, W)``.
         target: the reference images, the same shape.
         input_range: the declared ``(low, high)`` pixel range.
         owner: the loss module calling this: it warns once per calling line (``None``: once per line).
-        tolerance: the overshoot allowed, as a fraction of ``high - low``.
 
     Raises:
         TypeError: if either is not a floating-point tensor.
@@ -205,16 +203,11 @@ def check_loss_inputs(
     check_pair(preds, target, channels=(1, 3), finite=False)
     if preds.numel() == 0:
         raise ValueError(f"Expected non-empty `preds` and `target`, but got shape {tuple(preds.shape)}.")
-    with torch.no_grad():
-        bounds = torch.stack([*torch.aminmax(preds.detach()), *torch.aminmax(target.detach())]).tolist()
-    pairs = (("preds", *bounds[:2]), ("target", *bounds[2:]))
-    for name, lo, hi in pairs:
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
-    low, high = input_range
-    slack = tolerance * (high - low)
+    bounds = value_bounds({"`preds`": preds, "`target`": target})
     outside = [
-        f"`{n}` in [{lo:.3g}, {hi:.3g}]" for n, lo, hi in pairs if lo < low - slack or hi > high + slack
+        f"{label} in [{lo:.3g}, {hi:.3g}]"
+        for label, (lo, hi) in bounds.items()
+        if far_outside((lo, hi), *input_range)
     ]
     if outside:
         warn_range_once(

@@ -13,17 +13,19 @@ Everything here is a pure function of tensors (no module state), so losses and m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from percep_lightning.functional.inputs import far_outside, value_bounds
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "check_images",
     "check_min_size",
+    "check_unit_range",
     "imagenet_normalize",
     "to_rgb",
 ]
@@ -105,7 +107,8 @@ def check_images(images: object, name: str) -> Tensor:
     Raises:
         TypeError: if ``images`` is not a tensor, or is neither ``uint8`` nor floating point.
         ValueError: on a rank other than 4, a channel count other than 1 or 3, an empty spatial size,
-            NaN/Inf values, or float values outside [0, 1].
+            NaN/Inf values, or float values far outside [0, 1]
+            (:data:`~percep_lightning.functional.inputs.RANGE_TOLERANCE`).
 
     Example:
         >>> import torch
@@ -123,19 +126,21 @@ def check_images(images: object, name: str) -> Tensor:
         raise ValueError(
             f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(images.shape)}."
         )
-    if images.is_floating_point() and images.numel() > 0:
-        with torch.no_grad():
-            low, high = torch.aminmax(images.detach())
-            low, high = float(low), float(high)
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
-        if low < 0 or high > 1:
-            hint = " (uint8-range values stored as float: divide by 255)" if high > 2 else ""
-            raise ValueError(
-                f"Expected float `{name}` to be in [0, 1], but got values in [{low:.4g}, {high:.4g}]{hint}; "
-                "clamp network outputs with `.clamp(0, 1)`, or pass uint8 images in [0, 255]."
-            )
+    if images.is_floating_point():
+        for bounds in value_bounds({f"`{name}`": images}).values():
+            check_unit_range(bounds, f"float `{name}`")
     return to_rgb(images)
+
+
+def check_unit_range(bounds: tuple[float, float], label: str) -> None:
+    """Raise a ValueError if float images with ``bounds`` are far outside [0, 1] (the one range rule)."""
+    low, high = bounds
+    if far_outside(bounds, 0.0, 1.0):
+        hint = " (uint8-range values stored as float: divide by 255)" if high > 2 else ""
+        raise ValueError(
+            f"Expected {label} to be in [0, 1], but got values in [{low:.4g}, {high:.4g}]{hint}; clamp "
+            "network outputs with `.clamp(0, 1)`, or pass uint8 images in [0, 255]."
+        )
 
 
 def check_min_size(

@@ -17,11 +17,11 @@ from torch import Tensor
 
 from percep_lightning.functional._checks import check_choice, check_input_range, check_positive
 from percep_lightning.functional.color import luma
+from percep_lightning.functional.inputs import far_outside, value_bounds
 
 CHANNELS: tuple[str, ...] = ("rgb", "y", "per_channel")
 """The values of the ``channel`` argument of :func:`~percep_lightning.functional.psnr` and SSIM."""
 
-RANGE_TOLERANCE = 0.1
 """Values beyond either end of the range by more than this fraction of its width trigger the warning."""
 
 
@@ -62,7 +62,7 @@ def resolve_range(
     return 0.0, float(data_range)
 
 
-def check_images(preds: Tensor, target: Tensor) -> bool:
+def check_pair_types(preds: Tensor, target: Tensor) -> bool:
     """Check types and shapes of a pair of image batches; return whether they are ``uint8``.
 
     Raises:
@@ -99,23 +99,15 @@ def check_values(
     """Raise on NaN/Inf and, with ``warn_range``, warn when values leave ``[low, low + data_range]``.
 
     One ``aminmax`` pass per tensor and one device synchronisation serve both checks. Small overshoots
-    (un-clamped network outputs) stay silent: only values beyond either end by more than
-    :data:`RANGE_TOLERANCE` times ``data_range`` warn. Python shows a warning once per calling line;
+    (un-clamped network outputs) stay silent: only values far outside by the package's one range rule
+    (:data:`~percep_lightning.functional.inputs.RANGE_TOLERANCE`) warn. Python shows a warning once per calling line;
     ``stacklevel`` is the ``warnings.warn`` stack level of that line as seen from here.
     """
-    if preds.numel() == 0:
-        return
-    with torch.no_grad():
-        bounds = torch.stack([*torch.aminmax(preds.detach()), *torch.aminmax(target.detach())]).tolist()
-    named = (("preds", *bounds[:2]), ("target", *bounds[2:]))
-    for name, lo, hi in named:
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
+    bounds = value_bounds({"`preds`": preds, "`target`": target})
     if not warn_range:
         return
-    slack = RANGE_TOLERANCE * data_range
     high = low + data_range
-    outside = [f"`{name}`" for name, lo, hi in named if lo < low - slack or hi > high + slack]
+    outside = [label for label, found in bounds.items() if far_outside(found, low, high)]
     if outside:
         # The message holds no observed values, so Python's default filter shows it once per calling line
         # instead of once per batch.
@@ -164,14 +156,14 @@ def prepare_pair(
         tensors in ``[0, data_range]`` with ``C' = 1`` for ``"y"``, and the range.
 
     Raises:
-        TypeError: as :func:`check_images`.
-        ValueError: as :func:`check_images` and :func:`resolve_range`; an unknown ``channel`` (the
+        TypeError: as :func:`check_pair_types`.
+        ValueError: as :func:`check_pair_types` and :func:`resolve_range`; an unknown ``channel`` (the
             message lists the choices); ``channel="y"`` on images with other than 3 or 1 channels; a bad
             ``crop_border`` or one that leaves no pixels; NaN/Inf values.
     """
     check_channel(channel)
     check_crop_border(crop_border)
-    is_uint8 = check_images(preds, target)
+    is_uint8 = check_pair_types(preds, target)
     low, value_range = resolve_range(is_uint8, data_range, input_range)
     height, width = preds.shape[-2:]
     if 2 * crop_border >= min(height, width):

@@ -4,16 +4,30 @@ and the one place where a wrong type (``TypeError``) or a bad value (``ValueErro
 Type aliases for annotations in user code: :data:`Reduction`, :data:`Channel`, :data:`InputRange`,
 :data:`Quantize`. Checks with messages that name the argument: :func:`check_tensors`, :func:`check_int`,
 :func:`check_bool`.
+
+Pixel ranges follow one rule, :data:`RANGE_TOLERANCE`: values at most that fraction of the range's width
+beyond either end are an overshoot (an un-clamped network output, resampling ringing) and are accepted
+everywhere; values further out mean the images are on another scale (``[0, 255]`` or ``[-1, 1]`` passed
+as ``[0, 1]``). Then the metrics and the callback raise a ValueError, since a number computed on the wrong
+scale would be reported, while the losses and SSIM / MS-SSIM warn once per calling line, since their
+formulas hold on any scale and a training run should not stop. (PSNR takes any values: its ``data_range``
+is the scale.) :func:`value_bounds` and
+:func:`far_outside` are that rule; every image check in the package uses them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
+import torch
 from torch import Tensor
 
-__all__ = ["Channel", "InputRange", "Quantize", "Reduction", "check_bool", "check_int", "check_tensors"]
+__all__ = [
+    "RANGE_TOLERANCE", "Channel", "InputRange", "Quantize", "Reduction", "check_bool", "check_int",
+    "check_tensors", "far_outside", "value_bounds",
+]  # fmt: skip
 
 Reduction = Literal["mean", "sum", "none"]
 """The ``reduction`` of a loss or function: over the batch, or ``"none"`` for one value per image."""
@@ -69,3 +83,42 @@ def check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__} {value!r}.")
     return value
+
+
+RANGE_TOLERANCE = 0.1
+"""How far images may reach beyond their pixel range, as a fraction of its width (see the module docstring)."""
+
+
+def value_bounds(named: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
+    """``(min, max)`` of each non-empty tensor: one ``aminmax`` pass each, one device synchronisation for all.
+
+    Args:
+        named: the tensors, keyed by how messages name them (e.g. ``"`preds`"``).
+
+    Raises:
+        ValueError: naming the first tensor that holds NaN or Inf.
+
+    Example:
+        >>> value_bounds({"`x`": torch.tensor([0.5, -0.25, 2.0])})
+        {'`x`': (-0.25, 2.0)}
+    """
+    present = {label: x.detach() for label, x in named.items() if x.numel() > 0}
+    if not present:
+        return {}
+    flat = torch.stack([bound for x in present.values() for bound in torch.aminmax(x)]).tolist()
+    bounds = {label: (flat[2 * i], flat[2 * i + 1]) for i, label in enumerate(present)}
+    for label, (low, high) in bounds.items():
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"Expected {label} to be finite, but it contains NaN or Inf values.")
+    return bounds
+
+
+def far_outside(bounds: tuple[float, float], low: float, high: float) -> bool:
+    """Whether ``bounds`` reach beyond ``[low, high]`` by more than :data:`RANGE_TOLERANCE` of its width.
+
+    Example:
+        >>> far_outside((-0.05, 1.08), 0.0, 1.0), far_outside((0.0, 255.0), 0.0, 1.0)
+        (False, True)
+    """
+    slack = RANGE_TOLERANCE * (high - low)
+    return bounds[0] < low - slack or bounds[1] > high + slack

@@ -20,7 +20,6 @@ Quantisation. The FID Inception network was exported for 8-bit images, and torch
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,8 +29,8 @@ from torch import Tensor
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.extractor import FeatureExtractor
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
-from percep_lightning.functional._images import check_images
-from percep_lightning.functional.inputs import Quantize
+from percep_lightning.functional._images import check_images, check_unit_range
+from percep_lightning.functional.inputs import Quantize, value_bounds
 
 QUANTIZE_MODES: tuple[str, ...] = ("round", "truncate")
 
@@ -208,7 +207,8 @@ def unit_float_pair(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
     Raises:
         TypeError: if either is not a tensor, or is neither ``uint8`` nor floating point.
-        ValueError: on a bad or different shape, NaN/Inf values, or float values outside [0, 1].
+        ValueError: on a bad or different shape, NaN/Inf values, or float values far outside [0, 1]
+            (:data:`~percep_lightning.functional.inputs.RANGE_TOLERANCE`).
     """
     for name, x in (("preds", preds), ("target", target)):
         if not isinstance(x, Tensor):
@@ -226,20 +226,9 @@ def unit_float_pair(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
             f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
             f"{tuple(target.shape)}."
         )
-    floats = [
-        (name, x.detach()) for name, x in (("preds", preds), ("target", target)) if x.is_floating_point()
-    ]
-    if floats and preds.numel() > 0:
-        bounds = torch.stack([v for _, x in floats for v in torch.aminmax(x)]).tolist()
-        for i, (name, _) in enumerate(floats):
-            low, high = bounds[2 * i], bounds[2 * i + 1]
-            if not (math.isfinite(low) and math.isfinite(high)):
-                raise ValueError(f"Expected `{name}` to be finite, but it contains NaN or Inf values.")
-            if low < 0 or high > 1:
-                raise ValueError(
-                    f"Expected float `{name}` to be in [0, 1], but got values in [{low:.4g}, {high:.4g}]; clamp "
-                    "network outputs with `.clamp(0, 1)`, or pass uint8 images in [0, 255]."
-                )
+    floats = {f"`{name}`": x for name, x in (("preds", preds), ("target", target)) if x.is_floating_point()}
+    for label, bounds in value_bounds(floats).items():
+        check_unit_range(bounds, f"float {label}")
     return to_unit_float(preds), to_unit_float(target)
 
 

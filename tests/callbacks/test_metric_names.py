@@ -269,7 +269,7 @@ class NaNModule(TinyModule):
 def test_nan_outputs_fail_in_the_sanity_check(tmp_path):
     train, val = loaders(2)
     with pytest.raises(
-        ValueError, match=r"`keys\['target'\]`='target' .* to be finite, but they hold NaN or Inf"
+        ValueError, match=r"`keys\['target'\]`='target' .* to be finite, but it contains NaN or Inf"
     ):
         _trainer(tmp_path, [_callback(metrics=("psnr",))], num_sanity_val_steps=1).fit(
             NaNModule(), train, val
