@@ -24,6 +24,7 @@ from percep_lightning.backbones.base import FrozenBackbone
 from percep_lightning.backbones.extractor import module_digest
 from percep_lightning.backbones.folded import ConvBN, FoldedBatchNorms, LayoutArg, check_layout
 from percep_lightning.backbones.weights import WeightsArg, resolve_state_dict
+from percep_lightning.functional.inputs import check_int
 
 ART_INCEPTION_SIZE = 512
 """StyleID resizes the shorter image side to this many pixels before the network."""
@@ -112,8 +113,8 @@ class ArtInception(FoldedBatchNorms, FrozenBackbone):
         - Output: ``(N, 2048)`` float32.
 
     Raises:
-        ValueError: for a bad ``resize`` or input shape.
-        TypeError: for a non-``uint8`` input.
+        ValueError: for a ``resize`` below 75 or a bad input shape.
+        TypeError: for a ``resize`` that is neither None nor an integer, or a non-``uint8`` input.
         RuntimeError: if the weights lack trunk keys or have wrong shapes.
 
     Example:
@@ -133,10 +134,12 @@ class ArtInception(FoldedBatchNorms, FrozenBackbone):
         super().__init__()
         check_layout(memory_format)
         self.memory_format = memory_format
-        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 75):
-            raise ValueError(
-                f"Expected `resize` to be None or an integer >= 75 (the network's smallest input), but got {resize!r}."
-            )
+        if resize is not None:
+            resize = check_int(resize, "resize")
+            if resize < 75:
+                raise ValueError(
+                    f"Expected `resize` to be None or an integer >= 75 (the network's smallest input), but got {resize}."
+                )
         self.resize = resize
         reference = torchvision.models.Inception3(
             num_classes=1000, aux_logits=True, transform_input=False, init_weights=False

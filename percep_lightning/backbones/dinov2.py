@@ -39,6 +39,7 @@ from percep_lightning.backbones.pil_resize import (
 )
 from percep_lightning.backbones.weights import WeightsArg, check_state_shapes, resolve_state_dict
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from percep_lightning.functional.inputs import check_int
 
 __all__ = ["DINOV2_ARCHS", "DINOV2_SIZE", "DINOv2", "DINOv2Arch", "interpolate_pos_embed"]
 
@@ -68,6 +69,7 @@ class DINOv2Arch:
         name: what :attr:`DINOv2.identity` and messages call it (default: the sizes).
 
     Raises:
+        TypeError: for a size that is not an integer.
         ValueError: for a size below 1, ``embed_dim`` not a multiple of ``num_heads``, or an unknown ``ffn``.
 
     Example:
@@ -83,9 +85,7 @@ class DINOv2Arch:
 
     def __post_init__(self) -> None:
         for field in ("embed_dim", "depth", "num_heads"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected `{field}` to be an integer >= 1, but got {value!r}.")
+            check_int(getattr(self, field), field, minimum=1)
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"Expected `embed_dim` to be a multiple of `num_heads`, but got {self.embed_dim} and {self.num_heads}."

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from percep_lightning.backbones.base import FrozenBackbone
+from percep_lightning.functional.inputs import check_int
 
 __all__ = [
     "PROBE_SIDE",
@@ -137,13 +138,7 @@ class ModuleExtractor(FrozenBackbone):
             num_features = getattr(module, "num_features", None)
         if num_features is None:
             num_features = self._probe()
-        if isinstance(num_features, bool) or not isinstance(num_features, int):
-            raise TypeError(
-                f"Expected `num_features` to be an integer, but got {type(num_features).__name__} {num_features!r}."
-            )
-        if num_features < 1:
-            raise ValueError(f"Expected `num_features` to be >= 1, but got {num_features}.")
-        self.num_features = num_features
+        self.num_features = check_int(num_features, "num_features", minimum=1)
 
     @property
     def identity(self) -> str:

@@ -15,6 +15,8 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
+from percep_lightning.functional.inputs import check_int
+
 __all__ = ["ImageGridCallback"]
 
 
@@ -94,10 +96,10 @@ class ImageGridCallback(pl.Callback):
                 f"Expected one title per key ({len(self.keys)}: {list(self.keys)}), but got "
                 f"{len(self.titles)} titles: {list(self.titles)}."
             )
-        self.num_samples = _positive_int(num_samples, "num_samples")
-        self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
-        self.padding = _positive_int(padding, "padding", minimum=0)
-        self.dataloader_idx = _positive_int(dataloader_idx, "dataloader_idx", minimum=0)
+        self.num_samples = check_int(num_samples, "num_samples", minimum=1)
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", minimum=1)
+        self.padding = check_int(padding, "padding", minimum=0)
+        self.dataloader_idx = check_int(dataloader_idx, "dataloader_idx", minimum=0)
         if not isinstance(name, str) or not name:
             raise ValueError(f"Expected `name` to be a non-empty string, but got {name!r}.")
         self.name = name
@@ -254,11 +256,3 @@ def _str_sequence(value: Any, argument: str) -> tuple[str, ...]:
             f"Expected `{argument}` to be a sequence of strings such as ['preds', 'target'], but got {value!r}."
         )
     return tuple(str(v) for v in value)
-
-
-def _positive_int(value: Any, argument: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Expected `{argument}` to be an integer, but got {type(value).__name__} {value!r}.")
-    if value < minimum:
-        raise ValueError(f"Expected `{argument}` to be an integer >= {minimum}, but got {value}.")
-    return value

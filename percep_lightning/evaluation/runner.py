@@ -30,6 +30,7 @@ from percep_lightning.evaluation.files import list_images
 from percep_lightning.evaluation.pairing import PAIR_BY, PairBy
 from percep_lightning.evaluation.passes import Passes, PerPair, gathered_values
 from percep_lightning.evaluation.plan import Plan, folder_args, make_plan, resolve_weights
+from percep_lightning.functional.inputs import check_int
 from percep_lightning.metrics.registry import METRICS
 
 __all__ = ["EvaluationReport", "MetricResult", "evaluate", "evaluate_report", "folder_statistics"]
@@ -135,7 +136,8 @@ def evaluate(
     Raises:
         EvaluationError: for bad input (missing or empty folder, unreadable image, unpaired files, images
             of different sizes in a pair, too few images, unknown metric or preset, a missing folder a
-            metric needs, a bad ``.npz``).
+            metric needs, a bad ``.npz``, an integer option out of range).
+        TypeError: for an integer option (``batch_size``, ``crop_border``, ...) that is not an integer.
         WeightsUnavailableError: when default weights are neither cached nor downloadable.
 
     Example:
@@ -212,12 +214,15 @@ def evaluate_report(
         An :class:`EvaluationReport`.
 
     Raises:
-        EvaluationError, WeightsUnavailableError: as :func:`evaluate`.
+        EvaluationError, TypeError, WeightsUnavailableError: as :func:`evaluate`.
     """
-    _check_options(pair_by, batch_size, num_workers, resize, crop_border, is_splits)
-    _check_positive(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+    batch_size, num_workers, crop_border, is_splits = _check_options(
+        pair_by, batch_size, num_workers, resize, crop_border, is_splits
+    )
+    kid_subsets = _check_count(kid_subsets, "kid_subsets", 1)
+    kid_subset_size = _check_count(kid_subset_size, "kid_subset_size", 1)
     if styleid_size is not None:
-        _check_positive(styleid_size=styleid_size)
+        styleid_size = _check_count(styleid_size, "styleid_size", 1)
     settings = {k: v for k, v in locals().items() if k not in ("options", "weights", "metrics")}
     per_metric = _metric_options(
         crop_border, is_splits, kid_subsets, kid_subset_size, styleid_size, options or {}
@@ -356,25 +361,27 @@ def _results(plan: Plan, passes: Passes, values: dict[str, Tensor]) -> list[Metr
 
 def _check_options(
     pair_by: str, batch_size: int, num_workers: int, resize: str, crop_border: int, is_splits: int
-) -> None:
+) -> tuple[int, int, int, int]:
+    """``(batch_size, num_workers, crop_border, is_splits)`` as ``int``s, after checking every option."""
     if pair_by not in PAIR_BY:
         raise EvaluationError(f"Expected `pair_by` to be one of {PAIR_BY}, but got {pair_by!r}.")
-    for name, value, low in (
-        ("batch_size", batch_size, 1),
-        ("num_workers", num_workers, 0),
-        ("crop_border", crop_border, 0),
-        ("is_splits", is_splits, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise EvaluationError(f"Expected `{name}` to be an integer >= {low}, but got {value!r}.")
+    counts = (
+        _check_count(batch_size, "batch_size", 1),
+        _check_count(num_workers, "num_workers", 0),
+        _check_count(crop_border, "crop_border", 0),
+        _check_count(is_splits, "is_splits", 1),
+    )
     if resize not in RESIZE_MODES:
         raise EvaluationError(f"Expected `resize` to be one of {RESIZE_MODES}, but got {resize!r}.")
+    return counts
 
 
-def _check_positive(**values: Any) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise EvaluationError(f"Expected `{name}` to be an integer >= 1, but got {value!r}.")
+def _check_count(value: Any, name: str, minimum: int) -> int:
+    """:func:`check_int`, with a value below ``minimum`` an EvaluationError (the command's exit status 2)."""
+    try:
+        return check_int(value, name, minimum=minimum)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def _device(device: str | None, world: World) -> torch.device:
@@ -425,10 +432,11 @@ def folder_statistics(
 
     Raises:
         EvaluationError: for a missing or empty folder, an unreadable image, fewer than 2 images, or an
-            output folder that does not exist.
+            output folder that does not exist, or ``batch_size`` / ``num_workers`` out of range.
+        TypeError: for a ``batch_size`` or ``num_workers`` that is not an integer.
         WeightsUnavailableError: when the default weights are neither cached nor downloadable.
     """
-    _check_options("name", batch_size, num_workers, resize, 0, 1)
+    batch_size, num_workers, _, _ = _check_options("name", batch_size, num_workers, resize, 0, 1)
     out_dir = Path(output).expanduser().resolve().parent
     if not out_dir.is_dir():
         raise EvaluationError(f"Cannot write {str(output)!r}: folder {str(out_dir)!r} does not exist.")

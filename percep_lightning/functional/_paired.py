@@ -17,7 +17,7 @@ from torch import Tensor
 
 from percep_lightning.functional._checks import check_choice, check_input_range, check_positive
 from percep_lightning.functional.color import luma
-from percep_lightning.functional.inputs import far_outside, value_bounds
+from percep_lightning.functional.inputs import check_int, far_outside, value_bounds
 
 CHANNELS: tuple[str, ...] = ("rgb", "y", "per_channel")
 """The values of the ``channel`` argument of :func:`~percep_lightning.functional.psnr` and SSIM."""
@@ -31,10 +31,8 @@ def check_channel(channel: str) -> None:
 
 
 def check_crop_border(crop_border: int) -> int:
-    """Return ``crop_border`` if it is a non-negative integer, else raise a ValueError naming it."""
-    if isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0:
-        raise ValueError(f"Expected `crop_border` to be a non-negative integer, but got {crop_border!r}.")
-    return crop_border
+    """``crop_border`` as an ``int``: a TypeError unless it is an integer, a ValueError if it is negative."""
+    return check_int(crop_border, "crop_border", minimum=0)
 
 
 def resolve_range(
@@ -156,7 +154,7 @@ def prepare_pair(
         tensors in ``[0, data_range]`` with ``C' = 1`` for ``"y"``, and the range.
 
     Raises:
-        TypeError: as :func:`check_pair_types`.
+        TypeError: as :func:`check_pair_types`, or a ``crop_border`` that is not an integer.
         ValueError: as :func:`check_pair_types` and :func:`resolve_range`; an unknown ``channel`` (the
             message lists the choices); ``channel="y"`` on images with other than 3 or 1 channels; a bad
             ``crop_border`` or one that leaves no pixels; NaN/Inf values.

@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from percep_lightning.functional._checks import check_reduction, reduce
+from percep_lightning.functional.inputs import check_int
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "cfsd", "patch_features", "warn_random_backbone"]
 
@@ -74,9 +75,9 @@ def cfsd(
         A scalar or ``(b,)``, float32 (float64 for float64 features).
 
     Raises:
-        TypeError: if the features are not floating-point tensors.
-        ValueError: if the features are not 4-D, differ in shape, hold NaN/Inf, or ``chunk_size`` is not
-            a positive integer, or for an unknown ``reduction``.
+        TypeError: if the features are not floating-point tensors or ``chunk_size`` is not an integer.
+        ValueError: if the features are not 4-D, differ in shape, hold NaN/Inf, or ``chunk_size < 1``, or
+            for an unknown ``reduction``.
 
     Example:
         >>> import torch
@@ -153,8 +154,7 @@ def _check_args(preds: Tensor, content: Tensor, chunk_size: int, reduction: str)
         )
     if preds.ndim != 4:
         raise ValueError(f"Expected 4-D feature maps (b, c, h, w), but got shape {tuple(preds.shape)}.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}.")
+    check_int(chunk_size, "chunk_size", minimum=1)
     check_reduction(reduction)
     for name, x in (("preds_features", preds), ("content_features", content)):
         if not bool(torch.isfinite(x).all()):

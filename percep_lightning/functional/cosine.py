@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from percep_lightning.functional._checks import check_reduction, reduce
+from percep_lightning.functional.inputs import check_int
 
 __all__ = ["image_cosine_similarity"]
 
@@ -65,10 +66,10 @@ def image_cosine_similarity(
 
     Raises:
         TypeError: if ``a`` or ``b`` is not a tensor, is neither ``uint8`` nor floating point, or only one
-            is ``uint8``.
+            is ``uint8``, or if ``size`` is neither None nor an integer.
         ValueError: on a rank other than 4, different batch sizes, a channel count other than 1 or 3, NaN/Inf
             values, different channel counts without ``greyscale``, different image sizes with ``size=None``,
-            a ``size`` that is not a positive integer, or an unknown ``reduction``.
+            ``size < 1``, or an unknown ``reduction``.
 
     Shape:
         - ``a``: ``(N, C, H, W)``; ``b``: ``(N, C', H', W')``
@@ -154,5 +155,5 @@ def _check_args(a: Tensor, b: Tensor, size: int | None, greyscale: bool) -> None
                 f"Expected `a` and `b` to have the same image size with size=None (the plain flattened form), "
                 f"but got {tuple(a.shape[-2:])} and {tuple(b.shape[-2:])}; pass a thumbnail `size`."
             )
-    elif isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"Expected `size` to be a positive integer or None, but got {size!r}.")
+    else:
+        check_int(size, "size", minimum=1)

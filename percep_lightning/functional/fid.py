@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from percep_lightning.functional.inputs import check_bool, check_int
+
 __all__ = [
     "feature_statistics",
     "feature_sums",
@@ -204,8 +206,7 @@ def fid_infinity(
             "Expected `real_features` and `fake_features` to have the same feature dimension, but got shapes "
             f"{tuple(real_features.shape)} and {tuple(fake_features.shape)}."
         )
-    if not isinstance(paired, bool):
-        raise TypeError(f"Expected `paired` to be a bool, but got {type(paired).__name__}.")
+    check_bool(paired, "paired")
     n = fake_features.shape[0]
     _check_infinity_options(n, num_points, min_samples, seed)
     if paired and real_features.shape[0] != n:
@@ -293,13 +294,11 @@ def fid_infinity_from_statistics(
 
 
 def _check_infinity_options(n: int, num_points: int, min_samples: int, seed: int) -> None:
-    for name, value in (("num_points", num_points), ("min_samples", min_samples), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}.")
+    check_int(num_points, "num_points")
+    check_int(seed, "seed")
+    check_int(min_samples, "min_samples", minimum=2)
     if num_points < 2:
         raise ValueError(f"Expected `num_points` to be >= 2 (a line needs two points), but got {num_points}.")
-    if min_samples < 2:
-        raise ValueError(f"Expected `min_samples` to be >= 2, but got {min_samples}.")
     if n <= min_samples:
         raise ValueError(
             f"FID-infinity needs at least {min_samples + 1} generated samples (more than `min_samples`="
@@ -457,9 +456,7 @@ def _as_count(n: int | Tensor) -> int:
         if n.numel() != 1 or n.is_floating_point() or n.is_complex() or n.dtype == torch.bool:
             raise TypeError(f"Expected `n` to be an integer or a one-element integer tensor, but got {n!r}.")
         return int(n.item())
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"Expected `n` to be an integer, but got {type(n).__name__} {n!r}.")
-    return int(n)
+    return check_int(n, "n")
 
 
 def _check_sample_count(n: int, dim: int, name: str) -> None:

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from percep_lightning.functional.inputs import check_bool, check_int
+
 __all__ = ["inception_score"]
 
 
@@ -85,13 +87,9 @@ def _check_arguments(logits: Tensor, splits: int, shuffle: bool, seed: int) -> N
         raise TypeError(f"Expected `logits` to be a floating-point tensor, but got dtype {logits.dtype}.")
     if logits.ndim != 2:
         raise ValueError(f"Expected `logits` to be 2-D (N, C), but got shape {tuple(logits.shape)}.")
-    for name, value in (("splits", splits), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}.")
-    if not isinstance(shuffle, bool):
-        raise TypeError(f"Expected `shuffle` to be a bool, but got {type(shuffle).__name__} {shuffle!r}.")
-    if splits < 1:
-        raise ValueError(f"Expected `splits` to be >= 1, but got {splits}.")
+    check_int(splits, "splits", minimum=1)
+    check_int(seed, "seed")
+    check_bool(shuffle, "shuffle")
     if not 0 <= seed < 2**32:
         raise ValueError(
             f"Expected `seed` to be in [0, 2**32 - 1] (a NumPy RandomState seed), but got {seed}."

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from percep_lightning.functional.inputs import check_int
+
 __all__ = ["kernel_inception_distance"]
 
 _MIN_SAMPLES = 2
@@ -86,17 +88,9 @@ def kernel_inception_distance(
             "Expected `real_features` and `fake_features` to have the same feature dimension, but got shapes "
             f"{tuple(real_features.shape)} and {tuple(fake_features.shape)}."
         )
-    for name, value in (
-        ("subsets", subsets),
-        ("subset_size", subset_size),
-        ("degree", degree),
-        ("seed", seed),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"Expected `{name}` to be an integer, but got {type(value).__name__} {value!r}.")
     for name, value in (("subsets", subsets), ("subset_size", subset_size), ("degree", degree)):
-        if value < 1:
-            raise ValueError(f"Expected `{name}` to be >= 1, but got {value}.")
+        check_int(value, name, minimum=1)
+    check_int(seed, "seed")
     n_real, n_fake = real_features.shape[0], fake_features.shape[0]
     for which, n in (("real", n_real), ("generated", n_fake)):
         if n < _MIN_SAMPLES:

@@ -162,7 +162,8 @@ def psnr(
         The PSNR in dB (higher is better), float32 (float64 for float64 inputs).
 
     Raises:
-        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``.
+        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``,
+            or if ``crop_border`` is not an integer.
         ValueError: on different shapes, a rank other than 4, NaN/Inf values, ``data_range <= 0``, an
             unknown ``channel`` or ``reduction`` (the message lists the choices), ``channel="y"`` on
             images without 3 or 1 channels, or a ``crop_border`` that is negative or leaves no pixels.

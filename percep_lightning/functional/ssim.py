@@ -35,7 +35,7 @@ from torch import Tensor
 from percep_lightning.functional._checks import check_positive, check_reduction, reduce
 from percep_lightning.functional._paired import prepare_pair
 from percep_lightning.functional._ssim_kernels import SSIMFunction, ssim_and_cs_maps
-from percep_lightning.functional.inputs import Channel
+from percep_lightning.functional.inputs import Channel, check_int
 
 __all__ = ["MS_SSIM_WEIGHTS", "gaussian_window", "ms_ssim", "ssim"]
 
@@ -68,7 +68,8 @@ def gaussian_window(
         The window, computed in float64 and cast to ``dtype``.
 
     Raises:
-        ValueError: if ``kernel_size`` is not an odd positive integer or ``sigma`` is not positive.
+        TypeError: if ``kernel_size`` is not an integer.
+        ValueError: if ``kernel_size`` is not odd and positive or ``sigma`` is not positive.
 
     Shape:
         - Output: ``(kernel_size,)``
@@ -86,13 +87,9 @@ def gaussian_window(
 
 
 def check_window_args(kernel_size: int, sigma: float) -> None:
-    """Raise a ValueError unless ``kernel_size`` is an odd positive integer and ``sigma > 0``."""
-    if (
-        isinstance(kernel_size, bool)
-        or not isinstance(kernel_size, int)
-        or kernel_size < 1
-        or kernel_size % 2 == 0
-    ):
+    """Raise unless ``kernel_size`` is an odd positive integer (a TypeError if not an integer) and ``sigma > 0``."""
+    check_int(kernel_size, "kernel_size")
+    if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"Expected `kernel_size` to be an odd positive integer, but got {kernel_size!r}.")
     check_positive(sigma, "sigma")
 
@@ -234,7 +231,8 @@ def ssim(
         over space and channels is the per-image value; it is differentiable.
 
     Raises:
-        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``.
+        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``,
+            or if ``kernel_size`` or ``crop_border`` is not an integer.
         ValueError: on different shapes, a rank other than 4, NaN/Inf values, an image side smaller
             than ``kernel_size`` (after the crop), ``data_range``, ``sigma``, ``k1`` or ``k2`` not
             positive, an even or non-positive ``kernel_size``, an unknown ``channel`` or ``reduction``
@@ -332,7 +330,8 @@ def ms_ssim(
         The MS-SSIM, float32 (float64 for float64 inputs).
 
     Raises:
-        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``.
+        TypeError: if ``preds`` or ``target`` is neither ``uint8`` nor floating point, or only one is ``uint8``,
+            or if ``kernel_size`` or ``crop_border`` is not an integer.
         ValueError: on different shapes, a rank other than 4, NaN/Inf values, images whose smaller side
             (after the crop) does not exceed ``(kernel_size - 1) * 2 ** (len(weights) - 1)`` (160 by
             default), ``data_range``, ``sigma``, ``k1`` or ``k2`` not positive, an even or non-positive

@@ -18,6 +18,7 @@ from percep_lightning.functional._checks import (
 )
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
+from percep_lightning.functional.inputs import check_int
 
 __all__ = ["CFSDLoss"]
 
@@ -53,6 +54,7 @@ class CFSDLoss(HoldsFrozen, nn.Module):
             ``"channels_last"`` or ``"contiguous"``.
 
     Raises:
+        TypeError: if ``chunk_size`` is not an integer.
         ValueError: for a bad ``input_range``, ``chunk_size``, ``reduction`` or ``memory_format``; in the
             forward, images smaller than 4x4 (relu3_1 comes after two 2x2 poolings).
         RuntimeError: if ``weights`` does not hold the official VGG19 keys and shapes.
@@ -82,8 +84,7 @@ class CFSDLoss(HoldsFrozen, nn.Module):
         memory_format: MemoryFormatArg = "auto",
     ) -> None:
         super().__init__()
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}.")
+        check_int(chunk_size, "chunk_size", minimum=1)
         check_reduction(reduction)
         self.input_range = check_input_range(input_range)
         self.chunk_size = chunk_size

@@ -96,8 +96,9 @@ class SSIMLoss(_WindowedLoss):
         validate_args: check the input values on every call (NaN/Inf and the range warning).
 
     Raises:
+        TypeError: at construction if ``kernel_size`` is not an integer.
         ValueError: at construction if ``data_range``, ``sigma``, ``k1`` or ``k2`` is not positive,
-            ``kernel_size`` is not an odd positive integer, ``reduction`` is unknown, ``input_range`` is
+            ``kernel_size`` is even or not positive, ``reduction`` is unknown, ``input_range`` is
             not ``(low, high)`` with ``low < high``, or ``data_range`` disagrees with it; when called, on
             bad inputs as :func:`~percep_lightning.functional.ssim.ssim`.
 
@@ -173,8 +174,9 @@ class MSSSIMLoss(_WindowedLoss):
         validate_args: check the input values on every call (NaN/Inf and the range warning).
 
     Raises:
+        TypeError: at construction if ``kernel_size`` is not an integer.
         ValueError: at construction if ``data_range``, ``sigma``, ``k1`` or ``k2`` is not positive,
-            ``kernel_size`` is not an odd positive integer, ``weights`` is empty or not all positive,
+            ``kernel_size`` is even or not positive, ``weights`` is empty or not all positive,
             ``reduction`` is unknown, or ``input_range`` is bad or disagrees with ``data_range``; when
             called, on bad inputs (including too small images) as
             :func:`~percep_lightning.functional.ssim.ms_ssim`.

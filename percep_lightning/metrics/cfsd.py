@@ -11,6 +11,7 @@ from percep_lightning.backbones.torchvision_trunks import TorchvisionFeatures
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from percep_lightning.functional.cfsd import DEFAULT_CHUNK_SIZE, cfsd, warn_random_backbone
+from percep_lightning.functional.inputs import check_int
 from percep_lightning.metrics._images import exact_float32, to_float
 from percep_lightning.metrics.paired import PerImageMean
 
@@ -43,7 +44,8 @@ class CFSD(PerImageMean):
         kwargs: torchmetrics ``Metric`` options.
 
     Raises:
-        ValueError: if ``chunk_size`` is not a positive integer, or ``backbone`` lacks VGG19 relu3_1.
+        TypeError: if ``chunk_size`` is not an integer.
+        ValueError: if ``chunk_size < 1``, or ``backbone`` lacks VGG19 relu3_1.
 
     Shape:
         - ``preds``, ``content``: ``(N, 3 or 1, H, W)``, ``uint8`` in [0, 255] or float in [0, 1].
@@ -73,8 +75,7 @@ class CFSD(PerImageMean):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}.")
+        check_int(chunk_size, "chunk_size", minimum=1)
         if backbone is None:
             backbone = TorchvisionFeatures("vgg19", [LAYER], weights=weights)
             if weights is None:

@@ -99,6 +99,7 @@ class PSNR(PerImageMean):
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
+        TypeError: if ``crop_border`` is not an integer.
         ValueError: for ``data_range <= 0``, an unknown ``channel`` (the message lists the choices) or a
             negative ``crop_border``.
 
@@ -202,6 +203,7 @@ class SSIM(_SSIMOptions):
         kwargs: torchmetrics ``Metric`` options.
 
     Raises:
+        TypeError: if ``kernel_size`` or ``crop_border`` is not an integer.
         ValueError: for a bad ``kernel_size``, ``sigma``, ``k1``, ``k2``, ``data_range`` or
             ``input_range``, an unknown ``channel`` or a negative ``crop_border``.
 

@@ -10,6 +10,7 @@ from torch import Tensor
 from percep_lightning.backbones.art_inception import resize_shorter_side
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.color import grey_like_pil
+from percep_lightning.functional.inputs import check_bool, check_int
 from percep_lightning.losses.lpips import LPIPSLoss
 from percep_lightning.metrics._images import exact_float32, to_unit_float, unit_float_pair
 from percep_lightning.metrics.paired import PerImageMean
@@ -41,7 +42,8 @@ class LPIPS(PerImageMean):
         kwargs: torchmetrics ``Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
-        ValueError: for an unknown ``net`` (the message lists the choices).
+        TypeError: if ``resize`` is neither None nor an integer, or ``grey`` is not a bool.
+        ValueError: for an unknown ``net`` (the message lists the choices) or ``resize < 1``.
         RuntimeError: if ``weights`` does not hold the official keys and shapes of the trunk.
 
     Shape:
@@ -77,13 +79,9 @@ class LPIPS(PerImageMean):
         if tuple(input_range) not in ((0.0, 1.0), (-1.0, 1.0)):
             raise ValueError(f"Expected `input_range` to be (0, 1) or (-1, 1), but got {tuple(input_range)}.")
         self.input_range = (float(input_range[0]), float(input_range[1]))
-        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 1):
-            raise ValueError(f"Expected `resize` to be None or a positive integer, but got {resize!r}.")
-        if not isinstance(grey, bool):
-            raise TypeError(f"Expected `grey` to be a bool, but got {type(grey).__name__}.")
         self.net = net
-        self.resize = resize
-        self.grey = grey
+        self.resize = None if resize is None else check_int(resize, "resize", minimum=1)
+        self.grey = check_bool(grey, "grey")
         self._hold("lpips", LPIPSLoss(net, weights=weights, reduction="none"))
 
     @property

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from percep_lightning.functional.inputs import check_int
 from percep_lightning.metrics import builders
 from percep_lightning.metrics.builders import Builder
 from percep_lightning.metrics.networks import (
@@ -364,17 +365,13 @@ _MINIMUM_OF = {("fid_art", "resize"): 75}  # the art Inception's smallest input
 
 def _check_option(metric: str, key: str, value: object) -> None:
     """Raise a TypeError or ValueError naming ``options[metric][key]`` for a value it cannot take."""
-    where = f"`options[{metric!r}][{key!r}]`"
+    name = f"options[{metric!r}][{key!r}]"
     if value is None and key in _MAY_BE_NONE:
         return
     if key in _INTEGER_OPTIONS:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"Expected {where} to be an integer, but got {type(value).__name__} {value!r}.")
-        minimum = _MINIMUM_OF.get((metric, key), _INTEGER_OPTIONS[key])
-        if value < minimum:
-            raise ValueError(f"Expected {where} to be >= {minimum}, but got {value}.")
+        check_int(value, name, minimum=_MINIMUM_OF.get((metric, key), _INTEGER_OPTIONS[key]))
     elif key in _CHOICES and value not in _CHOICES[key]:
-        raise ValueError(f"Expected {where} to be one of {_CHOICES[key]}, but got {value!r}.")
+        raise ValueError(f"Expected `{name}` to be one of {_CHOICES[key]}, but got {value!r}.")
 
 
 def build_metric(spec: MetricSpec, context: BuildContext, options: Mapping[str, Any]) -> Metric:

@@ -244,7 +244,7 @@ def test_errors(tmp_path):
         ValueError, match=r"Expected one title per key \(2: \['preds', 'target'\]\), but got 1"
     ):
         ImageGridCallback(titles=["output"])
-    with pytest.raises(ValueError, match=r"Expected `num_samples` to be an integer >= 1, but got 0"):
+    with pytest.raises(ValueError, match=r"Expected `num_samples` to be >= 1, but got 0"):
         ImageGridCallback(num_samples=0)
     with pytest.raises(TypeError, match=r"Expected `every_n_epochs` to be an integer, but got float 1.5"):
         ImageGridCallback(every_n_epochs=1.5)

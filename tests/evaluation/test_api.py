@@ -54,7 +54,7 @@ def test_paired_values_match_functional_reference_and_report_counts(tmp_path, ph
 
 def test_option_errors(tmp_path):
     save_images(tmp_path / "a", torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
-    with pytest.raises(EvaluationError, match=r"`batch_size` to be an integer >= 1, but got 0"):
+    with pytest.raises(EvaluationError, match=r"`batch_size` to be >= 1, but got 0"):
         evaluate(tmp_path / "a", tmp_path / "a", metrics="psnr", batch_size=0)
     with pytest.raises(EvaluationError, match=r"`pair_by` to be one of \('name', 'sorted'\), but got 'size'"):
         evaluate(tmp_path / "a", tmp_path / "a", metrics="psnr", pair_by="size")

@@ -121,7 +121,7 @@ def test_errors():
         ValueError, match=r"Expected 4-D feature maps \(b, c, h, w\), but got shape \(4, 3, 3\)"
     ):
         cfsd(x[0], x[0])
-    with pytest.raises(ValueError, match=r"Expected `chunk_size` to be a positive integer, but got 0"):
+    with pytest.raises(ValueError, match=r"Expected `chunk_size` to be >= 1, but got 0"):
         cfsd(x, x, chunk_size=0)
     with pytest.raises(ValueError, match=r"Expected `preds_features` to be finite"):
         cfsd(x * float("nan"), x)

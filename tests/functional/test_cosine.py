@@ -116,7 +116,7 @@ def test_errors() -> None:
         image_cosine_similarity(x, x[:, :1])
     with pytest.raises(ValueError, match=r"same image size with size=None .* \(16, 16\) and \(16, 8\)"):
         image_cosine_similarity(x, x[..., :8], size=None)
-    with pytest.raises(ValueError, match=r"`size` to be a positive integer or None, but got 0"):
+    with pytest.raises(ValueError, match=r"`size` to be >= 1, but got 0"):
         image_cosine_similarity(x, x, size=0)
     with pytest.raises(
         ValueError, match=r"`a` to have shape \(N, 3, H, W\) or \(N, 1, H, W\), but got \(3, 16, 16\)"

@@ -337,7 +337,7 @@ def test_channel_and_crop_errors(fn) -> None:
         fn(x, x, channel="Y")
     with pytest.raises(ValueError, match=r"leave pixels in images of size \(20, 24\), but crop_border=10"):
         fn(x, x, crop_border=10)
-    with pytest.raises(ValueError, match=r"`crop_border` to be a non-negative integer, but got -1"):
+    with pytest.raises(ValueError, match=r"`crop_border` to be >= 0, but got -1"):
         fn(x, x, crop_border=-1)
     with pytest.raises(ValueError, match=r"3 \(RGB\) or 1 channels for channel='y', but got 2"):
         fn(x[:, :2], x[:, :2], channel="y")

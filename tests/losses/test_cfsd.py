@@ -135,7 +135,7 @@ def test_autocast_runs_the_trunk_in_float32(vgg19_path, reference_features, pair
 
 
 def test_errors(vgg19_path):
-    with pytest.raises(ValueError, match=r"Expected `chunk_size` to be a positive integer, but got 0"):
+    with pytest.raises(ValueError, match=r"Expected `chunk_size` to be >= 1, but got 0"):
         CFSDLoss(chunk_size=0, weights=None)
     with pytest.raises(ValueError, match=r"Expected `reduction` to be one of"):
         CFSDLoss(reduction="batchmean", weights=None)

@@ -116,7 +116,7 @@ def test_errors(metric_factory):
         metric.update(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16) + 1)
     with pytest.raises(ValueError, match="NaN or Inf"):
         metric.update(torch.full((1, 3, 8, 8), float("nan")), torch.rand(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="`chunk_size` to be a positive integer"):
+    with pytest.raises(ValueError, match="`chunk_size` to be >= 1, but got 0"):
         metric_factory(chunk_size=0)
 
 

@@ -150,7 +150,7 @@ def test_argument_errors(data) -> None:
         ValueError, match=r"`channel` to be one of \('rgb', 'y', 'per_channel'\), but got 'luma'"
     ):
         PSNR(channel="luma")
-    with pytest.raises(ValueError, match=r"`crop_border` to be a non-negative integer, but got -2"):
+    with pytest.raises(ValueError, match=r"`crop_border` to be >= 0, but got -2"):
         SSIM(crop_border=-2)
     with pytest.raises(ValueError, match=r"`data_range` to be > 0, but got 0"):
         PSNR(data_range=0)
