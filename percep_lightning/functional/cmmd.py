@@ -20,12 +20,12 @@ The within-set sums use the symmetry of their kernel matrices (tiles on and abov
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 from torch import Tensor
 
 from percep_lightning.functional._features import check_feature_sets
+from percep_lightning.functional.inputs import check_real
 
 __all__ = ["cmmd"]
 
@@ -71,10 +71,10 @@ def cmmd(x: Tensor, y: Tensor, *, sigma: float = 10.0, scale: float = 1000.0) ->
         True
     """
     check_feature_sets(x, y, ("x", "y"))
-    sigma = _check_real(sigma, "sigma")
+    sigma = check_real(sigma, "sigma")
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"Expected `sigma` to be finite and > 0, but got {sigma}.")
-    scale = _check_real(scale, "scale")
+    scale = check_real(scale, "scale")
     if not math.isfinite(scale):
         raise ValueError(f"Expected `scale` to be finite, but got {scale}.")
 
@@ -129,9 +129,3 @@ def _kernel_deviation_sum(a: Tensor, b: Tensor, dim: int, gamma: float, *, symme
             part = torch.mm(a[rows], columns.T, out=tile).expm1_().sum()
             total += part if not symmetric or i == j else 2.0 * part
     return total
-
-
-def _check_real(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"Expected `{name}` to be a real number, but got {type(value).__name__} {value!r}.")
-    return float(value)

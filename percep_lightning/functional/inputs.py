@@ -3,7 +3,7 @@ and the one place where a wrong type (``TypeError``) or a bad value (``ValueErro
 
 Type aliases for annotations in user code: :data:`Reduction`, :data:`Channel`, :data:`InputRange`,
 :data:`Quantize`. Checks with messages that name the argument: :func:`check_tensors`, :func:`check_int`,
-:func:`check_bool`.
+:func:`check_bool`, :func:`check_real`.
 
 Pixel ranges follow one rule, :data:`RANGE_TOLERANCE`: values at most that fraction of the range's width
 beyond either end are an overshoot (an un-clamped network output, resampling ringing) and are accepted
@@ -18,6 +18,7 @@ is the scale.) :func:`value_bounds` and
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import Literal
 
 import numpy as np
@@ -26,7 +27,7 @@ from torch import Tensor
 
 __all__ = [
     "RANGE_TOLERANCE", "Channel", "InputRange", "Quantize", "Reduction", "check_bool", "check_int",
-    "check_tensors", "far_outside", "value_bounds",
+    "check_real", "check_tensors", "far_outside", "value_bounds",
 ]  # fmt: skip
 
 Reduction = Literal["mean", "sum", "none"]
@@ -83,6 +84,25 @@ def check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"Expected `{name}` to be a bool, but got {type(value).__name__} {value!r}.")
     return value
+
+
+def check_real(value: object, name: str, *, positive: bool = False) -> float:
+    """``value`` as a ``float``: a TypeError unless it is a real number (not a bool), a ValueError unless it is
+    ``> 0`` with ``positive``.
+
+    Example:
+        >>> check_real(2, "sigma", positive=True)
+        2.0
+        >>> check_real("1", "sigma")
+        Traceback (most recent call last):
+        ...
+        TypeError: Expected `sigma` to be a real number, but got str '1'.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"Expected `{name}` to be a real number, but got {type(value).__name__} {value!r}.")
+    if positive and not value > 0:
+        raise ValueError(f"Expected `{name}` to be > 0, but got {value}.")
+    return float(value)
 
 
 RANGE_TOLERANCE = 0.1

@@ -19,6 +19,7 @@ from percep_lightning.functional._checks import (
     check_reduction,
 )
 from percep_lightning.functional._images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from percep_lightning.functional.inputs import check_real
 from percep_lightning.functional.perceptual import CRITERIA, Criterion, l1_distance_then_relu, layer_distance
 
 __all__ = ["DEFAULT_LAYER_WEIGHTS", "VGGPerceptualLoss"]
@@ -324,9 +325,7 @@ def _pool_after_relu(layers: Sequence[nn.Module], wanted: dict[int, str], i: int
 
 
 def _check_weight(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Expected `{name}` to be a number, but got {type(value).__name__}.")
-    value = float(value)
+    value = check_real(value, name)
     if not (value >= 0 and value != float("inf")):
         raise ValueError(f"Expected `{name}` to be a finite number >= 0, but got {value}.")
     return value

@@ -10,18 +10,10 @@ from torch import Tensor, nn
 from percep_lightning.backbones.extractor import FeatureExtractor
 from percep_lightning.backbones.weights import WeightsArg
 from percep_lightning.functional.cmmd import cmmd
-from percep_lightning.functional.inputs import Quantize
+from percep_lightning.functional.inputs import Quantize, check_real
 from percep_lightning.metrics.feature_set import FeatureSetMetric
 
 __all__ = ["CMMD"]
-
-
-def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Expected `{name}` to be a float, but got {type(value).__name__}.")
-    if not value > 0:
-        raise ValueError(f"Expected `{name}` to be > 0, but got {value}.")
-    return float(value)
 
 
 class CMMD(FeatureSetMetric):
@@ -53,7 +45,7 @@ class CMMD(FeatureSetMetric):
         kwargs: torchmetrics ``Metric`` options.
 
     Raises:
-        TypeError: for a ``sigma`` or ``scale`` that is not a number, or a bad ``extractor``.
+        TypeError: for a ``sigma`` or ``scale`` that is not a real number, or a bad ``extractor``.
         ValueError: for a non-positive ``sigma`` or ``scale``, or an unknown ``quantize``.
 
     Shape:
@@ -87,8 +79,8 @@ class CMMD(FeatureSetMetric):
         reset_real_features: bool = True,
         **kwargs: Any,
     ) -> None:
-        sigma = _check_positive(sigma, "sigma")
-        scale = _check_positive(scale, "scale")
+        sigma = check_real(sigma, "sigma", positive=True)
+        scale = check_real(scale, "scale", positive=True)
         if extractor is None:
             from percep_lightning.backbones.clip import CLIPImageEncoder
 

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from percep_lightning.backbones.extractor import FeatureExtractor
-from percep_lightning.functional.inputs import Quantize, check_int
+from percep_lightning.functional.inputs import Quantize, check_int, check_real
 from percep_lightning.functional.kid import kernel_inception_distance
 from percep_lightning.metrics.feature_set import FeatureSetMetric
 
@@ -88,10 +88,9 @@ class KernelDistance(FeatureSetMetric):
         check_int(seed, "seed")
         for name, value in (("subsets", subsets), ("subset_size", subset_size), ("degree", degree)):
             check_int(value, name, minimum=1)
-        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float))):
-            raise TypeError(f"Expected `gamma` to be a float or None, but got {type(gamma).__name__}.")
-        if isinstance(coef0, bool) or not isinstance(coef0, (int, float)):
-            raise TypeError(f"Expected `coef0` to be a float, but got {type(coef0).__name__}.")
+        if gamma is not None:
+            check_real(gamma, "gamma")
+        check_real(coef0, "coef0")
         self.subsets = int(subsets)
         self.subset_size = int(subset_size)
         self.degree = int(degree)

@@ -118,7 +118,7 @@ def test_errors(image_sets):
         PRDC(StubExtractor(), k=2.5)
     with pytest.raises(ValueError, match="`sigma` to be > 0"):
         CMMD(StubExtractor(), sigma=0.0)
-    with pytest.raises(TypeError, match="`scale` to be a float"):
+    with pytest.raises(TypeError, match="`scale` to be a real number"):
         CMMD(StubExtractor(), scale="big")
     metric = CMMD(StubExtractor())
     metric.update(real, real=True)
