@@ -82,6 +82,7 @@ def test_package_uses_no_private_torchmetrics_or_lightning_api():
 APPLY_OVERRIDES = {"percep_lightning/backbones/base.py"}
 """The modules allowed to override ``nn.Module._apply``."""
 
+
 def _torch_internals(source: str, name: str, may_override_apply: bool = False) -> list[str]:
     tree = ast.parse(source, filename=name)
     found = []

@@ -52,7 +52,9 @@ def test_the_rule():
     assert RANGE_TOLERANCE == 0.1
     assert not far_outside(OVERSHOOT, 0.0, 1.0) and far_outside(WRONG_SCALE, 0.0, 1.0)
     assert not far_outside((-1.15, 1.1), -1.0, 1.0)  # a tenth of the width: 0.2 for [-1, 1]
-    bounds = value_bounds({"`a`": torch.tensor([0.5, -0.25]), "`b`": torch.tensor([3.0]), "`c`": torch.ones(0)})
+    bounds = value_bounds(
+        {"`a`": torch.tensor([0.5, -0.25]), "`b`": torch.tensor([3.0]), "`c`": torch.ones(0)}
+    )
     assert bounds == {"`a`": (-0.25, 0.5), "`b`": (3.0, 3.0)}
     with pytest.raises(ValueError, match=r"Expected `b` to be finite, but it contains NaN or Inf values"):
         value_bounds({"`a`": torch.zeros(2), "`b`": torch.tensor([0.0, float("inf")])})
@@ -81,7 +83,9 @@ def test_quantising_metrics_clamp_the_overshoot_as_saving_a_png_would():
 def test_the_callback_clamps_an_overshoot_and_rejects_a_wrong_scale():
     out = _callback(_images(*OVERSHOOT))
     assert torch.equal(out, _images(*OVERSHOOT).clamp(0, 1))
-    with pytest.raises(ValueError, match=r"float images under `keys\['preds'\]`='preds' in .* to be in \[0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"float images under `keys\['preds'\]`='preds' in .* to be in \[0, 1\]"
+    ):
         _callback(_images(*WRONG_SCALE))
 
 
