@@ -226,6 +226,27 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--style", help="style images (StyleID's FID)")
     parser.add_argument("--metrics", help="comma-separated metric names (see below)")
     parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)}")
+    _add_settings(parser)
+    parser.add_argument("--weights", nargs="+", metavar="NAME=PATH", help=_WEIGHTS_HELP)
+    parser.add_argument(
+        "--option",
+        nargs="+",
+        metavar="METRIC.KEY=VALUE",
+        help="a metric's option (e.g. prdc.k=3 prdc.features=clip fd_dinov2_inf.min_samples=none); "
+        "integers are read as such, none/null as None",
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="write values, counts, settings, weights hashes and versions"
+    )
+    parser.add_argument(
+        "--per-image", metavar="FILE.csv", help="write the per-pair values of the paired metrics"
+    )
+    _common(parser)
+    return parser
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """``evaluate``'s pairing, per-metric settings and cache options."""
     parser.add_argument(
         "--pair-by",
         choices=("name", "sorted"),
@@ -253,22 +274,6 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument(
         "--crop-border", type=int, default=0, help="pixels cropped on every side before PSNR/SSIM"
     )
-    parser.add_argument("--weights", nargs="+", metavar="NAME=PATH", help=_WEIGHTS_HELP)
-    parser.add_argument(
-        "--option",
-        nargs="+",
-        metavar="METRIC.KEY=VALUE",
-        help="a metric's option (e.g. prdc.k=3 prdc.features=clip fd_dinov2_inf.min_samples=none); "
-        "integers are read as such, none/null as None",
-    )
-    parser.add_argument(
-        "--json", metavar="FILE", help="write values, counts, settings, weights hashes and versions"
-    )
-    parser.add_argument(
-        "--per-image", metavar="FILE.csv", help="write the per-pair values of the paired metrics"
-    )
-    _common(parser)
-    return parser
 
 
 def add_stats_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
