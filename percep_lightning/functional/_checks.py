@@ -18,6 +18,19 @@ from percep_lightning.functional.inputs import far_outside, value_bounds
 _REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
+def check_same_4d(preds: Tensor, target: Tensor) -> None:
+    """Raise a ValueError unless ``preds`` and ``target`` have one shape, and it is 4-D."""
+    if preds.shape != target.shape:
+        raise ValueError(
+            f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
+            f"{tuple(target.shape)}."
+        )
+    if preds.ndim != 4:
+        raise ValueError(
+            f"Expected `preds` and `target` to be 4-D (N, C, H, W), but got shape {tuple(preds.shape)}."
+        )
+
+
 def check_pair(
     preds: Tensor, target: Tensor, *, channels: Sequence[int] | None = None, finite: bool = True
 ) -> None:
@@ -39,15 +52,7 @@ def check_pair(
             raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
         if not x.is_floating_point():
             raise TypeError(f"Expected `{name}` to be a floating-point tensor, but got dtype {x.dtype}.")
-    if preds.shape != target.shape:
-        raise ValueError(
-            f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
-            f"{tuple(target.shape)}."
-        )
-    if preds.ndim != 4:
-        raise ValueError(
-            f"Expected `preds` and `target` to be 4-D (N, C, H, W), but got shape {tuple(preds.shape)}."
-        )
+    check_same_4d(preds, target)
     if channels is not None and preds.shape[1] not in channels:
         raise ValueError(
             f"Expected `preds` and `target` to have {' or '.join(map(str, channels))} channels, but got "

@@ -23,6 +23,7 @@ from percep_lightning.functional.inputs import far_outside, value_bounds
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "check_image_tensor",
     "check_images",
     "check_min_size",
     "check_unit_range",
@@ -94,6 +95,26 @@ def imagenet_normalize(
     return torch.addcmul(offset.to(dtype), x, scale.to(dtype))
 
 
+def check_image_tensor(images: object, name: str) -> Tensor:
+    """``images`` when it is a ``uint8`` or float tensor of shape ``(N, 3 or 1, H, W)``, values unchecked.
+
+    Raises:
+        TypeError: if ``images`` is not a tensor, or is neither ``uint8`` nor floating point.
+        ValueError: on a rank other than 4, a channel count other than 1 or 3, or an empty spatial size.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(images).__name__}.")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(
+            f"Expected `{name}` to be uint8 in [0, 255] or floating point in [0, 1], but got dtype {images.dtype}."
+        )
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[-1] == 0 or images.shape[-2] == 0:
+        raise ValueError(
+            f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(images.shape)}."
+        )
+    return images
+
+
 def check_images(images: object, name: str) -> Tensor:
     """Validate a metric's batch of images and return it with three channels.
 
@@ -116,16 +137,7 @@ def check_images(images: object, name: str) -> Tensor:
         >>> check_images(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), "images").shape
         torch.Size([2, 3, 8, 8])
     """
-    if not isinstance(images, Tensor):
-        raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(images).__name__}.")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(
-            f"Expected `{name}` to be uint8 in [0, 255] or floating point in [0, 1], but got dtype {images.dtype}."
-        )
-    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[-1] == 0 or images.shape[-2] == 0:
-        raise ValueError(
-            f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(images.shape)}."
-        )
+    images = check_image_tensor(images, name)
     if images.is_floating_point():
         for bounds in value_bounds({f"`{name}`": images}).values():
             check_unit_range(bounds, f"float `{name}`")

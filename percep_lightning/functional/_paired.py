@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from percep_lightning.functional._checks import check_choice, check_input_range, check_positive
+from percep_lightning.functional._checks import check_choice, check_input_range, check_positive, check_same_4d
 from percep_lightning.functional.color import luma
 from percep_lightning.functional.inputs import check_int, far_outside, value_bounds
 
@@ -79,15 +79,7 @@ def check_pair_types(preds: Tensor, target: Tensor) -> bool:
             "Expected `preds` and `target` to be both uint8 or both floating point, but got dtypes "
             f"{preds.dtype} and {target.dtype}."
         )
-    if preds.shape != target.shape:
-        raise ValueError(
-            f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
-            f"{tuple(target.shape)}."
-        )
-    if preds.ndim != 4:
-        raise ValueError(
-            f"Expected `preds` and `target` to be 4-D (N, C, H, W), but got shape {tuple(preds.shape)}."
-        )
+    check_same_4d(preds, target)
     return is_uint8
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.extractor import FeatureExtractor
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
-from percep_lightning.functional._images import check_images, check_unit_range
+from percep_lightning.functional._images import check_image_tensor, check_images, check_unit_range
 from percep_lightning.functional.inputs import Quantize, value_bounds
 
 QUANTIZE_MODES: tuple[str, ...] = ("round", "truncate")
@@ -210,17 +210,8 @@ def unit_float_pair(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         ValueError: on a bad or different shape, NaN/Inf values, or float values far outside [0, 1]
             (:data:`~percep_lightning.functional.inputs.RANGE_TOLERANCE`).
     """
-    for name, x in (("preds", preds), ("target", target)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"Expected `{name}` to be a torch.Tensor, but got {type(x).__name__}.")
-        if x.dtype != torch.uint8 and not x.is_floating_point():
-            raise TypeError(
-                f"Expected `{name}` to be uint8 in [0, 255] or floating point in [0, 1], but got dtype {x.dtype}."
-            )
-        if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[-1] == 0 or x.shape[-2] == 0:
-            raise ValueError(
-                f"Expected `{name}` to have shape (N, 3, H, W) or (N, 1, H, W), but got {tuple(x.shape)}."
-            )
+    check_image_tensor(preds, "preds")
+    check_image_tensor(target, "target")
     if preds.shape != target.shape:
         raise ValueError(
             f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
