@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from percep_lightning.functional.inputs import check_int
 from percep_lightning.metrics import builders
 from percep_lightning.metrics.builders import Builder
 from percep_lightning.metrics.networks import (
@@ -365,6 +364,8 @@ _MINIMUM_OF = {("fid_art", "resize"): 75}  # the art Inception's smallest input
 
 def _check_option(metric: str, key: str, value: object) -> None:
     """Raise a TypeError or ValueError naming ``options[metric][key]`` for a value it cannot take."""
+    from percep_lightning.functional.inputs import check_int  # here: this module is importable without torch
+
     name = f"options[{metric!r}][{key!r}]"
     if value is None and key in _MAY_BE_NONE:
         return
