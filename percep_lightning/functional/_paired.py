@@ -22,8 +22,6 @@ from percep_lightning.functional.inputs import check_int, far_outside, value_bou
 CHANNELS: tuple[str, ...] = ("rgb", "y", "per_channel")
 """The values of the ``channel`` argument of :func:`~percep_lightning.functional.psnr` and SSIM."""
 
-"""Values beyond either end of the range by more than this fraction of its width trigger the warning."""
-
 
 def check_channel(channel: str) -> None:
     """Raise a ValueError listing the choices unless ``channel`` is one of :data:`CHANNELS`."""

@@ -29,6 +29,7 @@ from torch import Tensor
 from percep_lightning.backbones.base import HoldsFrozen
 from percep_lightning.backbones.extractor import FeatureExtractor
 from percep_lightning.backbones.inception import FIDInceptionV3, InceptionFeatures
+from percep_lightning.functional._checks import check_same_4d
 from percep_lightning.functional._images import check_image_tensor, check_images, check_unit_range
 from percep_lightning.functional.inputs import Quantize, value_bounds
 
@@ -212,11 +213,7 @@ def unit_float_pair(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """
     check_image_tensor(preds, "preds")
     check_image_tensor(target, "target")
-    if preds.shape != target.shape:
-        raise ValueError(
-            f"Expected `preds` and `target` to have the same shape, but got {tuple(preds.shape)} and "
-            f"{tuple(target.shape)}."
-        )
+    check_same_4d(preds, target)
     floats = {f"`{name}`": x for name, x in (("preds", preds), ("target", target)) if x.is_floating_point()}
     for label, bounds in value_bounds(floats).items():
         check_unit_range(bounds, f"float {label}")

@@ -18,14 +18,19 @@ pytestmark = pytest.mark.filterwarnings(
 @pytest.fixture
 def counted_forwards(monkeypatch):
     """The number of images each Inception forward of the evaluation receives."""
+    return count_images(monkeypatch, FIDInceptionV3, "forward")
+
+
+def count_images(monkeypatch, cls: type, method: str) -> list[int]:
+    """Patch ``cls.method`` to record the batch size of every call; returns the (growing) list of sizes."""
     calls: list[int] = []
-    original = FIDInceptionV3.forward
+    original = getattr(cls, method)
 
     def counting(self, images):
         calls.append(int(images.shape[0]))
         return original(self, images)
 
-    monkeypatch.setattr(FIDInceptionV3, "forward", counting)
+    monkeypatch.setattr(cls, method, counting)
     return calls
 
 
@@ -75,14 +80,7 @@ def test_every_network_of_the_target_side_is_cached(
     from percep_lightning.metrics.registry import BuildContext
 
     small = DINOv2(DINOv2Arch(32, 2, 2), weights=None)
-    dino_images: list[int] = []
-    original = DINOv2.extract_features
-
-    def counting(self, images):
-        dino_images.append(int(images.shape[0]))
-        return original(self, images)
-
-    monkeypatch.setattr(DINOv2, "extract_features", counting)
+    dino_images = count_images(monkeypatch, DINOv2, "extract_features")
     monkeypatch.setattr(BuildContext, "dinov2", lambda self: self.network("dinov2_vitl14", lambda: small))
     save_images(tmp_path / "pred", photos(8, 32, dtype=torch.uint8)[4:])
     save_images(tmp_path / "target", photos(4, 32, dtype=torch.uint8))
